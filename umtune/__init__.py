@@ -1,0 +1,1 @@
+"""umtune: Universal Music Translation networks, trained and swept on Ray."""

@@ -1,0 +1,273 @@
+"""The one configuration tree of a run: frozen dataclasses, presets, and checkpoint upgrades.
+
+A run is described once by a `RunConfig` (built by the CLI, a preset or a Tune trial) and passed
+explicitly; components receive only their own sub-config. Change a config with
+`dataclasses.replace`; every dataclass validates itself in `__post_init__` and names the field.
+Sizes follow Mor et al. 2018, section 3 and the official code (see ../shared/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CONFIG_VERSION = 1
+
+DEFAULT_DOMAINS = ("piano", "violin", "flute", "trumpet", "organ", "guitar")
+
+# Named dilation patterns (see `dilation_schedule`); an explicit tuple of ints is also accepted.
+DILATION_PATTERNS = ("doubling", "cycle5", "cycle8", "cycle10", "cycle12", "cycle14", "nonrepeating",
+                     "base3")
+
+
+def _check(condition: bool, name: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"config field {name}={value!r}: expected {expected}")
+
+
+def dilation_schedule(pattern: str | tuple[int, ...], blocks: int, layers_per_block: int,
+                      ) -> tuple[int, ...]:
+    """Dilation of every layer, in order, for a named pattern or an explicit list.
+
+    - "doubling": 1, 2, 4, ... 2**(layers_per_block-1), restarting each block (the paper's
+      cycle; with 10 layers per block this is the encoder's "doubling cycle of 10").
+    - "cycleN": doubling that restarts every N layers, independent of the block size.
+    - "nonrepeating": 1, 2, 4, ... across all layers without restarting (at most 16 layers).
+    - "base3": 1, 3, 9, ... restarting each block.
+    - a tuple of ints: used as given; its length must equal blocks * layers_per_block.
+    """
+    n = blocks * layers_per_block
+    if isinstance(pattern, (tuple, list)):
+        dil = tuple(int(d) for d in pattern)
+        _check(len(dil) == n, "dilations", pattern, f"{n} entries (blocks x layers_per_block)")
+        _check(all(d >= 1 for d in dil), "dilations", pattern, "positive integers")
+        return dil
+    if pattern == "doubling":
+        return tuple(2 ** (i % layers_per_block) for i in range(n))
+    if pattern == "base3":
+        return tuple(3 ** (i % layers_per_block) for i in range(n))
+    if pattern == "nonrepeating":
+        _check(n <= 16, "dilations", pattern, "at most 16 layers in all for 'nonrepeating'")
+        return tuple(2**i for i in range(n))
+    if pattern.startswith("cycle") and pattern[5:].isdigit() and int(pattern[5:]) > 0:
+        cycle = int(pattern[5:])
+        return tuple(2 ** (i % cycle) for i in range(n))
+    raise ValueError(f"config field dilations={pattern!r}: expected one of "
+                     f"{', '.join(DILATION_PATTERNS)}, 'cycleN' or a tuple of ints")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Shared non-causal dilated residual encoder (paper: 3 blocks x 10 layers, 128 ch, k3)."""
+
+    blocks: int = 3
+    layers_per_block: int = 10
+    channels: int = 128
+    kernel_size: int = 3
+    dilations: str | tuple[int, ...] = "doubling"
+    latent_channels: int = 64
+    pool: int = 800  # samples averaged into one latent frame (800 = 50 ms at 16 kHz)
+
+    def __post_init__(self):
+        for name in ("blocks", "layers_per_block", "channels", "latent_channels", "pool"):
+            _check(getattr(self, name) >= 1, f"encoder.{name}", getattr(self, name), ">= 1")
+        _check(self.kernel_size % 2 == 1, "encoder.kernel_size", self.kernel_size,
+               "an odd size (the encoder is non-causal and centred)")
+        if isinstance(self.dilations, list):
+            object.__setattr__(self, "dilations", tuple(self.dilations))
+        dilation_schedule(self.dilations, self.blocks, self.layers_per_block)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """One autoregressive WaveNet per domain (paper: 4 blocks x 14 layers)."""
+
+    blocks: int = 4
+    layers_per_block: int = 14
+    residual_channels: int = 128
+    gate_channels: int = 256  # output of the dilated conv, split into tanh and sigmoid halves
+    skip_channels: int = 128
+    kernel_size: int = 2
+    dilations: str | tuple[int, ...] = "doubling"
+
+    def __post_init__(self):
+        for name in ("blocks", "layers_per_block", "residual_channels", "skip_channels"):
+            _check(getattr(self, name) >= 1, f"decoder.{name}", getattr(self, name), ">= 1")
+        _check(self.gate_channels >= 2 and self.gate_channels % 2 == 0, "decoder.gate_channels",
+               self.gate_channels, "an even number >= 2")
+        _check(self.kernel_size >= 2, "decoder.kernel_size", self.kernel_size, ">= 2")
+        if isinstance(self.dilations, list):
+            object.__setattr__(self, "dilations", tuple(self.dilations))
+        dilation_schedule(self.dilations, self.blocks, self.layers_per_block)
+
+
+@dataclass(frozen=True)
+class ConfusionConfig:
+    """Domain-confusion network on the latent (paper: 3 1x1-conv layers, ELU, dropout)."""
+
+    layers: int = 3
+    channels: int = 100
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        _check(self.layers >= 1, "confusion.layers", self.layers, ">= 1")
+        _check(self.channels >= 1, "confusion.channels", self.channels, ">= 1")
+        _check(0.0 <= self.dropout < 1.0, "confusion.dropout", self.dropout, "in [0, 1)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    domains: tuple[str, ...] = DEFAULT_DOMAINS
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    confusion: ConfusionConfig = field(default_factory=ConfusionConfig)
+    classes: int = 256  # mu-law quantisation levels
+
+    def __post_init__(self):
+        if isinstance(self.domains, list):
+            object.__setattr__(self, "domains", tuple(self.domains))
+        _check(len(self.domains) >= 2 and len(set(self.domains)) == len(self.domains),
+               "model.domains", self.domains, "at least two distinct domain names")
+        _check(self.classes >= 2, "model.classes", self.classes, ">= 2")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = "data/bach"  # dataset directory written by `umtune data`
+    segment_samples: int = 12000  # training segment (0.75 s at 16 kHz)
+    batch_per_domain: int = 2  # segments per domain in each step; every step sees every domain
+
+    def __post_init__(self):
+        _check(self.segment_samples >= 2, "data.segment_samples", self.segment_samples, ">= 2")
+        _check(self.batch_per_domain >= 1, "data.batch_per_domain", self.batch_per_domain, ">= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 1e-3
+    lr_decay: float = 0.995  # multiplied into lr every lr_decay_every steps
+    lr_decay_every: int = 1000
+    grad_clip: float = 1.0  # clip gradients by value
+    confusion_lambda: float = 1e-2  # weight of the adversarial term; 0 is the no-confusion ablation
+    confusion_lr: float = 1e-3
+    aug_semitones: float = 0.5  # max |pitch shift| of the augmentation; 0 disables it
+    aug_min_seconds: float = 0.25
+    aug_max_seconds: float = 0.5
+    steps_per_epoch: int = 50
+    max_epochs: int = 1000
+    max_minutes: float = 0.0  # wall-clock budget; 0 means no limit
+    eval_segments: int = 8  # held-out segments per domain scored at each epoch end
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.lr > 0, "train.lr", self.lr, "> 0")
+        _check(0 < self.lr_decay <= 1, "train.lr_decay", self.lr_decay, "in (0, 1]")
+        _check(self.lr_decay_every >= 1, "train.lr_decay_every", self.lr_decay_every, ">= 1")
+        _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "> 0")
+        _check(self.confusion_lambda >= 0, "train.confusion_lambda", self.confusion_lambda, ">= 0")
+        _check(self.confusion_lr > 0, "train.confusion_lr", self.confusion_lr, "> 0")
+        _check(self.aug_semitones >= 0, "train.aug_semitones", self.aug_semitones, ">= 0")
+        _check(0 < self.aug_min_seconds <= self.aug_max_seconds, "train.aug_min_seconds",
+               (self.aug_min_seconds, self.aug_max_seconds), "0 < aug_min_seconds <= aug_max_seconds")
+        _check(self.steps_per_epoch >= 1, "train.steps_per_epoch", self.steps_per_epoch, ">= 1")
+        _check(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, ">= 1")
+        _check(self.max_minutes >= 0, "train.max_minutes", self.max_minutes, ">= 0")
+        _check(self.eval_segments >= 1, "train.eval_segments", self.eval_segments, ">= 1")
+        _check(self.precision in ("fp32", "bf16"), "train.precision", self.precision,
+               "'fp32' or 'bf16'")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        _check(self.data.segment_samples % self.model.encoder.pool == 0, "data.segment_samples",
+               self.data.segment_samples,
+               f"a multiple of model.encoder.pool={self.model.encoder.pool}")
+
+    def to_dict(self) -> dict:
+        return {"version": CONFIG_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        """Rebuild a config saved by `to_dict` (checkpoints), upgrading old versions first."""
+        d = upgrade_config_dict(d)
+        return cls(
+            data=_build(DataConfig, d["data"], "data"),
+            model=ModelConfig(
+                domains=tuple(d["model"]["domains"]),
+                encoder=_build(EncoderConfig, d["model"]["encoder"], "model.encoder"),
+                decoder=_build(DecoderConfig, d["model"]["decoder"], "model.decoder"),
+                confusion=_build(ConfusionConfig, d["model"]["confusion"], "model.confusion"),
+                classes=d["model"]["classes"],
+            ),
+            train=_build(TrainConfig, d["train"], "train"),
+        )
+
+
+def _build(cls, values: dict, where: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"config section {where}: unknown fields {sorted(unknown)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def upgrade_config_dict(d: dict) -> dict:
+    """Bring a saved config dict to CONFIG_VERSION; the one place old keys are renamed."""
+    version = d.get("version", 1)
+    if version > CONFIG_VERSION:
+        raise ValueError(f"config version {version}: this umtune reads versions up to "
+                         f"{CONFIG_VERSION}; upgrade umtune")
+    return {k: v for k, v in d.items() if k != "version"}
+
+
+def replace_path(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
+    """`dataclasses.replace` along a dotted field path, e.g. ("train.lr", 3e-4)."""
+    head, _, rest = dotted.partition(".")
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if head not in names:
+        raise ValueError(f"unknown config field {dotted!r} (in {type(cfg).__name__}: "
+                         f"{', '.join(sorted(names))})")
+    if rest:
+        return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value)})
+    return dataclasses.replace(cfg, **{head: value})
+
+
+def paper(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
+    """The paper's sizes: encoder 3x10 layers, 128 ch, latent 64, pool 800; decoders 4x14."""
+    return RunConfig(
+        data=DataConfig(segment_samples=12000, batch_per_domain=2),
+        model=ModelConfig(domains=tuple(domains)),
+        train=TrainConfig(),
+    )
+
+
+def tiny(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
+    """Small enough that 10 minutes on 2 CPU cores visibly lowers the held-out loss."""
+    return RunConfig(
+        data=DataConfig(segment_samples=4000, batch_per_domain=2),
+        model=ModelConfig(
+            domains=tuple(domains),
+            encoder=EncoderConfig(blocks=2, layers_per_block=6, channels=32, latent_channels=16,
+                                  pool=200),
+            decoder=DecoderConfig(blocks=2, layers_per_block=8, residual_channels=32,
+                                  gate_channels=64, skip_channels=32),
+            confusion=ConfusionConfig(layers=3, channels=32, dropout=0.0),
+        ),
+        train=TrainConfig(steps_per_epoch=25, eval_segments=4),
+    )
+
+
+PRESETS = {"paper": paper, "tiny": tiny}
+
+
+def preset(name: str, domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+    return PRESETS[name](tuple(domains))
