@@ -17,8 +17,8 @@ CONFIG_VERSION = 1
 DEFAULT_DOMAINS = ("piano", "violin", "flute", "trumpet", "organ", "guitar")
 
 # Named dilation patterns (see `dilation_schedule`); an explicit tuple of ints is also accepted.
-DILATION_PATTERNS = ("doubling", "cycle5", "cycle8", "cycle10", "cycle12", "cycle14", "nonrepeating",
-                     "base3")
+DILATION_PATTERNS = ("doubling", "cycle5", "cycle8", "cycle10", "cycle12", "cycle14",
+                     "nonrepeating", "base3")
 
 
 def _check(condition: bool, name: str, value: Any, expected: str) -> None:
@@ -135,10 +135,12 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DataConfig:
     path: str = "data/bach"  # dataset directory written by `umtune data`
+    sample_rate: int = 16000  # must match the dataset's
     segment_samples: int = 12000  # training segment (0.75 s at 16 kHz)
     batch_per_domain: int = 2  # segments per domain in each step; every step sees every domain
 
     def __post_init__(self):
+        _check(self.sample_rate >= 1000, "data.sample_rate", self.sample_rate, ">= 1000 Hz")
         _check(self.segment_samples >= 2, "data.segment_samples", self.segment_samples, ">= 2")
         _check(self.batch_per_domain >= 1, "data.batch_per_domain", self.batch_per_domain, ">= 1")
 
@@ -170,7 +172,8 @@ class TrainConfig:
         _check(self.confusion_lr > 0, "train.confusion_lr", self.confusion_lr, "> 0")
         _check(self.aug_semitones >= 0, "train.aug_semitones", self.aug_semitones, ">= 0")
         _check(0 < self.aug_min_seconds <= self.aug_max_seconds, "train.aug_min_seconds",
-               (self.aug_min_seconds, self.aug_max_seconds), "0 < aug_min_seconds <= aug_max_seconds")
+               (self.aug_min_seconds, self.aug_max_seconds),
+               "0 < aug_min_seconds <= aug_max_seconds")
         _check(self.steps_per_epoch >= 1, "train.steps_per_epoch", self.steps_per_epoch, ">= 1")
         _check(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, ">= 1")
         _check(self.max_minutes >= 0, "train.max_minutes", self.max_minutes, ">= 0")

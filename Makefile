@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# They create .venv, install the pinned Python packages and the Debian packages umtune needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DATA ?= data/bach
+APT_PACKAGES := fluidsynth fluid-soundfont-gm
+SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
+
+.PHONY: setup system-deps test test-slow lint demo clean
+
+setup: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# FluidSynth and the General MIDI SoundFont render the built-in Bach dataset.
+system-deps:
+	@if ! command -v fluidsynth >/dev/null || [ ! -f $(SOUNDFONT) ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install $(APT_PACKAGES)"; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+lint: setup
+	$(VENV)/bin/ruff check umtune tests benchmarks
+
+test: setup lint
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+demo: setup
+	@if [ ! -f $(DEMO_DATA)/manifest.json ]; then $(VENV)/bin/umtune data chorales --out $(DEMO_DATA); fi
+	$(VENV)/bin/umtune data summary $(DEMO_DATA)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,152 @@
+"""The network's modules: shapes, causality, receptive fields, the adversarial loss sign."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from umtune.config import (
+    ConfusionConfig,
+    DecoderConfig,
+    EncoderConfig,
+    ModelConfig,
+    dilation_schedule,
+    paper,
+)
+from umtune.trainable.model import (
+    UniversalTranslator,
+    codes_to_input,
+    decoder_receptive_field,
+    encoder_receptive_field,
+    mu_law_encode,
+)
+
+TINY = ModelConfig(
+    domains=("a", "b"),
+    encoder=EncoderConfig(blocks=2, layers_per_block=2, channels=8, latent_channels=4, pool=20),
+    decoder=DecoderConfig(blocks=2, layers_per_block=3, residual_channels=8, gate_channels=16,
+                          skip_channels=8),
+    confusion=ConfusionConfig(layers=2, channels=8, dropout=0.0),
+)
+
+
+def _model(cfg=TINY, seed=0):
+    torch.manual_seed(seed)
+    return UniversalTranslator(cfg)
+
+
+def test_shapes_of_latent_logits_and_confusion():
+    """Encoder pools by `pool`, decoders give (B, 256, T), confusion gives (B, K)."""
+    m = _model()
+    audio = torch.rand(3, 200) * 2 - 1
+    z = m.encode(audio)
+    assert z.shape == (3, 4, 10)
+    logits = m.decoders["a"](mu_law_encode(audio, 256), z)
+    assert logits.shape == (3, 256, 200)
+    assert m.confusion(z).shape == (3, 2)
+
+
+@pytest.mark.parametrize("dilations", ["doubling", "base3", (1, 1, 2, 3, 5, 8)])
+def test_decoder_is_causal_with_the_stated_receptive_field(dilations):
+    """Output t depends on exactly codes t-R .. t-1: never on t itself or the future."""
+    cfg = replace(TINY, decoder=replace(TINY.decoder, dilations=dilations))
+    m = _model(cfg)
+    codes = torch.randint(0, 256, (1, 400))
+    z = torch.randn(1, 4, 20)
+    base = m.decoders["a"](codes, z)
+    t0 = 150
+    changed = codes.clone()
+    changed[0, t0] = (changed[0, t0] + 97) % 256
+    diff = (m.decoders["a"](changed, z) - base).abs().amax(dim=(0, 1))
+    affected = (diff > 0).nonzero().flatten()
+    receptive = decoder_receptive_field(cfg.decoder)
+    assert affected.min().item() == t0 + 1
+    assert affected.max().item() == t0 + receptive
+    dil = dilation_schedule(dilations, 2, 3)
+    assert receptive == 1 + 1 + sum(dil)  # kernel 2: start conv + one tap per layer + shift
+
+
+def test_decoder_causality_by_gradient():
+    """Logits at t get zero gradient from inputs after t (checked on the scaled input)."""
+    m = _model()
+    dec = m.decoders["b"]
+    x = torch.randn(1, 1, 200, requires_grad=True)
+    z = torch.randn(1, 4, 10)
+    h = dec.start(F.pad(x, (1, 0)))
+    skip = dec.start_skip(h)
+    for layer, cond in zip(dec.layers, dec.project_condition(z), strict=False):
+        r, s = layer(h, cond)
+        h, skip = h + r, skip + s
+    dec.head(skip, dec.project_condition(z)[-1])[0, :, 99].sum().backward()
+    assert x.grad[0, 0, 100:].abs().max() == 0
+    assert x.grad[0, 0, :100].abs().max() > 0
+
+
+def test_encoder_receptive_field_is_centred():
+    """A pre-pooling encoder output sees (RF-1)/2 samples on each side, no more."""
+    cfg = replace(TINY.encoder, pool=1)
+    torch.manual_seed(0)
+    enc = UniversalTranslator(replace(TINY, encoder=cfg)).encoder
+    x = torch.zeros(1, 300, requires_grad=True)
+    enc(x)[0, :, 150].sum().backward()
+    seen = (x.grad[0] != 0).nonzero().flatten()
+    half = (encoder_receptive_field(cfg) - 1) // 2
+    assert seen.min().item() == 150 - half and seen.max().item() == 150 + half
+
+
+def test_paper_preset_sizes_and_receptive_field():
+    """The paper preset: 3x10 encoder, 4x14 decoders, latent 64, pool 800, RF ~65k samples."""
+    cfg = paper().model
+    assert cfg.encoder.blocks * cfg.encoder.layers_per_block == 30
+    assert cfg.decoder.blocks * cfg.decoder.layers_per_block == 56
+    assert cfg.encoder.latent_channels == 64 and cfg.encoder.pool == 800
+    assert decoder_receptive_field(cfg.decoder) == 4 * (2**14 - 1) + 2
+
+
+def test_adversarial_term_pushes_the_encoder_to_raise_confusion_ce():
+    """With lambda > 0, a step on CE - lambda*CE_conf increases the confusion net's CE."""
+    m = _model()
+    audio = torch.rand(4, 200) * 2 - 1
+    labels = torch.tensor([0, 0, 1, 1])
+    codes = mu_law_encode(audio, 256)
+    inputs = codes_to_input(codes, 256)
+
+    def confusion_ce():
+        return F.cross_entropy(m.confusion(m.autoencoder.encoder(inputs)), labels)
+
+    before = confusion_ce().item()
+    opt = torch.optim.SGD(m.autoencoder.encoder.parameters(), lr=0.5)
+    loss = -1.0 * confusion_ce()  # the adversarial part of the autoencoder's loss, lambda = 1
+    loss.backward()
+    opt.step()
+    assert confusion_ce().item() > before
+
+
+def test_tiny_model_overfits_a_one_second_clip():
+    """A tiny autoencoder learns one 1 s clip: its CE falls below half of log(256)."""
+    torch.manual_seed(0)
+    t = torch.arange(16000) / 16000
+    clip = (0.5 * torch.sin(2 * torch.pi * 220 * t) * torch.sin(2 * torch.pi * 1.5 * t))
+    codes = mu_law_encode(clip, 256).view(4, 4000)
+    inputs = codes_to_input(codes, 256)
+    cfg = replace(TINY, encoder=replace(TINY.encoder, pool=200),
+                  decoder=replace(TINY.decoder, residual_channels=32, gate_channels=64,
+                                  skip_channels=32))
+    m = _model(cfg)
+    opt = torch.optim.Adam(m.autoencoder.parameters(), lr=3e-3)
+    for _ in range(150):
+        ce, _ = m.autoencoder(inputs, codes)
+        opt.zero_grad()
+        ce.mean().backward()
+        opt.step()
+    assert ce.mean().item() < 0.5 * torch.log(torch.tensor(256.0)).item()  # 5.55 at the start
+
+
+def test_dilation_schedule_rejects_wrong_lengths_and_names():
+    """Explicit lists must have blocks*layers entries; unknown names are refused by name."""
+    with pytest.raises(ValueError, match="dilations"):
+        dilation_schedule((1, 2), 2, 3)
+    with pytest.raises(ValueError, match="fibonacci"):
+        dilation_schedule("fibonacci", 2, 3)
+    assert dilation_schedule("cycle2", 1, 5) == (1, 2, 1, 2, 1)

@@ -1,0 +1,263 @@
+"""The Universal Music Translation network: encoder, per-domain WaveNet decoders, confusion net.
+
+Mor, Wolf, Polyak, Taigman, "A Universal Music Translation Network" (2018), section 3:
+a shared non-causal dilated-convolution encoder E maps mu-law audio to a latent at 1/pool of the
+sample rate; one autoregressive WaveNet decoder per domain predicts the next mu-law sample from
+the past samples and the latent (teacher forcing in training); a small confusion network C
+predicts the domain from the latent, and the encoder is trained to make it fail.
+
+Only nn.Modules and pure tensor functions live here: no I/O, devices, Ray or loss weighting
+(those are in loop.py). Incremental generation reuses these very weights through
+`WaveNetDecoder.step` and the explicit cache of generate.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+from torch import Tensor, nn
+
+from umtune.config import (
+    ConfusionConfig,
+    DecoderConfig,
+    EncoderConfig,
+    ModelConfig,
+    dilation_schedule,
+)
+
+
+def mu_law_encode(audio: Tensor, classes: int) -> Tensor:
+    """Waveform in [-1, 1] -> integer codes in [0, classes)."""
+    return AF.mu_law_encoding(audio.clamp(-1.0, 1.0), classes)
+
+
+def mu_law_decode(codes: Tensor, classes: int) -> Tensor:
+    return AF.mu_law_decoding(codes, classes)
+
+
+def codes_to_input(codes: Tensor, classes: int) -> Tensor:
+    """Codes -> network input scaled to [-0.5, 0.5], as in the paper's code."""
+    return codes.float() / (classes - 1) - 0.5
+
+
+def encoder_receptive_field(cfg: EncoderConfig) -> int:
+    """Samples of input that reach one pre-pooling encoder output (centred, non-causal)."""
+    dil = dilation_schedule(cfg.dilations, cfg.blocks, cfg.layers_per_block)
+    return (cfg.kernel_size - 1) * (1 + sum(dil)) + 1
+
+
+def decoder_receptive_field(cfg: DecoderConfig) -> int:
+    """Number of past samples the prediction of sample t depends on (t-R .. t-1)."""
+    dil = dilation_schedule(cfg.dilations, cfg.blocks, cfg.layers_per_block)
+    return (cfg.kernel_size - 1) * (1 + sum(dil)) + 1
+
+
+class EncoderLayer(nn.Module):
+    """ReLU -> dilated conv -> ReLU -> 1x1, added back (no normalisation, as the paper)."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.dilated = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
+                                 padding=dilation * (kernel_size - 1) // 2)
+        self.mix = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, T)
+        return x + self.mix(F.relu(self.dilated(F.relu(x))))
+
+
+class Encoder(nn.Module):
+    """Shared non-causal encoder: waveform input -> latent (B, latent_channels, T // pool).
+
+    Args:
+        cfg: sizes, dilation schedule and pooling.
+    """
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.pool = cfg.pool
+        dil = dilation_schedule(cfg.dilations, cfg.blocks, cfg.layers_per_block)
+        self.start = nn.Conv1d(1, cfg.channels, cfg.kernel_size, padding=(cfg.kernel_size - 1) // 2)
+        self.layers = nn.Sequential(*(EncoderLayer(cfg.channels, cfg.kernel_size, d) for d in dil))
+        self.to_latent = nn.Conv1d(cfg.channels, cfg.latent_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, T) scaled input
+        h = self.layers(self.start(x.unsqueeze(1)))  # (B, C, T)
+        return F.avg_pool1d(self.to_latent(h), self.pool)  # (B, L, T // pool)
+
+
+class DecoderLayer(nn.Module):
+    """Gated dilated causal conv; residual and skip outputs share one 1x1 conv."""
+
+    def __init__(self, cfg: DecoderConfig, dilation: int):
+        super().__init__()
+        self.dilation = dilation
+        self.causal_pad = dilation * (cfg.kernel_size - 1)
+        self.dilated = nn.Conv1d(cfg.residual_channels, cfg.gate_channels, cfg.kernel_size,
+                                 dilation=dilation)
+        self.res_skip = nn.Conv1d(cfg.gate_channels // 2, cfg.residual_channels + cfg.skip_channels,
+                                  1)
+        self.residual_channels = cfg.residual_channels
+
+    def gate(self, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """Add conditioning, tanh x sigmoid, then the residual and skip 1x1s.
+
+        h: (B, G, T) dilated-conv output; cond: (B, G, F, 1), broadcast over each frame's T // F
+        samples. Returns residual (B, R, T) and skip (B, S, T).
+        """
+        a, b = add_per_frame(h, cond).chunk(2, dim=1)
+        out = self.res_skip(torch.tanh(a) * torch.sigmoid(b))  # (B, R + S, T)
+        return out[:, : self.residual_channels], out[:, self.residual_channels:]
+
+    def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:  # x: (B, R, T)
+        return self.gate(self.dilated(F.pad(x, (self.causal_pad, 0))), cond)
+
+
+def add_per_frame(x: Tensor, frame_values: Tensor) -> Tensor:
+    """x (B, C, T) + frame_values (B, C, F, 1) repeated over T // F samples (nearest upsampling)."""
+    B, C, T = x.shape
+    return (x.view(B, C, frame_values.shape[2], -1) + frame_values).view(B, C, T)
+
+
+class WaveNetDecoder(nn.Module):
+    """Autoregressive WaveNet for one domain, conditioned on the (upsampled) latent.
+
+    The latent is upsampled by nearest repetition (the official code's choice). Since a 1x1
+    conv commutes with repetition, every layer's conditioning is projected at the latent rate
+    in one matmul and broadcast over each frame's `pool` samples: the same function as
+    projecting the repeated latent, at 1/pool of the cost.
+
+    Args:
+        cfg: decoder sizes and dilation schedule.
+        latent_channels: channels of the encoder's latent.
+        classes: mu-law classes predicted per sample.
+    """
+
+    def __init__(self, cfg: DecoderConfig, latent_channels: int, classes: int):
+        super().__init__()
+        self.classes = classes
+        self.kernel_size = cfg.kernel_size
+        self.gate_channels = cfg.gate_channels
+        dil = dilation_schedule(cfg.dilations, cfg.blocks, cfg.layers_per_block)
+        self.start = nn.Conv1d(1, cfg.residual_channels, cfg.kernel_size)
+        self.start_skip = nn.Conv1d(cfg.residual_channels, cfg.skip_channels, 1)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, d) for d in dil)
+        self.cond = nn.Conv1d(latent_channels, cfg.gate_channels * len(dil) + cfg.skip_channels, 1)
+        self.head_hidden = nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1)
+        self.head_out = nn.Conv1d(cfg.skip_channels, classes, 1)
+
+    def project_condition(self, z: Tensor) -> list[Tensor]:
+        """Latent (B, L, F) -> per-layer conditioning (B, G, F, 1) each, then the head's."""
+        c = self.cond(z).unsqueeze(-1)  # (B, G * layers + S, F, 1)
+        sizes = [self.gate_channels] * len(self.layers) + [c.shape[1] - self.gate_channels *
+                                                           len(self.layers)]
+        return list(c.split(sizes, dim=1))
+
+    def head(self, skip: Tensor, cond: Tensor) -> Tensor:
+        """Skip sum (B, S, T) and the head's conditioning (B, S, F, 1) -> logits (B, classes, T)."""
+        return self.head_out(F.relu(add_per_frame(self.head_hidden(F.relu(skip)), cond)))
+
+    def forward(self, codes: Tensor, z: Tensor) -> Tensor:
+        """Teacher-forced logits (B, classes, T): position t predicts codes[:, t] from codes[:, <t].
+
+        Args:
+            codes: (B, T) target mu-law codes; T must equal z's frames x pool.
+            z: (B, L, F) latent.
+        """
+        frames = z.shape[-1]
+        assert codes.shape[1] % frames == 0, f"{codes.shape[1]} samples vs {frames} latent frames"
+        x = F.pad(codes_to_input(codes, self.classes), (1, -1)).unsqueeze(1)  # shift right
+        x = self.start(F.pad(x, (self.kernel_size - 1, 0)))  # (B, R, T)
+        skip = self.start_skip(x)  # (B, S, T)
+        conds = self.project_condition(z)
+        for layer, cond in zip(self.layers, conds, strict=False):
+            r, s = layer(x, cond)
+            x = x + r
+            skip = skip + s
+        return self.head(skip, conds[-1])
+
+
+class ConfusionNet(nn.Module):
+    """Domain classifier on the latent: dropout, 1x1 convs with ELU, K logits averaged over time.
+
+    Args:
+        cfg: layers, channels, dropout.
+        latent_channels: input channels.
+        domains: number of domains K.
+    """
+
+    def __init__(self, cfg: ConfusionConfig, latent_channels: int, domains: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Dropout(cfg.dropout)]
+        for i in range(cfg.layers):
+            layers += [nn.Conv1d(latent_channels if i == 0 else cfg.channels, cfg.channels, 1),
+                       nn.ELU()]
+        layers.append(nn.Conv1d(cfg.channels, domains, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:  # (B, L, F) -> (B, K)
+        return self.net(z).mean(dim=-1)
+
+
+class Autoencoder(nn.Module):
+    """Shared encoder + one decoder per domain: the part trained to reconstruct.
+
+    Its forward takes a domain-major batch (rows [k*b, (k+1)*b) belong to domain k, every
+    domain present) so that one call uses every parameter, which DistributedDataParallel needs.
+
+    Args:
+        cfg: the model config; `cfg.domains` names the decoders (an nn.ModuleDict).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.classes = cfg.classes
+        self.encoder = Encoder(cfg.encoder)
+        self.decoders = nn.ModuleDict({
+            d: WaveNetDecoder(cfg.decoder, cfg.encoder.latent_channels, cfg.classes)
+            for d in cfg.domains})
+
+    def forward(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Reconstruction cross-entropy per domain (K,) in nats/sample, and the latent.
+
+        Args:
+            inputs: (K * b, T) encoder input in [-0.5, 0.5] (possibly augmented audio).
+            targets: (K * b, T) clean mu-law codes the decoders must predict.
+        """
+        z = self.encoder(inputs)  # (K*b, L, F)
+        k = len(self.decoders)
+        ce = [F.cross_entropy(decoder(codes, latent).float(), codes)
+              for decoder, codes, latent in zip(self.decoders.values(), targets.chunk(k),
+                                                z.chunk(k), strict=True)]
+        return torch.stack(ce), z
+
+
+class UniversalTranslator(nn.Module):
+    """The whole network: `autoencoder` (encoder + decoders) and the `confusion` net.
+
+    Args:
+        cfg: the whole model config.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.autoencoder = Autoencoder(cfg)
+        self.confusion = ConfusionNet(cfg.confusion, cfg.encoder.latent_channels, len(cfg.domains))
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.autoencoder.encoder
+
+    @property
+    def decoders(self) -> nn.ModuleDict:
+        return self.autoencoder.decoders
+
+    def encode(self, audio: Tensor) -> Tensor:
+        """Waveform (B, T) in [-1, 1] -> latent (B, L, T // pool)."""
+        return self.encoder(codes_to_input(mu_law_encode(audio, self.cfg.classes),
+                                           self.cfg.classes))
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
