@@ -1,0 +1,250 @@
+"""Importing a user's per-domain folders, and every bad input the data commands refuse.
+
+Bad inputs go through the real CLI (`umtune.cli.main` returns 2 and prints the error naming the
+file or value) and must leave nothing behind: `outs/` (the output's parent, created on demand by
+the writer) must not exist afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from umtune.cli import main
+from umtune.data import Dataset, DatasetError, import_folders, render_chorales
+
+
+def _tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.5 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+@pytest.fixture
+def src(tmp_path) -> Path:
+    """Two domains of good files: stereo 44.1 kHz WAV, 22.05 kHz FLAC, 16 kHz OGG."""
+    root = tmp_path / "src"
+    for domain, freq in (("bells", 440.0), ("drone", 220.0)):
+        (root / domain).mkdir(parents=True)
+        sf.write(root / domain / "a.wav", _tone(1.5, 44100, freq, channels=2), 44100)
+        sf.write(root / domain / "b.flac", _tone(1.0, 22050, freq), 22050)
+        sf.write(root / domain / "c.ogg", _tone(1.2, 16000, freq), 16000)
+        sf.write(root / domain / "d.wav", _tone(2.0, 16000, freq), 16000)
+        sf.write(root / domain / "e.WAV", _tone(1.0, 8000, freq), 8000)
+    return root
+
+
+def _run_import(src: Path, out: Path, *extra: str) -> int:
+    return main(["data", "import", str(src), "--out", str(out), *extra])
+
+
+def _assert_refused(code: int, capsys, *words: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    for word in words:
+        assert word in err, f"{word!r} not in {err!r}"
+    return err
+
+
+def test_import_makes_mono_files_at_the_dataset_rate(src, tmp_path):
+    """Every format is imported as mono at 16 kHz with its duration kept and pitch unchanged."""
+    ds = Dataset.open(import_folders(src, tmp_path / "ds", progress=False))
+    assert ds.domains == ("bells", "drone") and ds.unseen_domains == ()
+    entries = {Path(e.piece).name: e for e in ds.files("bells", "train") + ds.files("bells",
+                                                                                      "heldout")}
+    assert sorted(entries) == ["a.wav", "b.flac", "c.ogg", "d.wav", "e.WAV"]
+    assert abs(entries["a.wav"].num_samples - 1.5 * 16000) <= 1
+    assert abs(entries["e.WAV"].num_samples - 1.0 * 16000) <= 1
+    audio = ds.audio(entries["a.wav"])
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert np.fft.rfftfreq(len(audio), 1 / 16000)[np.argmax(spectrum)] == pytest.approx(440, abs=2)
+
+
+def test_import_holds_out_a_seeded_fraction_of_files_per_domain(src, tmp_path):
+    """heldout_fraction 0.2 of 5 files holds out one per domain, the same one for the same seed."""
+    picks = []
+    for i, seed in enumerate((0, 0, 1, 2, 3)):
+        ds = Dataset.open(import_folders(src, tmp_path / f"ds{i}", seed=seed, progress=False))
+        for d in ds.domains:
+            assert len(ds.files(d, "heldout")) == 1 and len(ds.files(d, "train")) == 4
+        picks.append(tuple(ds.files(d, "heldout")[0].piece for d in ds.domains))
+    assert picks[0] == picks[1] and len(set(picks)) > 1
+
+
+def test_import_via_cli_prints_the_summary(src, tmp_path, capsys):
+    """`umtune data import SRC --out DIR` succeeds and prints the dataset summary."""
+    assert _run_import(src, tmp_path / "ds") == 0
+    assert "bells" in capsys.readouterr().out
+
+
+def _corrupt_wav(path: Path) -> None:
+    sf.write(path, _tone(1.0, 16000), 16000)
+    data = path.read_bytes()
+    path.write_bytes(data[:12] + b"fmt " + b"\xff" * 40 + data[56:])  # valid RIFF, broken format
+
+
+def _corrupt_flac(path: Path) -> None:
+    sf.write(path, _tone(2.0, 16000), 16000)
+    path.write_bytes(path.read_bytes()[:2000])  # truncated mid-stream
+
+
+BAD_FILES = {
+    "corrupt WAV": ("bad.wav", _corrupt_wav, "corrupt audio"),
+    "truncated FLAC": ("bad.flac", _corrupt_flac, "corrupt audio"),
+    "empty file": ("bad.ogg", lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
+    "text named .wav": ("bad.wav", lambda p: p.write_text("hello, I am not audio\n"),
+                        "not WAV audio"),
+    "silent file": ("bad.wav", lambda p: sf.write(p, np.zeros(32000, np.float32), 16000),
+                    "silent"),
+    "too short": ("bad.flac", lambda p: sf.write(p, _tone(0.5, 16000), 16000),
+                  "0.50 s long; expected at least 0.75 s"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_file_stops_the_import_naming_it_and_leaves_nothing(case, src, tmp_path, capsys):
+    """A bad file fails the import with its path and the problem; no output is left behind."""
+    name, make, message = BAD_FILES[case]
+    bad = src / "drone" / name
+    make(bad)
+    outs = tmp_path / "outs"
+    _assert_refused(_run_import(src, outs / "ds"), capsys, str(bad), message, "expected")
+    assert not outs.exists()
+
+
+def test_skip_bad_skips_and_lists_every_bad_file(src, tmp_path, capsys):
+    """With --skip-bad, each bad file is skipped, listed on stderr and in the manifest."""
+    bad = []
+    for i, (name, make, _) in enumerate(BAD_FILES.values()):
+        path = src / ("bells", "drone")[i % 2] / f"{i}{name}"
+        make(path)
+        bad.append(path)
+    assert _run_import(src, tmp_path / "ds", "--skip-bad") == 0
+    err = capsys.readouterr().err
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert sorted(s["path"] for s in manifest["skipped"]) == sorted(str(p) for p in bad)
+    for s in manifest["skipped"]:
+        assert f"skipped {s['path']}" in err
+    assert {s["reason"].split(" ")[0] for s in manifest["skipped"]} >= {"corrupt", "silent"}
+    ds = Dataset.open(tmp_path / "ds")
+    assert sum(len(ds.files(d, s)) for d in ds.domains for s in ("train", "heldout")) == 10
+
+
+def test_skip_bad_still_refuses_a_domain_with_no_usable_file(src, tmp_path, capsys):
+    """If every file of a domain is bad, --skip-bad still fails, naming the folder."""
+    for f in (src / "drone").iterdir():
+        f.write_bytes(b"")
+    outs = tmp_path / "outs"
+    _assert_refused(_run_import(src, outs / "ds", "--skip-bad"), capsys,
+                    str(src / "drone"), "no usable audio files")
+    assert not outs.exists()
+
+
+def test_empty_domain_folder_is_refused(src, tmp_path, capsys):
+    """A domain folder without audio files fails, naming the folder."""
+    (src / "empty").mkdir()
+    (src / "empty" / "README.txt").write_text("no audio here")
+    outs = tmp_path / "outs"
+    _assert_refused(_run_import(src, outs / "ds"), capsys, str(src / "empty"), "no audio files")
+    assert not outs.exists()
+
+
+def test_fewer_than_two_domains_is_refused(src, tmp_path, capsys):
+    """A source with one domain folder fails for import; one instrument fails for chorales."""
+    one = tmp_path / "one"
+    one.mkdir()
+    (src / "bells").rename(one / "bells")
+    outs = tmp_path / "outs"
+    _assert_refused(_run_import(one, outs / "ds"), capsys, "1 domain folder(s)",
+                    "expected at least two")
+    code = main(["data", "chorales", "--out", str(outs / "ds"), "--domains", "piano"])
+    _assert_refused(code, capsys, "['piano']", "at least two domains")
+    assert not outs.exists()
+
+
+def test_unknown_instrument_is_refused(tmp_path, capsys):
+    """An instrument name outside INSTRUMENTS fails, naming it and listing the known ones."""
+    outs = tmp_path / "outs"
+    code = main(["data", "chorales", "--out", str(outs / "ds"), "--domains", "piano,banjo"])
+    _assert_refused(code, capsys, "'banjo'", "expected one of", "violin")
+    assert not outs.exists()
+
+
+def test_existing_output_needs_force(src, tmp_path, capsys):
+    """An existing output fails without --force, untouched; --force replaces it."""
+    out = tmp_path / "ds"
+    assert _run_import(src, out) == 0
+    before = (out / "manifest.json").read_bytes()
+    _assert_refused(_run_import(src, out, "--seed", "1"), capsys, str(out), "already exists",
+                    "--force")
+    code = main(["data", "chorales", "--out", str(out), "--domains", "piano,flute"])
+    _assert_refused(code, capsys, str(out), "already exists")
+    assert (out / "manifest.json").read_bytes() == before
+    assert _run_import(src, out, "--seed", "3", "--force") == 0
+    assert json.loads((out / "manifest.json").read_text())["provenance"]["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src"]  # no staging left
+
+
+def test_force_never_replaces_a_directory_that_is_not_a_dataset(src, tmp_path, capsys):
+    """--force refuses to delete a non-empty directory without a manifest."""
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    _assert_refused(_run_import(src, precious, "--force"), capsys, "not a umtune dataset")
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def _unwritable_parent(tmp_path: Path) -> Path:
+    """A directory in which this process cannot create anything."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        return locked
+    try:  # root ignores permission bits; sysfs refuses new directories even to root
+        os.mkdir("/sys/umtune-probe")
+    except OSError:
+        return Path("/sys")
+    os.rmdir("/sys/umtune-probe")
+    pytest.skip("no unwritable directory available to this (root) process")
+
+
+def test_unwritable_output_is_refused_before_any_work(src, tmp_path, capsys):
+    """An output in an unwritable directory fails at once, naming it, for import and chorales."""
+    parent = _unwritable_parent(tmp_path)
+    out = parent / "umtune-ds"
+    _assert_refused(_run_import(src, out), capsys, str(out), "cannot write there")
+    code = main(["data", "chorales", "--out", str(out), "--domains", "piano,flute"])
+    _assert_refused(code, capsys, str(out), "expected a writable location")
+    assert not out.exists()
+
+
+def test_library_raises_dataset_error_for_bad_input(src, tmp_path):
+    """Library callers get DatasetError (a ValueError) rather than an exit status."""
+    with pytest.raises(DatasetError, match="not a directory"):
+        import_folders(tmp_path / "missing", tmp_path / "ds")
+    with pytest.raises(DatasetError, match="heldout_fraction"):
+        import_folders(src, tmp_path / "ds", heldout_fraction=1.5)
+    with pytest.raises(DatasetError, match="pieces_per_domain=0"):
+        render_chorales(tmp_path / "ds", domains=("piano", "flute"), pieces_per_domain=0)
+    assert issubclass(DatasetError, ValueError)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_failed_render_leaves_no_output(tmp_path, monkeypatch):
+    """A failure mid-render (here: a broken FluidSynth) removes the staged dataset."""
+    import umtune.data.chorales as chorales
+
+    def broken(*args, **kwargs):
+        raise DatasetError("FluidSynth rendering x.mid failed (exit 1): simulated")
+
+    monkeypatch.setattr(chorales, "render_midi", broken)
+    outs = tmp_path / "outs"
+    with pytest.raises(DatasetError, match="simulated"):
+        render_chorales(outs / "ds", domains=("piano", "flute"), pieces_per_domain=1,
+                        heldout_pieces=1, max_piece_seconds=2, progress=False)
+    assert not outs.exists()

@@ -1,0 +1,123 @@
+"""Any user's data: a folder of per-domain audio folders, imported as a dataset.
+
+`import_folders(src, out)` reads SRC/<domain>/**/*.{wav,flac,ogg} (one folder per domain, e.g.
+the paper's MusicNet ensembles), converts every file to mono at the dataset rate (audio_io.py),
+and splits each domain's files into train and held-out by file with a seeded shuffle. Imported
+domains have no parallel held-out pieces and no note set; `unseen_domains` is empty.
+
+A bad file stops the import with a DatasetError naming it, unless `skip_bad` is set: then each
+bad file is skipped, listed on stderr with the reason, and recorded in the manifest ("skipped").
+Either way nothing is left at `out` unless the whole import succeeds (writer.py).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from umtune.data.audio_io import AUDIO_FORMATS, is_audio_name, load_audio
+from umtune.data.errors import DatasetError
+from umtune.data.writer import DatasetWriter
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def find_domains(src: Path) -> dict[str, list[Path]]:
+    """Domain name -> its audio files (sorted), checking the layout: >= 2 non-empty folders."""
+    if not src.is_dir():
+        raise DatasetError(f"import source {src}: not a directory; expected a folder holding "
+                           f"one folder of audio files per domain")
+    folders = sorted(p for p in src.iterdir() if p.is_dir() and _visible(p))
+    if len(folders) < 2:
+        raise DatasetError(f"import source {src}: {len(folders)} domain folder(s) "
+                           f"{[p.name for p in folders]}; expected at least two, one folder of "
+                           f"audio files per domain")
+    domains = {}
+    for folder in folders:
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and is_audio_name(p)
+                       and not any(q.startswith(".") for q in p.relative_to(folder).parts))
+        if not files:
+            raise DatasetError(f"domain folder {folder}: no audio files; expected at least one "
+                               f"{'/'.join(AUDIO_FORMATS)} file")
+        domains[folder.name] = files
+    return domains
+
+
+def split_heldout(n: int, fraction: float, rng: np.random.Generator) -> set[int]:
+    """Indices (of n files) held out: round(fraction * n), at least one of each split if n >= 2."""
+    if n < 2 or fraction <= 0:
+        return set()
+    k = min(max(round(fraction * n), 1), n - 1)
+    return {int(i) for i in rng.permutation(n)[:k]}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80]
+
+
+def import_folders(src: Path | str, out: Path | str, *, sample_rate: int = 16000,
+                   heldout_fraction: float = 0.2, seed: int = 0, force: bool = False,
+                   skip_bad: bool = False, min_seconds: float = 0.75,
+                   progress: bool = True) -> Path:
+    """Import SRC's per-domain audio folders into a dataset at `out`; returns `out`.
+
+    Args:
+        src: folder with one sub-folder of audio files (wav, flac, ogg) per domain.
+        out: the dataset directory to create (replaced only with `force`).
+        sample_rate: Hz; files are resampled to it with torchaudio.
+        heldout_fraction: share of each domain's files held out (by file, seeded).
+        seed: seeds the split; each domain's split depends only on the seed and its files.
+        force: replace an existing dataset at `out`.
+        skip_bad: skip bad files (listed on stderr and in the manifest) instead of failing.
+        min_seconds: shortest usable file: one training segment.
+        progress: show a progress bar on stderr.
+    """
+    src = Path(src)
+    if not 1000 <= sample_rate <= 384000:
+        raise DatasetError(f"sample_rate={sample_rate!r}: expected 1000..384000 Hz")
+    if not 0 <= heldout_fraction < 1:
+        raise DatasetError(f"heldout_fraction={heldout_fraction!r}: expected a value in [0, 1)")
+    if min_seconds < 0:
+        raise DatasetError(f"min_seconds={min_seconds!r}: expected >= 0")
+    domains = find_domains(src)
+    skipped: list[dict] = []
+    with DatasetWriter(out, force=force) as writer:
+        total = sum(len(f) for f in domains.values())
+        bar = tqdm(total=total, desc="import", unit="file", disable=not progress, file=sys.stderr)
+        with bar:
+            for domain, files in domains.items():
+                good = []
+                for path in files:
+                    bar.update()
+                    try:
+                        audio = load_audio(path, sample_rate, min_seconds=min_seconds)
+                    except DatasetError as e:
+                        if not skip_bad:
+                            raise
+                        reason = str(e).removeprefix(f"{path}: ")
+                        skipped.append({"path": str(path), "reason": reason})
+                        tqdm.write(f"umtune: skipped {path}: {reason}", file=sys.stderr)
+                        continue
+                    source = path.relative_to(src).as_posix()
+                    relpath = f"audio/{domain}/{len(good):05d}_{_safe(path.stem)}.npy"
+                    good.append((relpath, writer.write(relpath, audio), source))
+                if not good:
+                    raise DatasetError(f"domain folder {src / domain}: no usable audio files "
+                                       f"(all {len(files)} skipped as bad); expected at least one")
+                rng = np.random.default_rng([seed, zlib.crc32(domain.encode())])
+                held = split_heldout(len(good), heldout_fraction, rng)
+                for i, (relpath, n, source) in enumerate(good):
+                    writer.add(relpath, n, split="heldout" if i in held else "train",
+                               domain=domain, piece=source, pitch=None)
+        provenance = {"src": str(src.absolute()), "heldout_fraction": heldout_fraction,
+                      "min_seconds": min_seconds, "resampler": "torchaudio.functional.resample",
+                      "seed": seed}
+        return writer.commit(sample_rate=sample_rate, domains=tuple(domains), unseen_domains=(),
+                             source="import", provenance=provenance, skipped=skipped)
