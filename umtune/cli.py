@@ -12,25 +12,59 @@ from pathlib import Path
 
 
 def _data_chorales(a: argparse.Namespace) -> None:
-    from umtune.data import render_chorales
+    from umtune.data import Dataset, render_chorales
 
-    render_chorales(a.out, domains=tuple(a.domains.split(",")), sample_rate=a.sample_rate,
-                    pieces_per_domain=a.pieces, heldout_pieces=a.heldout, seed=a.seed,
-                    force=a.force)
+    path = render_chorales(a.out, domains=tuple(a.domains.split(",")), sample_rate=a.sample_rate,
+                           pieces_per_domain=a.pieces, heldout_pieces=a.heldout, seed=a.seed,
+                           force=a.force, max_piece_seconds=a.max_piece_seconds,
+                           soundfont=a.soundfont)
+    print(Dataset.open(path).summary())
 
 
 def _data_import(a: argparse.Namespace) -> None:
-    from umtune.data import import_folders
+    from umtune.data import Dataset, import_folders
 
-    import_folders(a.src, a.out, sample_rate=a.sample_rate, heldout_fraction=a.heldout_fraction,
-                   seed=a.seed, force=a.force, skip_bad=a.skip_bad,
-                   min_seconds=a.min_seconds)
+    path = import_folders(a.src, a.out, sample_rate=a.sample_rate,
+                          heldout_fraction=a.heldout_fraction, seed=a.seed, force=a.force,
+                          skip_bad=a.skip_bad, min_seconds=a.min_seconds)
+    print(Dataset.open(path).summary())
+
+
+def _data_instruments(a: argparse.Namespace) -> None:
+    from umtune.data import INSTRUMENTS, UNSEEN_DOMAIN
+
+    for name, program in INSTRUMENTS.items():
+        print(f"{name:12} GM program {program:3}" + ("  (unseen domain)" if name == UNSEEN_DOMAIN
+                                                    else ""))
 
 
 def _data_summary(a: argparse.Namespace) -> None:
     from umtune.data import Dataset
 
     print(Dataset.open(a.path).summary())
+
+
+def _train(a: argparse.Namespace) -> None:
+    from umtune.config import overrides, preset
+    from umtune.data import Dataset
+    from umtune.trainable.checkpoint import LocalRun, load_checkpoint
+    from umtune.trainable.loop import train_local
+
+    sets = [*a.set, *([f"train.max_minutes={a.minutes}"] if a.minutes is not None else [])]
+    if a.resume:
+        cfg = load_checkpoint(LocalRun(a.resume).checkpoint).config
+        train_local(overrides(cfg, sets), a.resume, resume=True)
+    else:
+        cfg = preset(a.preset, Dataset.open(a.data).domains)
+        train_local(overrides(cfg, [f"data.path={a.data}", *sets]), a.out)
+
+
+def _translate(a: argparse.Namespace) -> None:
+    from umtune.trainable.translate import translate_files
+
+    for path in translate_files(a.checkpoint, a.inputs, a.to, a.output,
+                                chunk_seconds=a.chunk_seconds, seed=a.seed):
+        print(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--pieces", type=int, default=8, help="training pieces per domain")
     ch.add_argument("--heldout", type=int, default=6, help="held-out pieces (all domains)")
     ch.add_argument("--seed", type=int, default=0)
+    ch.add_argument("--max-piece-seconds", type=float, default=None,
+                    help="crop every piece to this length (default: whole pieces)")
+    ch.add_argument("--soundfont", type=Path, default=None,
+                    help="General MIDI .sf2 (default: FluidR3_GM)")
     ch.add_argument("--force", action="store_true", help="replace an existing dataset")
     ch.set_defaults(handler=_data_chorales)
+
+    ins = data.add_parser("instruments", help="list instrument names for --domains")
+    ins.set_defaults(handler=_data_instruments)
 
     im = data.add_parser("import", help="import a folder of per-domain audio folders")
     im.add_argument("src", type=Path)
@@ -67,11 +108,35 @@ def build_parser() -> argparse.ArgumentParser:
     su = data.add_parser("summary", help="print a dataset's summary")
     su.add_argument("path", type=Path)
     su.set_defaults(handler=_data_summary)
+
+    tr = sub.add_parser("train", help="train one network in this process")
+    tr.add_argument("--preset", default="tiny", help="tiny or paper")
+    tr.add_argument("--data", type=Path, help="dataset directory (from `umtune data`)")
+    tr.add_argument("--out", type=Path, help="run directory: checkpoint/, metrics.jsonl")
+    tr.add_argument("--minutes", type=float, help="wall-clock training budget")
+    tr.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                    help="continue the run in RUN_DIR from its checkpoint")
+    tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a config field, e.g. --set train.confusion_lambda=0")
+    tr.set_defaults(handler=_train)
+
+    tl = sub.add_parser("translate", help="translate audio files into a domain")
+    tl.add_argument("--checkpoint", type=Path, required=True)
+    tl.add_argument("--to", required=True, help="target domain")
+    tl.add_argument("inputs", type=Path, nargs="+", help="audio files or folders")
+    tl.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    tl.add_argument("--chunk-seconds", type=float, default=0.5,
+                    help="clips are cut into chunks generated in parallel")
+    tl.add_argument("--seed", type=int, default=0)
+    tl.set_defaults(handler=_translate)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and not args.resume and not (args.data and args.out):
+        parser.error("train needs --data and --out (or --resume RUN_DIR)")
     try:
         args.handler(args)
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
