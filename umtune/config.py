@@ -237,9 +237,38 @@ def replace_path(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
     if head not in names:
         raise ValueError(f"unknown config field {dotted!r} (in {type(cfg).__name__}: "
                          f"{', '.join(sorted(names))})")
+    current = getattr(cfg, head)
     if rest:
-        return dataclasses.replace(cfg, **{head: replace_path(getattr(cfg, head), rest, value)})
-    return dataclasses.replace(cfg, **{head: value})
+        return dataclasses.replace(cfg, **{head: replace_path(current, rest, value)})
+    return dataclasses.replace(cfg, **{head: _coerce(value, current, dotted)})
+
+
+def _coerce(value: Any, current: Any, name: str) -> Any:
+    """Give `value` the type of the field's current value where that is unambiguous."""
+    try:
+        if isinstance(current, bool) or current is None:
+            return value
+        if isinstance(current, float) and isinstance(value, (int, str)):
+            return float(value)
+        if isinstance(current, int) and isinstance(value, str):
+            return int(value)
+    except ValueError:
+        raise ValueError(f"config field {name}={value!r}: expected a "
+                         f"{type(current).__name__}") from None
+    return value
+
+
+def overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
+    """Apply "dotted.field=value" strings (values parsed as YAML: numbers, lists, strings)."""
+    import yaml
+
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected FIELD=VALUE, e.g. train.lr=3e-4")
+        value = yaml.safe_load(text)
+        cfg = replace_path(cfg, key.strip(), tuple(value) if isinstance(value, list) else value)
+    return cfg
 
 
 def paper(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Tra
                              autoencoder_optimizer=raw["autoencoder_optimizer"],
                              confusion_optimizer=raw["confusion_optimizer"], step=raw["step"],
                              epoch=raw["epoch"], elapsed_seconds=raw["elapsed_seconds"])
-    except (RuntimeError, KeyError, TypeError, EOFError) as e:
+    except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
         raise ValueError(f"checkpoint {file}: not a readable umtune checkpoint ({e})") from e
 
 
