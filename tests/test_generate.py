@@ -43,7 +43,7 @@ def test_cache_reset_restarts_from_silence():
     m = _model().eval()
     dec = m.decoders["a"]
     z = torch.randn(1, 4, 2)
-    conds = [c[:, :, :1] for c in dec.project_condition(z)]
+    conds = [c[:, :, 0, 0] for c in dec.project_condition(z)]
     cache = DecoderCache(dec, 1)
     from umtune.trainable.generate import decoder_step
 

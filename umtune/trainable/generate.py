@@ -32,6 +32,7 @@ from umtune.trainable.model import (
     WaveNetDecoder,
     codes_to_input,
     mu_law_decode,
+    pointwise,
 )
 
 
@@ -80,8 +81,8 @@ class DecoderCache:
 
 
 def _conv_window(conv: torch.nn.Conv1d, window: Tensor) -> Tensor:
-    """A conv's output at the window's last position: (B, C_in, k) -> (B, C_out, 1)."""
-    return F.linear(window.flatten(1), conv.weight.flatten(1), conv.bias).unsqueeze(-1)
+    """A conv's output at the window's last position: (B, C_in, k) -> (B, C_out)."""
+    return F.linear(window.flatten(1), conv.weight.flatten(1), conv.bias)
 
 
 @torch.no_grad()
@@ -92,18 +93,17 @@ def decoder_step(decoder: WaveNetDecoder, x: Tensor, conds: Sequence[Tensor],
     Args:
         x: (B,) the decoder's input at this step: the previous sample scaled by
             `codes_to_input` (0 at t = 0, as the teacher-forced shift pads).
-        conds: per-layer and head conditioning of the current latent frame, each (B, C, 1, 1).
+        conds: per-layer and head conditioning of the current latent frame, each (B, C).
         cache: the decoder's cache; advanced by one step.
     """
-    h = _conv_window(decoder.start, cache.start.window(x.unsqueeze(1), 1))  # (B, R, 1)
-    skip = decoder.start_skip(h)
+    h = _conv_window(decoder.start, cache.start.window(x.unsqueeze(1), 1))  # (B, R)
+    skip = pointwise(decoder.start_skip, h)  # (B, S)
     for layer, queue, cond in zip(decoder.layers, cache.layers, conds, strict=False):
-        r, s = layer.gate(_conv_window(layer.dilated, queue.window(h[..., 0], layer.dilation)),
-                          cond)
+        r, s = layer.gate(_conv_window(layer.dilated, queue.window(h, layer.dilation)), cond)
         h = h + r
         skip = skip + s
     cache.steps += 1
-    return decoder.head(skip, conds[-1])[..., 0]  # (B, classes)
+    return decoder.head(skip, conds[-1])  # (B, classes)
 
 
 def cached_logits(decoder: WaveNetDecoder, z: Tensor, pool: int):
@@ -115,7 +115,7 @@ def cached_logits(decoder: WaveNetDecoder, z: Tensor, pool: int):
         x = codes_to_input(codes[:, t - 1], decoder.classes) if t > 0 else \
             torch.zeros(codes.shape[0], device=codes.device)
         frame = t // pool
-        return decoder_step(decoder, x, [c[:, :, frame: frame + 1] for c in conds], cache)
+        return decoder_step(decoder, x, [c[:, :, frame, 0] for c in conds], cache)
 
     return logits
 

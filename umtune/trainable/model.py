@@ -53,6 +53,11 @@ def decoder_receptive_field(cfg: DecoderConfig) -> int:
     return (cfg.kernel_size - 1) * (1 + sum(dil)) + 1
 
 
+def pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """A 1x1 conv on (B, C, T), or the same weights as a matmul on one step's (B, C)."""
+    return conv(x) if x.dim() == 3 else F.linear(x, conv.weight[:, :, 0], conv.bias)
+
+
 class EncoderLayer(nn.Module):
     """ReLU -> dilated conv -> ReLU -> 1x1, added back (no normalisation, as the paper)."""
 
@@ -103,10 +108,11 @@ class DecoderLayer(nn.Module):
         """Add conditioning, tanh x sigmoid, then the residual and skip 1x1s.
 
         h: (B, G, T) dilated-conv output; cond: (B, G, F, 1), broadcast over each frame's T // F
-        samples. Returns residual (B, R, T) and skip (B, S, T).
+        samples. Returns residual (B, R, T) and skip (B, S, T). One generation step passes
+        (B, G) and (B, G) and gets (B, R) and (B, S).
         """
         a, b = add_per_frame(h, cond).chunk(2, dim=1)
-        out = self.res_skip(torch.tanh(a) * torch.sigmoid(b))  # (B, R + S, T)
+        out = pointwise(self.res_skip, torch.tanh(a) * torch.sigmoid(b))  # (B, R + S, T)
         return out[:, : self.residual_channels], out[:, self.residual_channels:]
 
     def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:  # x: (B, R, T)
@@ -114,7 +120,12 @@ class DecoderLayer(nn.Module):
 
 
 def add_per_frame(x: Tensor, frame_values: Tensor) -> Tensor:
-    """x (B, C, T) + frame_values (B, C, F, 1) repeated over T // F samples (nearest upsampling)."""
+    """x (B, C, T) + frame_values (B, C, F, 1) repeated over T // F samples (nearest upsampling).
+
+    For one generation step, x is (B, C) and frame_values (B, C): a plain sum.
+    """
+    if x.dim() == 2:
+        return x + frame_values
     B, C, T = x.shape
     return (x.view(B, C, frame_values.shape[2], -1) + frame_values).view(B, C, T)
 
@@ -154,8 +165,10 @@ class WaveNetDecoder(nn.Module):
         return list(c.split(sizes, dim=1))
 
     def head(self, skip: Tensor, cond: Tensor) -> Tensor:
-        """Skip sum (B, S, T) and the head's conditioning (B, S, F, 1) -> logits (B, classes, T)."""
-        return self.head_out(F.relu(add_per_frame(self.head_hidden(F.relu(skip)), cond)))
+        """Skip sum (B, S, T) and the head's conditioning (B, S, F, 1) -> logits (B, classes, T);
+        for one generation step (B, S) and (B, S) -> (B, classes)."""
+        hidden = add_per_frame(pointwise(self.head_hidden, F.relu(skip)), cond)
+        return pointwise(self.head_out, F.relu(hidden))
 
     def forward(self, codes: Tensor, z: Tensor) -> Tensor:
         """Teacher-forced logits (B, classes, T): position t predicts codes[:, t] from codes[:, <t].
