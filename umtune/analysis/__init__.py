@@ -1,0 +1,1 @@
+"""Translation-quality metrics, checkpoint evaluation, results tables and plotly reports."""

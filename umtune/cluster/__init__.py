@@ -1,0 +1,1 @@
+"""Connecting to and launching on Ray clusters; checks of cluster YAML files."""

@@ -1,0 +1,1 @@
+"""Named search spaces: which hyperparameters a sweep varies, and their ranges."""
