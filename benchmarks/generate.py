@@ -1,0 +1,66 @@
+"""Generation speed: cached (one step per layer per sample) vs naive (a full pass over the
+receptive field per sample), for the `tiny` and `paper` presets, with the real-time factor.
+
+    .venv/bin/python benchmarks/generate.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from umtune.config import preset
+from umtune.trainable.generate import generate
+from umtune.trainable.model import UniversalTranslator, decoder_receptive_field
+
+
+def cached_rate(model: UniversalTranslator, pool: int, batch: int, frames: int) -> float:
+    decoder = next(iter(model.decoders.values()))
+    z = torch.randn(batch, model.cfg.encoder.latent_channels, frames)
+    start = time.perf_counter()
+    generate(decoder, z, pool)
+    return batch * frames * pool / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def naive_rate(model: UniversalTranslator, pool: int, reps: int = 2) -> float:
+    """One sample costs one teacher-forced pass over a receptive-field-long window."""
+    decoder = next(iter(model.decoders.values()))
+    frames = -(-decoder_receptive_field(model.cfg.decoder) // pool)
+    z = torch.randn(1, model.cfg.encoder.latent_channels, frames)
+    codes = torch.randint(0, 256, (1, frames * pool))
+    decoder(codes, z)
+    start = time.perf_counter()
+    for _ in range(reps):
+        decoder(codes, z)
+    return reps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", default="tiny,paper")
+    p.add_argument("--batches", default="1,16,64")
+    p.add_argument("--seconds", type=float, default=0.1, help="audio generated per batch row")
+    args = p.parse_args()
+    sr = 16000
+    print(f"threads: {torch.get_num_threads()}; real-time factor = generated samples/s / {sr}")
+    print(f"{'preset':7} {'mode':7} {'batch':>5} {'samples/s':>10} {'x real time':>11} "
+          f"{'cached/naive':>12}")
+    for name in args.presets.split(","):
+        cfg = preset(name, ("a", "b"))
+        torch.manual_seed(0)
+        model = UniversalTranslator(cfg.model).eval()
+        pool = cfg.model.encoder.pool
+        naive = naive_rate(model, pool)
+        print(f"{name:7} {'naive':7} {1:5d} {naive:10.1f} {naive / sr:11.4f} {'':>12}")
+        frames = max(1, round(args.seconds * sr / pool))
+        for batch in map(int, args.batches.split(",")):
+            rate = cached_rate(model, pool, batch, frames)
+            print(f"{name:7} {'cached':7} {batch:5d} {rate:10.0f} {rate / sr:11.3f} "
+                  f"{rate / naive:12.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""The training loop: one function that runs alone or as a Ray Train worker.
+
+Each step follows the paper (section 3.2) and the official code: the confusion network steps
+first, on the latent of the clean input; then the encoder and decoders step on the augmented
+input with the clean target, their loss being CE - lambda * CE_confusion. Every step draws one
+batch holding every domain (rows grouped by domain), so a single forward uses every parameter.
+
+All randomness of step s (segments, augmentation, dropout) is derived from (seed, s), so a run
+resumed from a checkpoint continues exactly as if it had never stopped, and a batch split over
+W workers is the same global batch as on one worker. Ray is never imported here: the loop
+talks to the outside world through `report(metrics, checkpoint_dir)` and uses
+torch.distributed only when a process group is initialised (by Ray Train or torchrun).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from umtune.config import RunConfig
+from umtune.data import Dataset
+from umtune.data.writer import write_json_atomic
+from umtune.trainable.augment import apply_shifts, sample_shifts
+from umtune.trainable.checkpoint import (
+    LocalRun,
+    TrainingState,
+    load_checkpoint,
+    save_checkpoint,
+)
+from umtune.trainable.model import (
+    UniversalTranslator,
+    codes_to_input,
+    decoder_receptive_field,
+    encoder_receptive_field,
+    mu_law_encode,
+    parameter_count,
+)
+
+Report = Callable[[dict, Path | None], None]
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite; the run cannot continue."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    inputs: torch.Tensor  # (K*b, T) encoder input in [-0.5, 0.5], augmented
+    clean_inputs: torch.Tensor  # (K*b, T) encoder input of the clean audio
+    targets: torch.Tensor  # (K*b, T) clean mu-law codes
+    labels: torch.Tensor  # (K*b,) domain index of each row
+
+
+def step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def learning_rate(cfg: RunConfig, step: int) -> float:
+    """Step decay of the paper's code: lr * decay ** (step // every)."""
+    return cfg.train.lr * cfg.train.lr_decay ** (step // cfg.train.lr_decay_every)
+
+
+def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment: bool,
+               rank: int = 0, world_size: int = 1, seed_offset: int = 0) -> Batch:
+    """This rank's rows of the global batch of `step`: every domain, `batch_per_domain` each."""
+    seed = (cfg.train.seed, step, seed_offset)
+    rng = np.random.default_rng(seed)
+    b, length, sr = cfg.data.batch_per_domain, cfg.data.segment_samples, data.sample_rate
+    audio = torch.from_numpy(np.concatenate([
+        data.segments(domain, split, b, length, rng, rank=rank, world_size=world_size)
+        for domain in cfg.model.domains]))  # (K * b/W, T)
+    rows_per_domain = b // world_size
+    labels = torch.arange(len(cfg.model.domains)).repeat_interleave(rows_per_domain)
+    classes = cfg.model.classes
+    targets = mu_law_encode(audio, classes)
+    clean = codes_to_input(targets, classes)
+    inputs = clean
+    if augment and cfg.train.aug_semitones > 0:
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        shifts = sample_shifts(b * len(cfg.model.domains), length, sr,
+                               max_semitones=cfg.train.aug_semitones,
+                               min_seconds=cfg.train.aug_min_seconds,
+                               max_seconds=cfg.train.aug_max_seconds, generator=gen)
+        mine = torch.cat([torch.arange(k * b, (k + 1) * b)[rank::world_size]
+                          for k in range(len(cfg.model.domains))])
+        shifted = apply_shifts(audio, shifts.rows(mine), sr)
+        inputs = codes_to_input(mu_law_encode(shifted, classes), classes)
+    return Batch(inputs=inputs, clean_inputs=clean, targets=targets, labels=labels)
+
+
+def _global_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean over workers when a process group is running; identity otherwise."""
+    if dist.is_available() and dist.is_initialized():
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return getattr(module, "module", module)
+
+
+class Trainer:
+    """Holds the model, its two optimizers and the step counter; `step()` does one update.
+
+    Args:
+        cfg: the run config.
+        data: the opened dataset.
+        device: where the model lives.
+        wrap: wraps a module for data parallelism (e.g. Ray Train's `prepare_model`, which
+            returns DistributedDataParallel); identity for one process.
+    """
+
+    def __init__(self, cfg: RunConfig, data: Dataset, device: torch.device | str = "cpu",
+                 wrap: Callable[[nn.Module], nn.Module] = lambda m: m, rank: int = 0,
+                 world_size: int = 1):
+        if cfg.data.batch_per_domain % world_size:
+            raise ValueError(f"data.batch_per_domain={cfg.data.batch_per_domain} must be "
+                             f"divisible by the number of workers ({world_size})")
+        if data.sample_rate != cfg.data.sample_rate:
+            raise ValueError(f"data.sample_rate={cfg.data.sample_rate} but dataset {data.path} "
+                             f"is at {data.sample_rate} Hz")
+        missing = set(cfg.model.domains) - set(data.domains)
+        if missing:
+            raise ValueError(f"model.domains {sorted(missing)} are not in dataset {data.path} "
+                             f"(its domains: {', '.join(data.domains)})")
+        self.cfg, self.data, self.device = cfg, data, torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every worker
+        self.model = UniversalTranslator(cfg.model).to(self.device)
+        self.autoencoder = wrap(self.model.autoencoder)
+        self.confusion = wrap(self.model.confusion)
+        self.opt_ae = torch.optim.Adam(self.model.autoencoder.parameters(), lr=cfg.train.lr)
+        self.opt_c = torch.optim.Adam(self.model.confusion.parameters(), lr=cfg.train.confusion_lr)
+        self.step_count = 0
+        self.epoch = 0
+        self.elapsed_seconds = 0.0
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.cfg.train.precision == "bf16")
+
+    def step(self) -> dict[str, float]:
+        """One confusion update then one autoencoder update; returns this step's losses."""
+        cfg = self.cfg.train
+        torch.manual_seed(step_seed(cfg.seed, self.step_count))  # dropout
+        batch = draw_batch(self.cfg, self.data, self.step_count, "train", augment=True,
+                           rank=self.rank, world_size=self.world_size)
+        batch = Batch(*(t.to(self.device) for t in (batch.inputs, batch.clean_inputs,
+                                                       batch.targets, batch.labels)))
+        for group in self.opt_ae.param_groups:
+            group["lr"] = learning_rate(self.cfg, self.step_count)
+
+        # 1. Confusion network on the clean input's latent (encoder frozen for this update).
+        with torch.no_grad(), self.autocast():
+            z_clean = self.model.encoder(batch.clean_inputs)
+        with self.autocast():
+            conf_logits = self.confusion(z_clean.float())
+        conf_loss = F.cross_entropy(conf_logits.float(), batch.labels)
+        self.opt_c.zero_grad(set_to_none=True)
+        conf_loss.backward()
+        nn.utils.clip_grad_value_(self.model.confusion.parameters(), cfg.grad_clip)
+        self.opt_c.step()
+
+        # 2. Encoder + decoders on the augmented input: reconstruct, and fool the confusion net.
+        with self.autocast():
+            ce_per_domain, z = self.autoencoder(batch.inputs, batch.targets)
+            # The unwrapped confusion net: its parameters are not updated here, so no all-reduce.
+            adv_loss = F.cross_entropy(_unwrap(self.confusion)(z).float(), batch.labels)
+        ce = ce_per_domain.mean()
+        loss = ce - cfg.confusion_lambda * adv_loss
+        if not torch.isfinite(loss):
+            raise DivergenceError(f"loss is {loss.item()} at step {self.step_count} "
+                                  f"(reconstruction CE {ce.item()}, confusion CE "
+                                  f"{adv_loss.item()})")
+        self.opt_ae.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_value_(self.model.autoencoder.parameters(), cfg.grad_clip)
+        self.opt_ae.step()
+        self.step_count += 1
+        accuracy = (conf_logits.argmax(-1) == batch.labels).float().mean()
+        return {"train_ce": ce.item(), "confusion_ce": conf_loss.item(),
+                "confusion_acc": accuracy.item()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out CE and confusion accuracy on a fixed set of held-out segments."""
+        self.model.eval()
+        eval_cfg = replace(self.cfg, data=replace(self.cfg.data,
+                                                  batch_per_domain=self.cfg.train.eval_segments))
+        batch = draw_batch(eval_cfg, self.data,
+                           step=0, split="heldout", augment=False, seed_offset=1)
+        with self.autocast():
+            ce, z = self.model.autoencoder(batch.clean_inputs.to(self.device),
+                                           batch.targets.to(self.device))
+            logits = self.model.confusion(z.float())
+        labels = batch.labels.to(self.device)
+        self.model.train()
+        return {"heldout_ce": ce.mean().item(),
+                **{f"heldout_ce/{d}": v.item() for d, v in zip(self.cfg.model.domains, ce,
+                                                               strict=True)},
+                "heldout_confusion_acc": (logits.argmax(-1) == labels).float().mean().item()}
+
+    def state(self) -> TrainingState:
+        return TrainingState(config=self.cfg, model=self.model.state_dict(),
+                             autoencoder_optimizer=self.opt_ae.state_dict(),
+                             confusion_optimizer=self.opt_c.state_dict(), step=self.step_count,
+                             epoch=self.epoch, elapsed_seconds=self.elapsed_seconds)
+
+    def load(self, state: TrainingState) -> None:
+        self.model.load_state_dict(state.model)
+        self.opt_ae.load_state_dict(state.autoencoder_optimizer)
+        self.opt_c.load_state_dict(state.confusion_optimizer)
+        self.step_count, self.epoch = state.step, state.epoch
+        self.elapsed_seconds = state.elapsed_seconds
+
+
+def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
+          device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+          rank: int = 0, world_size: int = 1, data: Dataset | None = None) -> Trainer:
+    """Train until `max_epochs` or `max_minutes`, reporting metrics (and, on rank 0, a
+    checkpoint directory) after every epoch.
+
+    Args:
+        cfg: the run config.
+        report: called once per epoch with the metrics dict and a checkpoint directory (rank 0)
+            or None; the directory is deleted after the call, so copy it if you keep it.
+        resume: a checkpoint directory to continue from (model, optimizers, step, epoch).
+        device, wrap, rank, world_size: how this worker fits in a distributed run.
+        data: an opened dataset (default: open `cfg.data.path`).
+    """
+    data = data or Dataset.open(cfg.data.path)
+    trainer = Trainer(cfg, data, device=device, wrap=wrap, rank=rank, world_size=world_size)
+    if resume is not None:
+        trainer.load(load_checkpoint(resume, map_location=trainer.device))
+    budget = cfg.train.max_minutes * 60 or math.inf
+    samples_per_step = cfg.data.batch_per_domain * len(cfg.model.domains) * cfg.data.segment_samples
+    while trainer.epoch < cfg.train.max_epochs and trainer.elapsed_seconds < budget:
+        start = time.perf_counter()
+        sums: dict[str, float] = {}
+        for _ in range(cfg.train.steps_per_epoch):
+            for k, v in trainer.step().items():
+                sums[k] = sums.get(k, 0.0) + v
+        seconds = time.perf_counter() - start
+        trainer.epoch += 1
+        trainer.elapsed_seconds += float(_global_mean(torch.tensor(seconds)).item())
+        means = _global_mean(torch.tensor([v / cfg.train.steps_per_epoch for v in sums.values()]))
+        metrics = {
+            "epoch": trainer.epoch, "step": trainer.step_count,
+            **dict(zip(sums, means.tolist(), strict=True)),
+            **trainer.evaluate(),
+            "lr": trainer.opt_ae.param_groups[0]["lr"],
+            "samples_per_s": samples_per_step * cfg.train.steps_per_epoch / seconds,
+            "elapsed_s": trainer.elapsed_seconds,
+        }
+        _report_epoch(trainer, metrics, report)
+    return trainer
+
+
+def _report_epoch(trainer: Trainer, metrics: dict, report: Report) -> None:
+    if trainer.rank != 0:
+        report(metrics, None)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="umtune-ckpt-"))
+    try:
+        report(metrics, save_checkpoint(trainer.state(), tmp / "checkpoint"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> Trainer:
+    """`umtune train`: one process; `run_dir` holds config.json, checkpoint/, metrics.jsonl.
+
+    With `resume`, training continues from `run_dir`'s checkpoint (the epoch and time budgets
+    in `cfg` count the whole run, so raise them to go further).
+    """
+    run = LocalRun(run_dir)
+    print(describe(cfg, UniversalTranslator(cfg.model)))
+    write_json_atomic(run.run_dir / "config.json", cfg.to_dict())
+    return train(cfg, report=run, resume=run.checkpoint if resume else None)
+
+
+def describe(cfg: RunConfig, model: UniversalTranslator) -> str:
+    """Parameter counts and receptive fields, for the start of a run."""
+    sr = cfg.data.sample_rate
+    dec = decoder_receptive_field(cfg.model.decoder)
+    enc = encoder_receptive_field(cfg.model.encoder)
+    return (f"parameters: {parameter_count(model):,} (encoder "
+            f"{parameter_count(model.encoder):,}, {len(cfg.model.domains)} decoders x "
+            f"{parameter_count(next(iter(model.decoders.values()))):,}, confusion "
+            f"{parameter_count(model.confusion):,})\n"
+            f"receptive field: decoder {dec} samples ({dec / sr * 1000:.0f} ms), encoder {enc} "
+            f"samples ({enc / sr * 1000:.0f} ms); latent {cfg.model.encoder.latent_channels} "
+            f"channels every {cfg.model.encoder.pool} samples")
