@@ -1,0 +1,179 @@
+"""The Ray adapter: one training run as a Ray Train `TorchTrainer` (DDP over N workers).
+
+The loop in `loop.py` does the training; this module only connects it to Ray Train: each worker
+rebuilds the config from a plain dict, resumes from `ray.train.get_checkpoint()` if Train hands
+it one, wraps the autoencoder and the confusion net with `ray.train.torch.prepare_model`
+(DistributedDataParallel: gloo on CPU, nccl on GPU) and reports every epoch with
+`ray.train.report` (rank 0 attaches the checkpoint). Nothing else in the package touches Ray
+Train, so when its reporting API changes again, this file is the one to change.
+
+A run lives at `<storage>/<name>` (Ray's checkpoint_manager_snapshot.json and one
+`epoch_NNNNNN/` checkpoint per kept epoch). Running again with the same storage and name
+continues from the latest checkpoint, which is how both `--resume` and worker-failure restarts
+work. Each checkpoint also holds `metrics.jsonl`, the run's whole history up to that epoch
+(kept checkpoints are pruned, the history is not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+
+from umtune.config import RunConfig
+from umtune.trainable import loop
+from umtune.trainable.checkpoint import TrainingState, format_metrics, load_checkpoint
+
+HISTORY_FILE = "metrics.jsonl"
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # written by Ray Train in every run folder
+SHARED_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://", "file://")
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The function every Ray Train worker runs: `loop.train` with Ray's context and report."""
+    cfg = RunConfig.from_dict(config["run"])
+    ctx = ray.train.get_context()
+    restored = ray.train.get_checkpoint()
+    with restored.as_directory() if restored else contextlib.nullcontext() as resume:
+        history = read_history(resume) if resume else []
+        start_epoch = history[-1]["epoch"] if history else 0
+
+        def report(metrics: dict, checkpoint_dir: Path | None) -> None:
+            metrics = {**metrics, "start_epoch": start_epoch, "world_size": ctx.get_world_size(),
+                       "threads": torch.get_num_threads()}
+            checkpoint = None
+            if checkpoint_dir is not None:
+                history.append(metrics)
+                (checkpoint_dir / HISTORY_FILE).write_text(
+                    "".join(json.dumps(m) + "\n" for m in history))
+                checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+                print(format_metrics(metrics), flush=True)
+            ray.train.report(metrics, checkpoint=checkpoint,
+                             checkpoint_dir_name=f"epoch_{metrics['epoch']:06d}")
+
+        loop.train(cfg, report=report, resume=Path(resume) if resume else None,
+                   device=ray.train.torch.get_device(), wrap=ray.train.torch.prepare_model,
+                   rank=ctx.get_world_rank(), world_size=ctx.get_world_size())
+
+
+def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: bool = False,
+            cpus_per_worker: float | None = None, max_failures: int = 3,
+            keep_checkpoints: int | None = 3,
+            callbacks: list | None = None) -> ray.train.torch.TorchTrainer:
+    """A TorchTrainer for one run at `<storage>/<name>` (not started; call `.fit()`).
+
+    Args:
+        cfg: the run config; `data.batch_per_domain` is the global batch, split over workers.
+        workers: training processes, one per GPU with `use_gpu`.
+        storage: a local directory, a shared mount as file:///path, or a cloud URI (s3://...).
+        name: the run's folder under `storage`; an existing run of that name is continued.
+        cpus_per_worker: CPUs (and torch threads) each worker gets; Ray's default is 1.
+        max_failures: worker-group restarts (from the latest checkpoint) before giving up.
+        keep_checkpoints: newest checkpoints to keep (None: all; the history is kept anyway).
+        callbacks: Ray Train callbacks, e.g. Tune's TuneReportCallback inside a Tune trial.
+    """
+    if cfg.data.batch_per_domain % workers:
+        raise ValueError(f"data.batch_per_domain={cfg.data.batch_per_domain} must be divisible "
+                         f"by the number of workers ({workers})")
+    return ray.train.torch.TorchTrainer(
+        train_loop_per_worker, train_loop_config={"run": cfg.to_dict()},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker} if cpus_per_worker else None),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=storage, callbacks=callbacks,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # one line per epoch
+            # controller_failure_limit defaults to retrying forever; a broken run must stop.
+            failure_config=ray.train.FailureConfig(max_failures=max_failures,
+                                                   controller_failure_limit=3)))
+
+
+def fit(cfg: RunConfig, *, workers: int, storage: str | Path = "runs", name: str,
+        use_gpu: bool = False, address: str | None = None, max_failures: int = 3,
+        keep_checkpoints: int | None = 3, resume: bool = False,
+        cpus_per_worker: float | None = None) -> ray.train.Result:
+    """Run (or with `resume`, continue) the run `<storage>/<name>` on Ray and wait for it.
+
+    Starts a local Ray unless `address` names a cluster to join (or Ray is already running).
+    """
+    if not ray.is_initialized():
+        ray.init(address=address) if address else ray.init()
+    storage = check_storage(storage, sum(n["Alive"] for n in ray.nodes()))
+    exists = run_exists(storage, name)
+    if resume and not exists:
+        raise FileNotFoundError(f"{storage}/{name}: no Ray Train run to resume there")
+    if exists and not resume:
+        raise FileExistsError(f"{storage}/{name} already holds a run: resume it (--resume) or "
+                              "choose another name")
+    if "://" not in cfg.data.path:  # workers run in their own directory
+        cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
+    return trainer(cfg, workers=workers, storage=storage, name=name, use_gpu=use_gpu,
+                   cpus_per_worker=cpus_per_worker, max_failures=max_failures,
+                   keep_checkpoints=keep_checkpoints).fit()
+
+
+def check_storage(storage: str | Path, alive_nodes: int) -> str:
+    """The storage path Ray Train should use, refusing node-local disks on multi-node clusters.
+
+    A plain path is taken to be on this node's disk: fine on one node (made absolute), an error
+    on a cluster of several, whose workers could not write their checkpoints there. Shared
+    storage is named by a URI: s3://, gs://, ... or file:///path for a filesystem mounted at
+    the same path on every node (NFS, EFS, Lustre).
+    """
+    storage = str(storage)
+    if storage.startswith(SHARED_SCHEMES):
+        return storage
+    if "://" in storage:
+        raise ValueError(f"storage {storage!r}: unknown scheme; expected a local path or one of "
+                         f"{', '.join(SHARED_SCHEMES)}")
+    if alive_nodes > 1:
+        raise ValueError(
+            f"storage {storage!r} is a directory on this node's disk, but the Ray cluster has "
+            f"{alive_nodes} nodes, whose workers cannot write checkpoints there. Use a cloud URI "
+            "(s3://bucket/runs, gs://bucket/runs) or a filesystem mounted at the same path on "
+            "every node, written as file:///mnt/shared/runs")
+    return str(Path(storage).resolve())
+
+
+def run_exists(storage: str, name: str) -> bool:
+    """Whether `<storage>/<name>` holds a Ray Train run (its checkpoint snapshot file)."""
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(storage)
+    return fs.get_file_info(f"{path}/{name}/{SNAPSHOT_FILE}").type != pyarrow.fs.FileType.NotFound
+
+
+def split_run_dir(run_dir: str | Path) -> tuple[str, str]:
+    """`<storage>/<name>` -> (storage, name), for local paths and URIs alike."""
+    text = str(run_dir).rstrip("/")
+    if "://" not in text:
+        path = Path(text).resolve()
+        return str(path.parent), path.name
+    storage, _, name = text.rpartition("/")
+    if storage.endswith(":/"):
+        raise ValueError(f"run directory {run_dir!r}: expected SCHEME://STORAGE/NAME")
+    return storage, name
+
+
+def read_history(checkpoint_dir: str | Path) -> list[dict]:
+    """The metrics of every epoch up to the checkpoint's, one dict each, in order."""
+    file = Path(checkpoint_dir) / HISTORY_FILE
+    return [json.loads(line) for line in file.read_text().splitlines() if line]
+
+
+def latest(run_dir: str | Path) -> tuple[TrainingState, list[dict]]:
+    """The latest checkpoint of a Ray Train run (state and config) and its metrics history."""
+    if not run_exists(*split_run_dir(run_dir)):
+        raise FileNotFoundError(f"{run_dir}: no Ray Train run there (no {SNAPSHOT_FILE})")
+    checkpoint = ray.train.Result.from_path(str(run_dir)).checkpoint
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run_dir}: the run has no checkpoint yet")
+    with checkpoint.as_directory() as d:
+        return load_checkpoint(d), read_history(d)
