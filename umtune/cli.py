@@ -45,18 +45,54 @@ def _data_summary(a: argparse.Namespace) -> None:
 
 
 def _train(a: argparse.Namespace) -> None:
-    from umtune.config import overrides, preset
-    from umtune.data import Dataset
-    from umtune.trainable.checkpoint import LocalRun, load_checkpoint
-    from umtune.trainable.loop import train_local
+    from umtune.config import overrides
 
     sets = [*a.set, *([f"train.max_minutes={a.minutes}"] if a.minutes is not None else [])]
+    if not (a.workers or a.gpu or a.address or a.storage or _is_ray_run(a.resume)):
+        from umtune.trainable.checkpoint import LocalRun, load_checkpoint
+        from umtune.trainable.loop import train_local
+
+        if a.resume:
+            cfg = load_checkpoint(LocalRun(a.resume).checkpoint).config
+        else:
+            cfg = _new_config(a)
+        train_local(overrides(cfg, sets), a.resume or a.out, resume=bool(a.resume))
+        return
+
+    from umtune.trainable import ray_train
+
+    run_dir = a.resume or a.out
+    storage, name = ray_train.split_run_dir(run_dir)
+    if a.storage:
+        storage, name = a.storage, Path(run_dir).name
+    workers = a.workers or 1
     if a.resume:
-        cfg = load_checkpoint(LocalRun(a.resume).checkpoint).config
-        train_local(overrides(cfg, sets), a.resume, resume=True)
+        state, history = ray_train.latest(f"{storage}/{name}")
+        cfg = state.config
+        workers = a.workers or history[-1]["world_size"]
     else:
-        cfg = preset(a.preset, Dataset.open(a.data).domains)
-        train_local(overrides(cfg, [f"data.path={a.data}", *sets]), a.out)
+        cfg = _new_config(a)
+    result = ray_train.fit(overrides(cfg, sets), workers=workers, storage=storage, name=name,
+                           use_gpu=a.gpu, address=a.address, resume=bool(a.resume),
+                           cpus_per_worker=a.cpus_per_worker, max_failures=a.max_failures)
+    print(f"run: {result.path}\nlatest checkpoint: {result.checkpoint.path}")
+
+
+def _new_config(a: argparse.Namespace):
+    """The preset for a new run, sized for the dataset's domains and pointed at it."""
+    from umtune.config import preset, replace_path
+    from umtune.data import Dataset
+
+    return replace_path(preset(a.preset, Dataset.open(a.data).domains), "data.path", str(a.data))
+
+
+def _is_ray_run(run_dir: Path | None) -> bool:
+    """Whether RUN_DIR holds a Ray Train run (else a plain one), so --resume needs no flag."""
+    if run_dir is None:
+        return False
+    from umtune.trainable import ray_train
+
+    return ray_train.run_exists(*ray_train.split_run_dir(run_dir))
 
 
 def _translate(a: argparse.Namespace) -> None:
@@ -65,6 +101,13 @@ def _translate(a: argparse.Namespace) -> None:
     for path in translate_files(a.checkpoint, a.inputs, a.to, a.output,
                                 chunk_seconds=a.chunk_seconds, seed=a.seed):
         print(path)
+
+
+def _spaces(a: argparse.Namespace) -> None:
+    from umtune.config import preset
+    from umtune.search_spaces import describe
+
+    print(describe([a.file] if a.file else None, preset(a.preset)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("path", type=Path)
     su.set_defaults(handler=_data_summary)
 
-    tr = sub.add_parser("train", help="train one network in this process")
+    tr = sub.add_parser("train", help="train one network (in this process, or on Ray Train)")
     tr.add_argument("--preset", default="tiny", help="tiny or paper")
     tr.add_argument("--data", type=Path, help="dataset directory (from `umtune data`)")
     tr.add_argument("--out", type=Path, help="run directory: checkpoint/, metrics.jsonl")
@@ -118,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the run in RUN_DIR from its checkpoint")
     tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a config field, e.g. --set train.confusion_lambda=0")
+    ray = tr.add_argument_group("distributed training on Ray Train (any of these uses Ray)")
+    ray.add_argument("--workers", type=int, help="training processes (DDP), one per GPU with "
+                     "--gpu; the global batch data.batch_per_domain is split over them")
+    ray.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
+    ray.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
+    ray.add_argument("--storage", help="where runs live: a local dir (one node), file:///shared "
+                     "or s3://... (multi-node); the run is STORAGE/<name of --out>")
+    ray.add_argument("--cpus-per-worker", type=float, help="CPUs (= torch threads) per worker")
+    ray.add_argument("--max-failures", type=int, default=3,
+                     help="worker-group restarts from the latest checkpoint before giving up")
     tr.set_defaults(handler=_train)
 
     tl = sub.add_parser("translate", help="translate audio files into a domain")
@@ -129,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="clips are cut into chunks generated in parallel")
     tl.add_argument("--seed", type=int, default=0)
     tl.set_defaults(handler=_translate)
+
+    sp = sub.add_parser("spaces", help="list search spaces, or check and describe a YAML one")
+    sp.add_argument("--file", type=Path, help="a YAML search space (format: umtune.search_spaces)")
+    sp.add_argument("--preset", default="tiny", help="the base config the spaces are built on")
+    sp.set_defaults(handler=_spaces)
     return p
 
 
