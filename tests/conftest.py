@@ -8,7 +8,13 @@ seconds to render. Tests that train use it as their data; the data tests check i
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Ray 2.60 clusters (`ray start`, `ray.init()`) require token auth, and a client joining one by
+# address sends its token only in token mode; Ray reads the mode when it is first imported.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 TINY_DATASET_OPTIONS = dict(domains=("piano", "flute"), sample_rate=16000, pieces_per_domain=2,
                             heldout_pieces=1, seed=0, note_pitches=(48, 60, 72, 84),

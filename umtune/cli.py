@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 
@@ -76,6 +77,27 @@ def _train(a: argparse.Namespace) -> None:
                            use_gpu=a.gpu, address=a.address, resume=bool(a.resume),
                            cpus_per_worker=a.cpus_per_worker, max_failures=a.max_failures)
     print(f"run: {result.path}\nlatest checkpoint: {result.checkpoint.path}")
+
+
+def _sweep(a: argparse.Namespace) -> int:
+    from umtune.config import overrides
+    from umtune.sweep import SweepOptions, resume_sweep, run_sweep, summary
+
+    if a.resume:
+        result = resume_sweep(a.resume, address=a.address)
+    else:
+        sets = [*a.set, *([f"train.max_minutes={a.minutes_per_trial}"]
+                          if a.minutes_per_trial is not None else [])]
+        opts = SweepOptions(space=a.space, samples=a.samples, search=a.search,
+                            scheduler=a.scheduler, objectives=tuple(a.objective.split(",")),
+                            trial_workers=a.trial_workers, gpu=a.gpu,
+                            cpus_per_worker=a.cpus_per_worker, max_concurrent=a.max_concurrent,
+                            seed=a.seed)
+        name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        result = run_sweep(overrides(_new_config(a), sets), opts, storage=a.storage, name=name,
+                           address=a.address)
+    print(summary(result))
+    return 1 if result.failed else 0
 
 
 def _new_config(a: argparse.Namespace):
@@ -173,6 +195,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help="worker-group restarts from the latest checkpoint before giving up")
     tr.set_defaults(handler=_train)
 
+    sw = sub.add_parser("sweep", help="sweep hyperparameters on Ray Tune (trials = Train runs)")
+    sw.add_argument("--space", default="ablation",
+                    help="a built-in space (see `umtune spaces`) or a YAML file")
+    sw.add_argument("--data", type=Path, default=Path("data/bach"))
+    sw.add_argument("--preset", default="tiny", help="the base config: tiny or paper")
+    sw.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a field of the base config, e.g. --set train.max_epochs=8")
+    sw.add_argument("--samples", type=int, default=1,
+                    help="trials to sample (grid search: repetitions of the grid)")
+    sw.add_argument("--search", default="optuna", choices=["optuna", "random", "grid"])
+    sw.add_argument("--scheduler", default="asha", choices=["asha", "none"])
+    sw.add_argument("--objective", default="quality",
+                    help="quality, or quality,cost for a multi-objective (Pareto) search")
+    sw.add_argument("--trial-workers", type=int, default=1, help="Train workers per trial")
+    sw.add_argument("--cpus-per-worker", type=float, help="CPUs (= torch threads) per worker")
+    sw.add_argument("--gpu", action="store_true", help="one GPU per Train worker")
+    sw.add_argument("--max-concurrent", type=int,
+                    help="trials at once (default: as many as the cluster's resources fit)")
+    sw.add_argument("--minutes-per-trial", type=float, help="training budget of each trial")
+    sw.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
+    sw.add_argument("--storage", default="sweeps",
+                    help="where sweeps live (a shared URI or file:/// on multi-node clusters)")
+    sw.add_argument("--name", help="the sweep's folder under --storage (default: space-time)")
+    sw.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    sw.add_argument("--resume", metavar="SWEEP_DIR",
+                    help="finish the sweep in SWEEP_DIR after its driver stopped")
+    sw.set_defaults(handler=_sweep)
+
     tl = sub.add_parser("translate", help="translate audio files into a domain")
     tl.add_argument("--checkpoint", type=Path, required=True)
     tl.add_argument("--to", required=True, help="target domain")
@@ -196,11 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train" and not args.resume and not (args.data and args.out):
         parser.error("train needs --data and --out (or --resume RUN_DIR)")
     try:
-        args.handler(args)
+        return args.handler(args) or 0
     except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
         print(f"umtune: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

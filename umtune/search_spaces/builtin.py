@@ -4,6 +4,7 @@
   the confusion weight lambda (log-uniform around 1e-2, or exactly 0: the no-confusion ablation),
   the augmentation range, both dilation schedules, the learning rate and the latent size.
 - `ablation`: the paper's ablation grid, lambda in {0, 1e-2} x augmentation in {0, 0.5} semitones.
+- `lambda-aug`: lambda (or 0) and the augmentation range only, sampled: the demo sweep's space.
 """
 
 from __future__ import annotations
@@ -61,4 +62,13 @@ def ablation(base: RunConfig) -> SearchSpace:
     ))
 
 
-SPACES = {"paper": paper, "ablation": ablation}
+def lambda_aug(base: RunConfig) -> SearchSpace:
+    return SearchSpace("lambda-aug", "the two components of the method: confusion lambda (or 0) "
+                       "and the augmentation range, sampled (the demo sweep)", (
+        Param("train.confusion_lambda", "loguniform", PAPER_LAMBDA / 10, PAPER_LAMBDA * 10,
+              off_value=0.0),
+        Param("train.aug_semitones", "uniform", 0.0, 1.0),
+    ))
+
+
+SPACES = {"paper": paper, "ablation": ablation, "lambda-aug": lambda_aug}

@@ -53,6 +53,10 @@ Report = Callable[[dict, Path | None], None]
 class DivergenceError(RuntimeError):
     """The loss became NaN or infinite; the run cannot continue."""
 
+    def __init__(self, message: str, step: int = -1, epoch: int = -1):
+        super().__init__(message)
+        self.step, self.epoch = step, epoch
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -102,9 +106,11 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
 def _global_mean(values: torch.Tensor) -> torch.Tensor:
     """Mean over workers when a process group is running; identity otherwise."""
     if dist.is_available() and dist.is_initialized():
-        values = values.clone()
+        # nccl reduces only CUDA tensors (on this process's device), gloo CPU ones.
+        device = torch.cuda.current_device() if dist.get_backend() == "nccl" else "cpu"
+        values = values.to(device, copy=True)
         dist.all_reduce(values)
-        values /= dist.get_world_size()
+        values = values.cpu() / dist.get_world_size()
     return values
 
 
@@ -181,10 +187,11 @@ class Trainer:
             adv_loss = F.cross_entropy(_unwrap(self.confusion)(z).float(), batch.labels)
         ce = ce_per_domain.mean()
         loss = ce - cfg.confusion_lambda * adv_loss
-        if not torch.isfinite(loss):
+        if _global_mean(torch.isfinite(loss.detach()).float()) < 1:  # on every rank
             raise DivergenceError(f"loss is {loss.item()} at step {self.step_count} "
                                   f"(reconstruction CE {ce.item()}, confusion CE "
-                                  f"{adv_loss.item()})")
+                                  f"{adv_loss.item()}) on rank {self.rank}",
+                                  step=self.step_count, epoch=self.epoch + 1)
         self.opt_ae.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_value_(self.model.autoencoder.parameters(), cfg.grad_clip)

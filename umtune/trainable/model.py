@@ -53,6 +53,13 @@ def decoder_receptive_field(cfg: DecoderConfig) -> int:
     return (cfg.kernel_size - 1) * (1 + sum(dil)) + 1
 
 
+def generation_flops_per_sample(decoder: WaveNetDecoder) -> int:
+    """FLOPs (2 per multiply-add) to generate one sample: each weight of the decoder is used
+    once per sample, except the conditioning projection, which runs once per latent frame."""
+    per_frame = parameter_count(decoder.cond)
+    return 2 * (parameter_count(decoder) - per_frame)
+
+
 def pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
     """A 1x1 conv on (B, C, T), or the same weights as a matmul on one step's (B, C)."""
     return conv(x) if x.dim() == 3 else F.linear(x, conv.weight[:, :, 0], conv.bias)

@@ -18,19 +18,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
 import ray
 import ray.train
 import ray.train.torch
+import ray.tune
 import torch
 
 from umtune.config import RunConfig
 from umtune.trainable import loop
 from umtune.trainable.checkpoint import TrainingState, format_metrics, load_checkpoint
+from umtune.trainable.model import WaveNetDecoder, generation_flops_per_sample
 
 HISTORY_FILE = "metrics.jsonl"
+HELDOUT_METRIC = "heldout_ce"  # what schedulers (ASHA) and the default objective minimise
+COST_METRIC = "generation_flops_per_sample"  # the cost objective of multi-objective sweeps
+DIVERGED_KEY = "diverged"  # in a trial's last report: why its loss stopped being finite
+DIVERGED_FILE = "diverged.txt"  # in a run folder: the same, for the driver
+TRAIN_RUNS_DIR = "train"  # in a sweep: where each trial's Ray Train run lives
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # written by Ray Train in every run folder
 SHARED_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://", "file://")
 
@@ -39,6 +47,11 @@ def train_loop_per_worker(config: dict) -> None:
     """The function every Ray Train worker runs: `loop.train` with Ray's context and report."""
     cfg = RunConfig.from_dict(config["run"])
     ctx = ray.train.get_context()
+    if ctx.get_world_rank() == 0:  # a resumed run starts afresh (e.g. with a lower lr)
+        _delete(f"{config['run_path']}/{DIVERGED_FILE}")
+    cost = generation_flops_per_sample(WaveNetDecoder(cfg.model.decoder,
+                                                      cfg.model.encoder.latent_channels,
+                                                      cfg.model.classes))
     restored = ray.train.get_checkpoint()
     with restored.as_directory() if restored else contextlib.nullcontext() as resume:
         history = read_history(resume) if resume else []
@@ -46,7 +59,7 @@ def train_loop_per_worker(config: dict) -> None:
 
         def report(metrics: dict, checkpoint_dir: Path | None) -> None:
             metrics = {**metrics, "start_epoch": start_epoch, "world_size": ctx.get_world_size(),
-                       "threads": torch.get_num_threads()}
+                       "threads": torch.get_num_threads(), COST_METRIC: cost}
             checkpoint = None
             if checkpoint_dir is not None:
                 history.append(metrics)
@@ -57,9 +70,18 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint,
                              checkpoint_dir_name=f"epoch_{metrics['epoch']:06d}")
 
-        loop.train(cfg, report=report, resume=Path(resume) if resume else None,
-                   device=ray.train.torch.get_device(), wrap=ray.train.torch.prepare_model,
-                   rank=ctx.get_world_rank(), world_size=ctx.get_world_size())
+        try:
+            loop.train(cfg, report=report, resume=Path(resume) if resume else None,
+                       device=ray.train.torch.get_device(), wrap=ray.train.torch.prepare_model,
+                       rank=ctx.get_world_rank(), world_size=ctx.get_world_size())
+        except loop.DivergenceError as e:
+            # Every rank gets here at the same step (the finiteness check is collective).
+            # Ending normally, not raising, keeps Train from restarting a run that would only
+            # diverge again; `fit` and `tune_trial` find the reason in the run folder and fail.
+            if ctx.get_world_rank() == 0:
+                _write_text(f"{config['run_path']}/{DIVERGED_FILE}", str(e))
+            ray.train.report({"epoch": e.epoch, "step": e.step, HELDOUT_METRIC: math.inf,
+                              DIVERGED_KEY: str(e)})
 
 
 def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: bool = False,
@@ -81,8 +103,11 @@ def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: b
     if cfg.data.batch_per_domain % workers:
         raise ValueError(f"data.batch_per_domain={cfg.data.batch_per_domain} must be divisible "
                          f"by the number of workers ({workers})")
+    if "://" not in cfg.data.path:  # workers run in their own directory
+        cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
     return ray.train.torch.TorchTrainer(
-        train_loop_per_worker, train_loop_config={"run": cfg.to_dict()},
+        train_loop_per_worker,
+        train_loop_config={"run": cfg.to_dict(), "run_path": f"{storage}/{name}"},
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers, use_gpu=use_gpu,
             resources_per_worker={"CPU": cpus_per_worker} if cpus_per_worker else None),
@@ -103,20 +128,97 @@ def fit(cfg: RunConfig, *, workers: int, storage: str | Path = "runs", name: str
 
     Starts a local Ray unless `address` names a cluster to join (or Ray is already running).
     """
-    if not ray.is_initialized():
-        ray.init(address=address) if address else ray.init()
-    storage = check_storage(storage, sum(n["Alive"] for n in ray.nodes()))
+    connect(address)
+    storage = check_storage(storage, alive_nodes())
     exists = run_exists(storage, name)
     if resume and not exists:
         raise FileNotFoundError(f"{storage}/{name}: no Ray Train run to resume there")
     if exists and not resume:
         raise FileExistsError(f"{storage}/{name} already holds a run: resume it (--resume) or "
                               "choose another name")
-    if "://" not in cfg.data.path:  # workers run in their own directory
-        cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
-    return trainer(cfg, workers=workers, storage=storage, name=name, use_gpu=use_gpu,
-                   cpus_per_worker=cpus_per_worker, max_failures=max_failures,
-                   keep_checkpoints=keep_checkpoints).fit()
+    result = trainer(cfg, workers=workers, storage=storage, name=name, use_gpu=use_gpu,
+                     cpus_per_worker=cpus_per_worker, max_failures=max_failures,
+                     keep_checkpoints=keep_checkpoints).fit()
+    raise_if_diverged(f"{storage}/{name}")
+    return result
+
+
+def connect(address: str | None = None) -> None:
+    """Join the Ray cluster at `address`, or start a local Ray; nothing if Ray is running.
+
+    Ray 2.60 clusters require token auth; a client sends ~/.ray/auth_token when
+    RAY_AUTH_MODE=token is set, or by itself for `--address auto` (a cluster on this node).
+    """
+    if ray.is_initialized():
+        return
+    ray.init(address=address) if address else ray.init()
+
+
+def alive_nodes() -> int:
+    return sum(node["Alive"] for node in ray.nodes())
+
+
+TRIAL_DEFAULTS = {"workers": 1, "gpu": False, "cpus_per_worker": None, "max_failures": 1,
+                  "storage": str(Path("~/ray_results/umtune-train").expanduser())}
+
+
+def tune_trial(config: dict) -> None:
+    """The Ray Tune trainable: one trial = one Ray Train run of the trial's config.
+
+    `config` is what `umtune.search_spaces.get` returns, sampled by Tune, plus optionally
+    `config["trial"]`, the trial's resources (keys of TRIAL_DEFAULTS: workers, gpu,
+    cpus_per_worker, max_failures, storage). The Train run is named after the trial id, so after
+    `Tuner.restore` an unfinished trial continues its run from its latest checkpoint. Train's
+    per-epoch reports reach Tune through TuneReportCallback; a diverged run fails the trial
+    with the reason.
+    """
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from umtune.search_spaces import trial_config
+
+    cfg = trial_config(config)
+    opts = {**TRIAL_DEFAULTS, **config.get("trial", {})}
+    storage = check_storage(opts["storage"], alive_nodes())
+    name = f"train-{ray.tune.get_context().get_trial_id()}"
+    trainer(cfg, workers=opts["workers"], storage=storage, name=name, use_gpu=opts["gpu"],
+            cpus_per_worker=opts["cpus_per_worker"], max_failures=opts["max_failures"],
+            callbacks=[TuneReportCallback()]).fit()
+    raise_if_diverged(f"{storage}/{name}")
+
+
+def raise_if_diverged(run_path: str) -> None:
+    """Raise the DivergenceError that ended the run at `run_path`, if one did."""
+    reason = _read_text(f"{run_path}/{DIVERGED_FILE}")
+    if reason is not None:
+        raise loop.DivergenceError(reason)
+
+
+def _write_text(uri: str, text: str) -> None:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    fs.create_dir(path.rpartition("/")[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def _read_text(uri: str) -> str | None:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read().decode()
+    except FileNotFoundError:
+        return None
+
+
+def _delete(uri: str) -> None:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        fs.delete_file(path)
 
 
 def check_storage(storage: str | Path, alive_nodes: int) -> str:

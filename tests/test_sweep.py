@@ -1,0 +1,155 @@
+"""Sweeps on a real Ray cluster (`ray start --head` on this machine): tune.run and Tuner on the
+trainable, failures and divergence recorded, resume after the driver is SIGKILLed, results."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import ray
+from ray import tune
+
+import umtune.search_spaces
+import umtune.trainable
+from umtune.cli import main
+from umtune.config import overrides, preset
+from umtune.sweep import pareto_front
+
+RAY = Path(sys.executable).with_name("ray")
+# Trials short enough that Train's worker start-up (~20 s) dominates: 2 epochs of 3 steps.
+FAST = ["train.max_epochs=2", "train.steps_per_epoch=3", "train.eval_segments=2",
+        "data.segment_samples=800", "model.encoder.pool=200"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A Ray head started like a user's (2 CPUs); sweeps join it with --address."""
+    port = 6390
+    subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2",
+                    "--include-dashboard=true", "--disable-usage-stats"], check=True,
+                   capture_output=True)
+    address = f"127.0.0.1:{port}"
+    yield address
+    ray.shutdown()
+    subprocess.run([RAY, "stop", "--force"], capture_output=True)
+
+
+def _base(data):
+    return overrides(preset("tiny", ("piano", "flute")), [f"data.path={data}", *FAST])
+
+
+def _sets():
+    return [arg for item in FAST for arg in ("--set", item)]
+
+
+def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dataset, tmp_path):
+    """The README's two ways: tune.run over the ablation grid, and the Tuner equivalent."""
+    ray.init(address=cluster)
+    config = umtune.search_spaces.get("ablation", _base(tiny_dataset))
+    config["trial"] = {"storage": str(tmp_path / "train")}
+    analysis = tune.run(tune.with_resources(umtune.trainable.tune_trial, {"cpu": 0.01}),
+                        config=config, storage_path=str(tmp_path), name="run", verbose=0)
+    df = analysis.dataframe()
+    assert len(df) == 4 and set(df["epoch"]) == {2}
+    assert {(r["config/train.confusion_lambda"], r["config/train.aug_semitones"])
+            for _, r in df.iterrows()} == {(0.0, 0.0), (0.0, 0.5), (0.01, 0.0), (0.01, 0.5)}
+
+    tuner = tune.Tuner(tune.with_resources(umtune.trainable.tune_trial, {"cpu": 0.01}),
+                       param_space=umtune.search_spaces.get("ablation", _base(tiny_dataset)),
+                       tune_config=tune.TuneConfig(metric="heldout_ce", mode="min"),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), name="tuner",
+                                                 verbose=0))
+    grid = tuner.fit()
+    assert len(grid) == 4 and not grid.errors
+    assert grid.get_best_result().metrics["heldout_ce"] == min(r.metrics["heldout_ce"]
+                                                                for r in grid)
+    ray.shutdown()
+
+
+def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
+        cluster, tiny_dataset, tmp_path, capsys):
+    """A grid of 4: one good trial, one with lr 1e30 (diverges), two with a missing dataset
+    (raise). The sweep finishes, the table says why each failed, the exit code is 1."""
+    space = tmp_path / "failing.yaml"
+    space.write_text(f"params:\n  train.lr: {{type: grid, values: [0.003, 1.0e+30]}}\n"
+                     f"  data.path: {{type: grid, values: ['{tiny_dataset}', "
+                     f"'{tmp_path / 'missing'}']}}\n")
+    code = main(["sweep", "--space", str(space), "--data", str(tiny_dataset), "--search", "grid",
+                 "--scheduler", "none", "--storage", str(tmp_path), "--name", "failing",
+                 "--address", cluster, *_sets()])
+    out = capsys.readouterr().out
+    assert code == 1 and "4 trials" in out and "3 failed" in out
+    table = pd.read_parquet(tmp_path / "failing" / "trials.parquet")
+    by_case = {(r["train.lr"], Path(r["data.path"]).name): r for _, r in table.iterrows()}
+    good = by_case[(0.003, Path(tiny_dataset).name)]
+    assert good["status"] == "completed" and good["epoch"] == 2 and good["pareto"]
+    diverged = by_case[(1e30, Path(tiny_dataset).name)]
+    assert diverged["status"] == "diverged" and "loss is" in diverged["reason"]
+    assert diverged["epoch"] == 1 and diverged["step"] < 3  # stopped at once, not retried
+    for lr in (0.003, 1e30):
+        failed = by_case[(lr, "missing")]
+        assert failed["status"] == "failed" and "missing" in failed["reason"]
+        assert (Path(failed["path"]) / "error.txt").exists()  # Tune's traceback
+    assert pd.read_csv(tmp_path / "failing" / "trials.csv").shape == table.shape
+    study = optuna.load_study(study_name="failing",
+                              storage=f"sqlite:///{tmp_path / 'failing' / 'study.db'}")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+
+
+def _terminated(sweep: Path) -> int:
+    """Trials Tune's saved experiment state records as finished."""
+    states = sorted(sweep.glob("experiment_state*.json"))
+    return states[-1].read_text().count('\\"status\\": \\"TERMINATED\\"') if states else 0
+
+
+def test_resume_after_the_driver_is_killed_keeps_finished_trials(cluster, tiny_dataset,
+                                                                 tmp_path, capsys):
+    """SIGKILL `umtune sweep` once a trial has finished; `--resume` finishes the other three,
+    the finished trial is neither lost nor run again, and the (multi-objective) Optuna searcher
+    goes on: the table marks the Pareto front of held-out CE and generation FLOPs."""
+    cmd = [sys.executable, "-m", "umtune.cli", "sweep", "--space", "ablation", "--search",
+           "optuna", "--samples", "4", "--scheduler", "asha", "--objective", "quality,cost",
+           "--data", str(tiny_dataset),
+           "--storage", str(tmp_path), "--name", "sweep", "--address", cluster,
+           "--max-concurrent", "1", *_sets()]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep = tmp_path / "sweep"
+    deadline = time.monotonic() + 300
+    while _terminated(sweep) < 1:
+        assert driver.poll() is None and time.monotonic() < deadline, "no trial finished"
+        time.sleep(0.5)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished = {p.parent.name: p.read_text() for p in sweep.glob("trial_*/result.json")
+                if len(p.read_text().splitlines()) == 2}
+    assert finished and not (sweep / "trials.parquet").exists()
+
+    assert main(["sweep", "--resume", str(sweep), "--address", cluster]) == 0
+    assert "4 trials" in capsys.readouterr().out
+    table = pd.read_parquet(sweep / "trials.parquet")
+    assert len(table) == 4 and table["trial"].is_unique
+    assert set(table["status"]) <= {"completed", "stopped early"}
+    for trial, results in finished.items():  # not re-run: same results, same single run
+        assert (sweep / trial / "result.json").read_text() == results
+        assert table.set_index("trial").loc[trial, "status"] == "completed"
+    assert table["pareto"].any() and table["generation_flops_per_sample"].nunique() == 1
+    saved = json.loads((sweep / "sweep.json").read_text())
+    assert saved["options"]["search"] == "optuna" and saved["options"]["samples"] == 4
+
+
+def test_multi_objective_marks_the_pareto_front():
+    """Rows not dominated in (quality, cost) are the front; non-finite rows never are."""
+    table = pd.DataFrame({"heldout_ce": [1.0, 2.0, 1.5, 0.5, float("inf")],
+                          "generation_flops_per_sample": [4.0, 1.0, 3.0, 9.0, 0.1]})
+    front = pareto_front(table, ["heldout_ce", "generation_flops_per_sample"], ["min", "min"])
+    assert front == [True, True, True, True, False]
+    table.loc[2, "generation_flops_per_sample"] = 5.0  # now dominated by row 0
+    assert pareto_front(table, ["heldout_ce", "generation_flops_per_sample"],
+                        ["min", "min"])[2] is False
