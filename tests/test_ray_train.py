@@ -19,6 +19,8 @@ from umtune.trainable.checkpoint import LocalRun, load_checkpoint
 from umtune.trainable.loop import train
 from umtune.trainable.model import UniversalTranslator
 
+pytestmark = pytest.mark.slow  # a real Ray cluster: minutes
+
 
 @pytest.fixture(scope="module")
 def local_ray():

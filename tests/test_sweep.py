@@ -21,6 +21,7 @@ from umtune.cli import main
 from umtune.config import overrides, preset
 from umtune.sweep import pareto_front
 
+pytestmark = pytest.mark.slow  # real Ray clusters: minutes
 RAY = Path(sys.executable).with_name("ray")
 # Trials short enough that Train's worker start-up (~20 s) dominates: 2 epochs of 3 steps.
 FAST = ["train.max_epochs=2", "train.steps_per_epoch=3", "train.eval_segments=2",

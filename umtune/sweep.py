@@ -219,7 +219,10 @@ def trials_table(results, opts: SweepOptions, base: RunConfig) -> pd.DataFrame:
             **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not
                k.startswith(("config/", "time_this", "timestamp", "pid", "done"))},
             "trial_workers": opts.trial_workers, "gpu": opts.gpu,
-            "path": r.path,
+            "path": r.path,  # Tune's trial folder: result.json holds every epoch's report
+            # the trial's Train run (checkpoints; evaluation/ once evaluated)
+            "run_path": f"{r.config['trial']['storage']}/train-"
+                        f"{Path(r.path).name.removeprefix('trial_')}",
         })
     table = pd.DataFrame(rows)
     metric, mode = _metrics(opts)

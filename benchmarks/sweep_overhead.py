@@ -1,0 +1,75 @@
+"""What Ray Tune + Ray Train cost on top of training: one run bare vs as a one-trial sweep.
+
+Runs the same training (same config, same number of epochs, same threads) twice: in this
+process with the plain loop, and as the only trial of `umtune sweep` (Tune trial -> Ray Train
+run with one worker of all CPUs, reports relayed every epoch, checkpoints to the sweep folder).
+Prints Ray's start-up time and the sweep's wall time over the bare run's: the Tune/Train
+overhead (target: under 10% for 2-minute trials).
+
+    .venv/bin/python benchmarks/sweep_overhead.py --data data/bach --epochs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from umtune.config import overrides, preset
+from umtune.data import Dataset
+from umtune.sweep import SweepOptions, run_sweep
+from umtune.trainable.checkpoint import LocalRun
+from umtune.trainable.loop import train
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="data/bach")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--epochs", type=int, default=10, help="tiny: about 12 s each on 2 cores")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    args = p.parse_args()
+    cpus = os.cpu_count() or 1
+    cfg = overrides(preset(args.preset, Dataset.open(args.data).domains),
+                    [f"data.path={Path(args.data).resolve()}", f"train.max_epochs={args.epochs}",
+                     *args.set])
+    work = Path(tempfile.mkdtemp(prefix="umtune-overhead-"))
+
+    torch.set_num_threads(cpus)
+    start = time.perf_counter()
+    train(cfg, report=LocalRun(work / "bare", echo=False))
+    bare = time.perf_counter() - start
+
+    start = time.perf_counter()
+    ray.init(num_cpus=cpus, include_dashboard=True, log_to_driver=False)
+    ray_start = time.perf_counter() - start
+    start = time.perf_counter()
+    same_config = {"name": "bare", "params": {"train.seed": {"type": "grid",
+                                                             "values": [cfg.train.seed]}}}
+    result = run_sweep(cfg, SweepOptions(space=same_config, samples=1, search="grid",
+                                         scheduler="none", cpus_per_worker=cpus),
+                       storage=work / "sweeps", name="overhead")
+    swept = time.perf_counter() - start
+    ray.shutdown()
+    trial = result.trials.iloc[0]
+    assert trial["status"] == "completed" and trial["epoch"] == args.epochs, trial
+
+    print(f"{args.preset} preset, {args.epochs} epochs x {cfg.train.steps_per_epoch} steps, "
+          f"{cpus} CPUs (bare: {cpus} threads; sweep: 1 Train worker with {cpus} CPUs)")
+    print(f"{'':34} {'seconds':>8}")
+    print(f"{'Ray start-up (ray.init)':34} {ray_start:8.1f}")
+    print(f"{'bare training (plain loop)':34} {bare:8.1f}")
+    print(f"{'one-trial sweep (Tune + Train)':34} {swept:8.1f}")
+    print(f"{'overhead':34} {swept - bare:8.1f}  ({100 * (swept - bare) / bare:.0f}% of bare)")
+    print(f"training time inside the trial: {trial['elapsed_s']:.1f} s "
+          f"({100 * (trial['elapsed_s'] - bare) / bare:+.0f}% vs bare; the rest is start-up, "
+          "evaluation hand-off and checkpoints)")
+
+
+if __name__ == "__main__":
+    main()
