@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/bach
-APT_PACKAGES := fluidsynth fluid-soundfont-gm
+APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 
 .PHONY: setup system-deps test test-slow lint demo clean
@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# FluidSynth and the General MIDI SoundFont render the built-in Bach dataset.
+# FluidSynth and the General MIDI SoundFont render the built-in Bach dataset; headless
+# Chromium opens the sweep report in its test (tests/test_report.py).
 system-deps:
-	@if ! command -v fluidsynth >/dev/null || [ ! -f $(SOUNDFONT) ]; then \
+	@if ! command -v fluidsynth >/dev/null || [ ! -f $(SOUNDFONT) ] || \
+		! command -v chromium >/dev/null; then \
 		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install $(APT_PACKAGES)"; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	fi

@@ -125,6 +125,12 @@ def _translate(a: argparse.Namespace) -> None:
         print(path)
 
 
+def _report(a: argparse.Namespace) -> None:
+    from umtune.analysis.report import build_report
+
+    print(f"report: {build_report(a.sweep_dir, a.output, clips=a.clips)}")
+
+
 def _spaces(a: argparse.Namespace) -> None:
     from umtune.config import preset
     from umtune.search_spaces import describe
@@ -237,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--file", type=Path, help="a YAML search space (format: umtune.search_spaces)")
     sp.add_argument("--preset", default="tiny", help="the base config the spaces are built on")
     sp.set_defaults(handler=_spaces)
+
+    rp = sub.add_parser("report", help="write a sweep's self-contained HTML report (offline: "
+                        "tables, plots, playable audio)")
+    rp.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder (from `umtune sweep`)")
+    rp.add_argument("-o", "--output", type=Path, default=Path("report.html"),
+                    help="the HTML file to write (default: report.html)")
+    rp.add_argument("--clips", type=int, default=3, help="held-out clips in the audio gallery")
+    rp.set_defaults(handler=_report)
     return p
 
 

@@ -1,0 +1,410 @@
+"""The sweep report: built from a sweep folder of the format `umtune sweep` writes, opened in real
+headless Chromium (DevTools protocol) with no JavaScript error, every plot drawn and every clip
+decodable; and each section says why when its data is absent.
+
+The sweep folder is a fixture of the real format: trials.parquet and sweep.json as the sweep
+driver writes them, study.db written by the sweep's own `write_study`, Tune's per-trial
+result.json, and `evaluation/metrics.json` of the evaluation format with short WAV files cut
+from the tiny dataset's real held-out renderings (a "translation" here is another real
+rendering: the fixture tests the report, not the model).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from umtune.analysis.report import build_report
+from umtune.analysis.report_data import load_sweep
+from umtune.analysis.report_figures import importance
+from umtune.config import tiny
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DOMAINS = ("piano", "flute")
+DILATIONS = ("doubling", "base3")
+
+# trial -> (status, lambda, lambda enabled, aug, encoder dilations, latent, heldout_ce, epochs)
+TRIALS = {
+    "trial_a_00000": ("completed", 0.01, True, 0.5, "doubling", 16, 5.20, 4),
+    "trial_a_00001": ("completed", 0.03, False, 0.4, "base3", 8, 5.25, 4),
+    "trial_a_00002": ("completed", 0.05, True, 0.0, "doubling", 16, 5.31, 4),
+    "trial_a_00003": ("completed", 0.002, True, 0.8, "base3", 32, 5.28, 4),
+    "trial_a_00004": ("stopped early", 0.08, True, 0.9, "doubling", 4, 5.45, 1),
+    "trial_a_00005": ("diverged", 0.09, True, 0.2, "base3", 16, math.inf, 2),
+    "trial_a_00006": ("failed", 0.004, True, 0.6, "doubling", 8, math.nan, 0),
+}
+EVALUATED = {"trial_a_00000": 0.31, "trial_a_00001": 0.12}  # trial -> translation gain
+
+
+def make_sweep(root: Path, dataset: Path | None, *, objectives=("quality", "cost"),
+               trials: dict = TRIALS, evaluated: dict = EVALUATED, study: bool = True,
+               name: str = "fixture") -> Path:
+    """A sweep folder in the format `umtune sweep` writes (see the module docstring)."""
+    from umtune.sweep import SweepOptions, pareto_front, write_study
+
+    sweep = root / name
+    sweep.mkdir(parents=True)
+    base = tiny(DOMAINS)
+    opts = SweepOptions(space="paper", samples=len(trials), search="optuna",
+                        objectives=tuple(objectives))
+    rows = []
+    for trial, (status, lam, on, aug, enc, latent, ce, epochs) in trials.items():
+        folder, run = sweep / trial, sweep / "train" / f"train-{trial.removeprefix('trial_')}"
+        folder.mkdir()
+        run.mkdir(parents=True)
+        curve = [ce + 0.4 / e if math.isfinite(ce) else 5.6 - 0.1 * e for e in
+                 range(1, epochs + 1)]
+        if status == "diverged":
+            curve[-1] = math.inf
+        (folder / "result.json").write_text("".join(
+            json.dumps({"epoch": e, "heldout_ce": v, "train_ce": v - 0.1, "config": {}}) + "\n"
+            for e, v in enumerate(curve, start=1)))
+        done = status != "failed"
+        rows.append({
+            "trial": trial, "status": status,
+            "reason": {"stopped early": "scheduler", "diverged": "non-finite loss at step 7",
+                       "failed": "RuntimeError: worker died"}.get(status, ""),
+            "train.confusion_lambda": lam, "train.confusion_lambda:enabled": on,
+            "train.aug_semitones": aug, "model.encoder.dilations": enc,
+            "model.decoder.dilations": "doubling", "train.lr": 1e-3,
+            "model.encoder.latent_channels": latent,
+            "epoch": epochs, "step": epochs * 5,
+            "heldout_ce": ce if done else math.nan, "train_ce": ce - 0.1 if done else math.nan,
+            "heldout_confusion_acc": 0.5 + 0.01 * epochs if done else math.nan,
+            "generation_flops_per_sample": 200_000 + 2_000 * latent if done else math.nan,
+            "elapsed_s": 3.0 * epochs, "path": str(folder), "run_path": str(run),
+        })
+    table = pd.DataFrame(rows)
+    metric = {"quality": "heldout_ce", "cost": "generation_flops_per_sample"}
+    table["pareto"] = pareto_front(table, [metric[o] for o in objectives],
+                                   ["min"] * len(objectives))
+    table.to_parquet(sweep / "trials.parquet")
+    table.to_csv(sweep / "trials.csv", index=False)
+    (sweep / "sweep.json").write_text(json.dumps(
+        {"options": asdict(opts), "base": replace(base, data=replace(
+            base.data, path=str(dataset or "data"))).to_dict(), "name": name}))
+    if study:
+        write_study(table, sweep / "study.db", opts, base, name=name)
+    for trial, gain in evaluated.items():
+        write_evaluation(Path(table.set_index("trial").loc[trial, "run_path"]) / "evaluation",
+                         dataset, gain)
+    return sweep
+
+
+def write_evaluation(folder: Path, dataset: Path, gain: float) -> None:
+    """`evaluation/metrics.json` with 0.5 s clips of the dataset's real held-out renderings."""
+    from umtune.data import Dataset
+
+    ds = Dataset.open(dataset)
+    (folder / "audio").mkdir(parents=True)
+    rate, n = ds.sample_rate, ds.sample_rate // 2
+    audio, entries = [], []
+    for clip, source in enumerate(DOMAINS):
+        start = (clip + 1) * rate  # a second in, where the piece plays
+        cut = {d: ds.audio(ds.files(d, "heldout")[0])[start:start + n] for d in DOMAINS}
+        audio.append((f"{clip}_{source}_source.wav", cut[source],
+                      dict(source=source, target=None, kind="source")))
+        for target in DOMAINS:
+            if target == source:
+                continue
+            audio.append((f"{clip}_{source}_{target}_truth.wav", cut[target],
+                          dict(source=source, target=target, kind="truth")))
+            audio.append((f"{clip}_{source}_{target}_translation.wav", cut[target][::-1].copy(),
+                          dict(source=source, target=target, kind="translation")))
+        for file, samples, entry in audio[len(entries):]:
+            sf.write(folder / "audio" / file, samples, rate, subtype="PCM_16")
+            entries.append({"clip": clip, **entry, "path": f"audio/{file}"})
+    pairs = [{"source": s, "target": t, "timbre_acc": 0.4 + gain + 0.05 * i,
+              "chroma_to_source": 0.6 - 0.05 * i, "chroma_to_truth": 0.5 + gain / 2,
+              "spectral_distance": 1.2 - gain + 0.1 * i,
+              "identity_distance": None if s == t else 0.9 - 0.1 * i,
+              "translation_gain": gain + 0.02 * i if s != t else None}
+             for i, (s, t) in enumerate((s, t) for s in DOMAINS for t in DOMAINS)]
+    summary = {"timbre_acc": 0.5 + gain, "chroma_to_source": 0.6, "chroma_to_truth": 0.5 + gain,
+               "chroma_ceiling": 0.8, "spectral_distance": 1.2 - gain, "identity_distance": 0.9,
+               "translation_gain": gain, "latent_domain_acc": 0.9 - gain, "latent_chance": 0.5,
+               "pitch_cos_same": 0.8, "pitch_cos_diff": 0.3 + gain, "unseen_timbre_acc": None,
+               "recon_ce": 2.1 + gain, "classifier_heldout_acc": 0.95}
+    (folder / "metrics.json").write_text(json.dumps({
+        "summary": summary, "pairs": pairs, "recon_ce": {d: 2.1 for d in DOMAINS},
+        "audio": entries, "checkpoint": "epoch_000004", "clips": 2, "seconds": 0.5,
+        "sample_rate": rate, "domains": list(DOMAINS)}))
+
+
+def unavailable_notes(html: str) -> list[str]:
+    return re.findall(r'<p class="unavailable">Not available: ([^<]*)</p>', html)
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol (one page, via websocket-client)."""
+
+    def __init__(self, profile: Path):
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--remote-debugging-port=0", "--remote-allow-origins=*",
+             f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        self.stderr: list[str] = []
+        found = threading.Event()
+        url: list[str] = []
+
+        def drain():  # keep reading, or a full pipe stalls the browser
+            for line in self.proc.stderr:
+                self.stderr.append(line)
+                match = re.search(r"DevTools listening on (ws://\S+)", line)
+                if match:
+                    url.append(match.group(1))
+                    found.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not found.wait(30):
+            self.close()
+            raise RuntimeError("chromium printed no DevTools URL:\n" + "".join(self.stderr))
+        port = re.match(r"ws://[^:/]+:(\d+)/", url[0]).group(1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        import websocket
+
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60,
+                                              suppress_origin=True)
+        self.events: list[dict] = []
+        self.last_id = 0
+
+    def send(self, method: str, **params) -> dict:
+        self.last_id += 1
+        self.ws.send(json.dumps({"id": self.last_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.last_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+            self.events.append(message)
+
+    def wait_for(self, method: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in self.events:
+                if e.get("method") == method:
+                    return e
+            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
+            self.events.append(json.loads(self.ws.recv()))
+        raise TimeoutError(method)
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, awaitPromise=True,
+                           returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def errors(self) -> list[str]:
+        """JavaScript exceptions, console errors and browser log errors seen so far."""
+        out = []
+        for e in self.events:
+            method, p = e.get("method"), e.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                d = p["exceptionDetails"]
+                out.append(f"exception: {d.get('exception', {}).get('description') or d['text']}")
+            elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                out.append("console: " + " ".join(str(a.get("value", a.get("description")))
+                                                   for a in p.get("args", [])))
+            elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
+                out.append(f"log: {p['entry']['text']} {p['entry'].get('url', '')}")
+        return out
+
+    def close(self) -> None:
+        if getattr(self, "ws", None):
+            self.ws.close()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+# Waits until every plot is drawn and every <audio> has loaded its metadata (or failed), then
+# decodes every clip's data URI with Web Audio; returns what it found.
+CHECKS = """
+(async () => {
+  const sleep = ms => new Promise(r => setTimeout(r, ms));
+  const plots = () => Array.from(document.querySelectorAll('.plotly-graph-div'));
+  const drawn = p => p.classList.contains('js-plotly-plot') && !!p._fullLayout &&
+                     !!p.querySelector('svg.main-svg');
+  for (let t = 0; t < 200 && !plots().every(drawn); t++) { await sleep(100); }
+  const audios = Array.from(document.querySelectorAll('audio'));
+  const durations = await Promise.all(audios.map(a => a.readyState >= 1 ? a.duration :
+    new Promise(resolve => {
+      a.addEventListener('loadedmetadata', () => resolve(a.duration));
+      a.addEventListener('error', () => resolve(-1));
+      setTimeout(() => resolve(null), 15000);
+    })));
+  const decoded = await Promise.all(audios.map(async a => {
+    const bytes = await (await fetch(a.src)).arrayBuffer();
+    const buffer = await new OfflineAudioContext(1, 1, 16000).decodeAudioData(bytes);
+    return buffer.length;
+  }));
+  return {plots: plots().length, undrawn: plots().filter(p => !drawn(p)).map(p => p.id),
+          durations, decoded, sections: document.querySelectorAll('section').length};
+})()
+"""
+
+# Clicks the heldout_ce header once and twice; returns the column's values after each.
+SORT_CHECK = """
+(() => {
+  const table = document.querySelector('table.sortable');
+  const heads = Array.from(table.tHead.rows[0].cells);
+  const col = heads.findIndex(th => th.textContent === 'heldout_ce');
+  const column = () => Array.from(table.tBodies[0].rows, r => r.cells[col].dataset.value);
+  heads[col].click();
+  const up = column();
+  heads[col].click();
+  return {up, down: column()};
+})()
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory, tiny_dataset):
+    return make_sweep(tmp_path_factory.mktemp("sweeps"), tiny_dataset)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make system-deps` "
+                    "installs the Debian package)")
+def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
+    """Chromium opens the report offline with no JavaScript error, draws every plot, decodes
+    every clip, sorts the table on a header click, and the page is saved as a screenshot."""
+    out = build_report(sweep_dir, tmp_path / "report.html")
+    browser = Chromium(tmp_path / "profile")
+    try:
+        for domain in ("Runtime", "Log", "Page"):
+            browser.send(f"{domain}.enable")
+        browser.send("Emulation.setDeviceMetricsOverride", width=1400, height=1000,
+                     deviceScaleFactor=1, mobile=False)
+        browser.send("Page.navigate", url=out.resolve().as_uri())
+        browser.wait_for("Page.loadEventFired", timeout=40)
+        found = browser.evaluate(CHECKS)
+        height = browser.send("Page.getLayoutMetrics")["cssContentSize"]["height"]
+        shot = browser.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                            clip={"x": 0, "y": 0, "width": 1400, "height": min(height, 16000),
+                                  "scale": 1})
+        sorted_ce = browser.evaluate(SORT_CHECK)
+        errors = browser.errors()
+    finally:
+        browser.close()
+    screenshot = tmp_path / "report.png"
+    screenshot.write_bytes(base64.b64decode(shot["data"]))
+    print(f"screenshot: {screenshot}")
+    assert errors == []
+    assert found["sections"] == 8
+    assert found["plots"] >= 12 and found["undrawn"] == []
+    assert len(found["durations"]) == 8  # 2 clips x (source, truth, best's, ablation's)
+    assert all(d is not None and d > 0.4 for d in found["durations"]), found["durations"]
+    assert all(n > 0 for n in found["decoded"]), found["decoded"]
+    values = [float(v) for v in sorted_ce["up"] if v not in ("", "Infinity")]
+    assert values == sorted(values) and sorted_ce["up"][-1] == ""  # empty (failed) last
+    down = [float(v) for v in sorted_ce["down"] if v not in ("", "Infinity")]
+    assert down == sorted(down, reverse=True)
+    assert screenshot.stat().st_size > 50_000
+
+
+def test_report_is_self_contained_with_a_sort_script(sweep_dir, tmp_path):
+    """One inlined plotly.js, no external script/style/image, a sortable table, all sections."""
+    html = build_report(sweep_dir, tmp_path / "r.html").read_text()
+    assert not re.search(r"<(script|img|audio|link|iframe)[^>]*(src|href)=\"(https?:)?//", html)
+    assert not re.search(r"<link\b", html)
+    assert len(re.findall(r"<script\b", html)) == 1 + 1 + html.count('class="plotly-graph-div"')
+    assert html.count("Plotly.newPlot(") == html.count('class="plotly-graph-div"')
+    assert '<table class="sortable">' in html and 'addEventListener("click"' in html
+    assert unavailable_notes(html) == []
+    assert 'src="data:audio/wav;base64,' in html
+    title = importance(load_sweep(sweep_dir)).layout.title.text
+    assert title.startswith("Parameter importance: correlation ratio η / |Spearman ρ| with "
+                            "each metric over 4 completed trials")
+
+
+def test_best_trial_is_the_highest_translation_gain_and_ablation_has_lambda_off(sweep_dir):
+    """Best: highest eval/translation_gain among completed; ablation: lambda switched off."""
+    data = load_sweep(sweep_dir)
+    assert data.best_trial()[0] == "trial_a_00000"
+    assert data.ablation_trial(exclude="trial_a_00000") == ("trial_a_00001",
+                                                            "no confusion loss (lambda = 0)")
+    assert data.trials.set_index("trial").loc["trial_a_00001", "eval/translation_gain"] == 0.12
+    assert data.varied()[:4] == ["train.confusion_lambda", "train.aug_semitones",
+                                 "model.encoder.dilations", "model.encoder.latent_channels"]
+
+
+def test_missing_sections_degrade_to_notes(tmp_path):
+    """No evaluation, one objective, no study: those sections explain, the rest still draw."""
+    sweep = make_sweep(tmp_path, None, objectives=("quality",), evaluated={}, study=False)
+    html = build_report(sweep, tmp_path / "r.html").read_text()
+    notes = unavailable_notes(html)
+    assert any("single-objective sweep (heldout_ce)" in n for n in notes)
+    assert sum("has no evaluation yet" in n for n in notes) == 2  # heatmaps and audio
+    assert len(notes) == 3
+    data = load_sweep(sweep)
+    assert data.best_trial() == ("trial_a_00000", "lowest heldout_ce among completed trials")
+
+
+def test_nothing_varied_and_nothing_finished_is_reported_not_raised(tmp_path):
+    """A sweep with one configuration whose trials all failed still gives a page of notes."""
+    failed = {f"trial_b_0000{i}": ("failed", 0.01, True, 0.5, "doubling", 16, math.nan, 0)
+              for i in range(2)}
+    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=failed, evaluated={},
+                       study=False)
+    notes = unavailable_notes(build_report(sweep, tmp_path / "r.html").read_text())
+    assert sum("no hyperparameter took more than one value" in n for n in notes) == 3
+    assert any("no trial reported a finite held-out CE" in n for n in notes)
+    assert any("no best trial" in n for n in notes)
+
+
+def test_optuna_importance_with_enough_completed_trials(tmp_path):
+    """With 20+ completed trials the importance comes from the study (Optuna's PED-ANOVA)."""
+    rng = np.random.default_rng(0)
+    many = {f"trial_c_{i:05d}": ("completed", float(10 ** rng.uniform(-3, -1)), bool(i % 4),
+                                 float(rng.uniform(0, 1)), DILATIONS[i % 2], 16,
+                                 5.0 + float(rng.uniform(0, 0.5)), 3) for i in range(24)}
+    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=many, evaluated={})
+    assert (importance(load_sweep(sweep)).layout.title.text ==
+            "Parameter importance: Optuna PED-ANOVA for heldout_ce (24 completed trials)")
+
+
+def test_moved_sweep_folder_still_finds_its_trials(sweep_dir, tmp_path):
+    """Recorded trial folders that are gone are looked up inside the (moved) sweep folder."""
+    moved = shutil.copytree(sweep_dir, tmp_path / "moved")
+    table = pd.read_parquet(moved / "trials.parquet")
+    table["path"] = "/nowhere/" + table["trial"]
+    table["run_path"] = "/nowhere/train/train-" + table["trial"].str.removeprefix("trial_")
+    table.to_parquet(moved / "trials.parquet")
+    data = load_sweep(moved)
+    assert set(data.curves) == set(TRIALS) and set(data.evaluations) == set(EVALUATED)
+    assert data.notes == []
+
+
+def test_cli_report_writes_the_page_and_names_a_missing_sweep(sweep_dir, tmp_path, capsys):
+    """`umtune report SWEEP_DIR -o FILE` prints the file; a folder without a table exits 2."""
+    from umtune.cli import main
+
+    assert main(["report", str(sweep_dir), "-o", str(tmp_path / "x.html")]) == 0
+    assert f"report: {tmp_path / 'x.html'}" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "none"), "-o", str(tmp_path / "y.html")]) == 2
+    assert "no trials.parquet" in capsys.readouterr().err

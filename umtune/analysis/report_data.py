@@ -1,0 +1,267 @@
+"""What the sweep report reads, gathered once into `SweepData`: the trial table, how the sweep
+was started, its Optuna study, every trial's per-epoch reports and any trial's evaluation.
+
+No plotting here (report_figures.py) and no HTML (report_html.py). The sweep folder's layout is
+the one umtune/sweep.py writes; analysis sits below the sweep driver in the package's layers, so
+the few names it shares with it are spelled again here (they mirror umtune.sweep and
+umtune.search_spaces). Locations may be local paths or URIs (`file://`, `s3://`: read with
+pyarrow.fs); a trial whose recorded folders are gone (a sweep folder moved or copied elsewhere)
+is looked up at the same place inside the sweep folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SWEEP_FILE = "sweep.json"  # umtune.sweep.SWEEP_FILE
+TRIALS_FILE = "trials.parquet"  # umtune.sweep.TRIALS_FILE + ".parquet"
+STUDY_FILE = "study.db"  # umtune.sweep.STUDY_FILE
+TRAIN_RUNS_DIR = "train"  # umtune.trainable.ray_train.TRAIN_RUNS_DIR
+RESULT_FILE = "result.json"  # Tune's per-trial log: one JSON report per line
+EVALUATION_FILE = "evaluation/metrics.json"  # in a trial's Train run folder
+SWITCH_SUFFIX = ":enabled"  # umtune.search_spaces.space.SWITCH_SUFFIX
+# objective name -> (reported metric, direction), as umtune.sweep.OBJECTIVES
+OBJECTIVES = {"quality": ("heldout_ce", "min"), "cost": ("generation_flops_per_sample", "min")}
+EVAL_PREFIX = "eval/"
+BEST_EVAL_METRIC = "eval/translation_gain"  # higher is better
+LAMBDA = "train.confusion_lambda"
+AUG = "train.aug_semitones"
+# the method's components first: the confusion weight, the augmentation, the dilation schedules
+NAMED_PARAMS = (LAMBDA, AUG, "model.encoder.dilations", "model.decoder.dilations")
+TRAINING_METRICS = ("heldout_ce", "heldout_confusion_acc", "generation_flops_per_sample")
+CURVE_METRICS = ("epoch", "heldout_ce", "train_ce")
+OFF = "off"  # the shown value of a parameter whose switch is false
+
+
+class Unavailable(Exception):
+    """A report section's data is absent; the message says why, for the reader."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One trial's `evaluation/metrics.json` and where it lies."""
+
+    trial: str
+    location: str  # the evaluation folder
+    metrics: dict
+
+    def audio(self) -> list[dict]:
+        return list(self.metrics.get("audio") or [])
+
+    def audio_bytes(self, entry: dict) -> bytes:
+        return read_bytes(join(self.location, entry["path"]))
+
+
+@dataclass
+class SweepData:
+    """A finished sweep as the report sees it."""
+
+    location: str
+    name: str
+    options: dict  # sweep.json's "options" ({} when the file is absent)
+    trials: pd.DataFrame  # trials.parquet, plus `eval/<name>` columns from evaluations
+    curves: dict[str, pd.DataFrame]  # trial -> its per-epoch reports (CURVE_METRICS)
+    evaluations: dict[str, Evaluation]  # trial -> its evaluation, where there is one
+    notes: list[str] = field(default_factory=list)  # what could not be read, for the reader
+
+    @property
+    def params(self) -> list[str]:
+        """The sampled keys: the table's dotted config names (metrics have none), switches
+        included."""
+        return [c for c in self.trials.columns if "." in c and "/" not in c]
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        names = self.options.get("objectives") or ["quality"]
+        return [OBJECTIVES[n] for n in names if n in OBJECTIVES]
+
+    def effective(self, key: str) -> pd.Series:
+        """A parameter's values as the trials ran them: OFF where its switch was false."""
+        values = self.trials[key].astype(object)
+        switch = f"{key}{SWITCH_SUFFIX}"
+        if switch in self.trials.columns:
+            values = values.where(self.trials[switch].astype(bool), OFF)
+        return values
+
+    def varied(self) -> list[str]:
+        """Parameters (switches folded into their field) with more than one value in the sweep,
+        the method's components first."""
+        keys = [k for k in self.params if not k.endswith(SWITCH_SUFFIX)]
+        keys = [k for k in NAMED_PARAMS if k in keys] + [k for k in keys if k not in NAMED_PARAMS]
+        return [k for k in keys if self.effective(k).dropna().map(repr).nunique() > 1]
+
+    def metrics(self) -> list[str]:
+        """The final metrics worth plotting: held-out CE, confusion accuracy, generation cost
+        and every evaluation summary metric, each where it differs between trials (a metric
+        with one value, such as a chance level, says nothing about the hyperparameters)."""
+        t = self.trials
+        names = [m for m in TRAINING_METRICS if m in t.columns]
+        names += [c for c in t.columns if c.startswith(EVAL_PREFIX)]
+        return [m for m in names if finite(t[m]).nunique() > 1]
+
+    def completed(self) -> pd.DataFrame:
+        return self.trials[self.trials["status"] == "completed"]
+
+    def best_trial(self) -> tuple[str, str]:
+        """The best completed trial and the rule that chose it: the highest translation gain
+        among evaluated trials once there are any, else the lowest held-out CE."""
+        done = self.completed()
+        if BEST_EVAL_METRIC in done.columns and finite(done[BEST_EVAL_METRIC]).any():
+            row = done.loc[finite(done[BEST_EVAL_METRIC]).idxmax()]
+            return row["trial"], f"highest {BEST_EVAL_METRIC} among completed trials"
+        if "heldout_ce" in done.columns and finite(done["heldout_ce"]).any():
+            row = done.loc[finite(done["heldout_ce"]).idxmin()]
+            return row["trial"], "lowest heldout_ce among completed trials"
+        raise Unavailable("no completed trial with a finite held-out CE")
+
+    def ablation_trial(self, exclude: str) -> tuple[str, str] | None:
+        """An evaluated trial without a component of the method, to hear against the best one:
+        the confusion loss off (lambda 0) first, else no augmentation; the best such trial by
+        the same rule as `best_trial`. None when the sweep has no evaluated one."""
+        t = self.trials
+        for key, label in ((LAMBDA, "no confusion loss (lambda = 0)"),
+                           (AUG, "no augmentation (0 semitones)")):
+            if key not in t.columns:
+                continue
+            values = self.effective(key)
+            off = values.map(lambda v: v == OFF or (_is_number(v) and float(v) == 0.0))
+            pool = t[off & t["trial"].isin(self.evaluations) & (t["trial"] != exclude)]
+            if pool.empty:
+                continue
+            pool = pool.assign(_done=pool["status"] == "completed")
+            if BEST_EVAL_METRIC in pool.columns and finite(pool[BEST_EVAL_METRIC]).any():
+                pool = pool.assign(_key=-finite(pool[BEST_EVAL_METRIC]))
+            else:
+                pool = pool.assign(_key=finite(pool["heldout_ce"]) if "heldout_ce" in pool
+                                   else 0.0)
+            row = pool.sort_values(["_done", "_key"], ascending=[False, True],
+                                   na_position="last").iloc[0]
+            return row["trial"], label
+        return None
+
+
+def load_sweep(location: str | Path) -> SweepData:
+    """Read a sweep folder written by `umtune sweep` (its trial table must exist)."""
+    location = _plain_location(location)
+    try:
+        trials = pd.read_parquet(io.BytesIO(read_bytes(join(location, TRIALS_FILE))))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{location}: no {TRIALS_FILE}; expected a sweep folder written "
+                                "by `umtune sweep` (finish an interrupted one with "
+                                "`umtune sweep --resume`)") from None
+    notes = []
+    try:
+        saved = json.loads(read_bytes(join(location, SWEEP_FILE)))
+    except FileNotFoundError:
+        saved = {}
+        notes.append(f"no {SWEEP_FILE}: the sweep's options are unknown")
+    name = saved.get("name") or location.rstrip("/").rpartition("/")[2]
+    trials = trials.reset_index(drop=True)
+    curves = {}
+    evaluations = {}
+    for _, row in trials.iterrows():
+        trial = row["trial"]
+        folder = _found(row.get("path"), join(location, trial))
+        if folder is not None:
+            curves[trial] = _curve(folder)
+        run = row.get("run_path")
+        run_name = str(run).rstrip("/").rpartition("/")[2] if isinstance(run, str) else ""
+        run = _found(run, join(location, TRAIN_RUNS_DIR, run_name) if run_name else None)
+        if run is not None:
+            try:
+                metrics = json.loads(read_bytes(join(run, EVALUATION_FILE)))
+            except FileNotFoundError:
+                continue
+            evaluations[trial] = Evaluation(trial, join(run, EVALUATION_FILE.rpartition("/")[0]),
+                                            metrics)
+    missing = [t for t in trials["trial"] if t not in curves]
+    if missing:
+        notes.append(f"no {RESULT_FILE} for {len(missing)} trial(s): {', '.join(missing[:5])}")
+    return SweepData(location=location, name=name, options=saved.get("options") or {},
+                     trials=_with_evaluations(trials, evaluations), curves=curves,
+                     evaluations=evaluations, notes=notes)
+
+
+def study_file(data: SweepData) -> Path | None:
+    """The sweep's Optuna study file when it is on this machine."""
+    file = Path(data.location) / STUDY_FILE
+    return file if "://" not in data.location and file.is_file() else None
+
+
+def finite(series: pd.Series) -> pd.Series:
+    """Numbers as floats, NaN where a value is missing, not a number, or infinite."""
+    values = pd.to_numeric(series, errors="coerce").astype(float)
+    return values.where(np.isfinite(values))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _with_evaluations(trials: pd.DataFrame, evaluations: dict[str, Evaluation]) -> pd.DataFrame:
+    """`eval/<name>` columns from each evaluation's summary, where the table has no value."""
+    rows = {t: {f"{EVAL_PREFIX}{k}": v for k, v in (e.metrics.get("summary") or {}).items()
+                if _is_number(v) or v is None}
+            for t, e in evaluations.items()}
+    columns = sorted({c for r in rows.values() for c in r})
+    trials = trials.copy()
+    for c in columns:
+        read = trials["trial"].map(lambda t, c=c: rows.get(t, {}).get(c)).astype(float)
+        trials[c] = trials[c].astype(float).fillna(read) if c in trials.columns else read
+    return trials
+
+
+def _curve(folder: str) -> pd.DataFrame:
+    try:
+        text = read_bytes(join(folder, RESULT_FILE)).decode()
+    except FileNotFoundError:
+        return pd.DataFrame(columns=list(CURVE_METRICS))
+    reports = [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = [{k: r.get(k, math.nan) for k in CURVE_METRICS} for r in reports if "epoch" in r]
+    curve = pd.DataFrame(rows, columns=list(CURVE_METRICS))
+    # a trial restored after a driver failure may report an epoch twice: keep the latest report
+    return curve.drop_duplicates("epoch", keep="last").sort_values("epoch", ignore_index=True)
+
+
+def _found(recorded, fallback: str | None) -> str | None:
+    """The recorded folder if it exists, else the fallback inside the sweep folder, else None."""
+    for candidate in (recorded, fallback):
+        if isinstance(candidate, str) and candidate and exists(_plain_location(candidate)):
+            return _plain_location(candidate)
+    return None
+
+
+def _plain_location(location: str | Path) -> str:
+    text = str(location)
+    return text.removeprefix("file://") if text.startswith("file:///") else text
+
+
+def join(location: str, *parts: str) -> str:
+    return "/".join([location.rstrip("/"), *parts])
+
+
+def exists(location: str) -> bool:
+    if "://" not in location:
+        return Path(location).exists()
+    import pyarrow.fs
+
+    fs, where = pyarrow.fs.FileSystem.from_uri(location)
+    return fs.get_file_info(where).type != pyarrow.fs.FileType.NotFound
+
+
+def read_bytes(location: str) -> bytes:
+    """A file's bytes, local or at a URI; FileNotFoundError when there is none."""
+    if "://" not in location:
+        return Path(location).read_bytes()
+    import pyarrow.fs
+
+    fs, where = pyarrow.fs.FileSystem.from_uri(location)
+    with fs.open_input_stream(where) as f:
+        return f.read()
