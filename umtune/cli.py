@@ -92,7 +92,7 @@ def _sweep(a: argparse.Namespace) -> int:
                             scheduler=a.scheduler, objectives=tuple(a.objective.split(",")),
                             trial_workers=a.trial_workers, gpu=a.gpu,
                             cpus_per_worker=a.cpus_per_worker, max_concurrent=a.max_concurrent,
-                            seed=a.seed)
+                            seed=a.seed, eval_clips=a.eval_clips, eval_seconds=a.eval_seconds)
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = run_sweep(overrides(_new_config(a), sets), opts, storage=a.storage, name=name,
                            address=a.address)
@@ -129,6 +129,15 @@ def _report(a: argparse.Namespace) -> None:
     from umtune.analysis.report import build_report
 
     print(f"report: {build_report(a.sweep_dir, a.output, clips=a.clips)}")
+
+
+def _evaluate(a: argparse.Namespace) -> None:
+    from umtune.analysis.evaluate import evaluate_checkpoint, format_evaluation
+
+    out = a.output or Path(a.checkpoint).absolute().parent / "evaluation"
+    print(format_evaluation(evaluate_checkpoint(
+        a.checkpoint, a.data, clips=a.clips, seconds=a.seconds, seed=a.seed, out_dir=out,
+        chunk_seconds=a.chunk_seconds, progress=True)) + f"\nwritten: {out}/metrics.json")
 
 
 def _spaces(a: argparse.Namespace) -> None:
@@ -225,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where sweeps live (a shared URI or file:/// on multi-node clusters)")
     sw.add_argument("--name", help="the sweep's folder under --storage (default: space-time)")
     sw.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    sw.add_argument("--eval-clips", type=int, default=1, help="held-out clips per domain pair "
+                    "translated and scored at each trial's end (0: no evaluation)")
+    sw.add_argument("--eval-seconds", type=float, default=1.0, help="length of those clips")
     sw.add_argument("--resume", metavar="SWEEP_DIR",
                     help="finish the sweep in SWEEP_DIR after its driver stopped")
     sw.set_defaults(handler=_sweep)
@@ -238,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="clips are cut into chunks generated in parallel")
     tl.add_argument("--seed", type=int, default=0)
     tl.set_defaults(handler=_translate)
+
+    ev = sub.add_parser("evaluate", help="score a checkpoint's translations of held-out clips")
+    ev.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. RUN/checkpoint)")
+    ev.add_argument("--data", type=Path, help="dataset (default: the checkpoint's data.path)")
+    ev.add_argument("--clips", type=int, default=2, help="held-out clips per domain pair")
+    ev.add_argument("--seconds", type=float, default=1.0, help="length of each clip")
+    ev.add_argument("--seed", type=int, default=0, help="chooses clips; seeds generation")
+    ev.add_argument("--chunk-seconds", type=float, default=0.125,
+                    help="clips are cut into chunks generated in parallel")
+    ev.add_argument("-o", "--output", type=Path,
+                    help="folder for metrics.json and audio/ (default: CHECKPOINT/../evaluation)")
+    ev.set_defaults(handler=_evaluate)
 
     sp = sub.add_parser("spaces", help="list search spaces, or check and describe a YAML one")
     sp.add_argument("--file", type=Path, help="a YAML search space (format: umtune.search_spaces)")

@@ -193,10 +193,12 @@ class Translator:
         codes = generate(self.model.decoders[to], torch.cat(latents), pool, seed=seed,
                          progress=progress)  # (sum n, chunk_frames * pool)
         audio = mu_law_decode(codes, self.config.model.classes)
-        return [clip.flatten()[:n] for clip, n in zip(audio.split(rows), lengths, strict=True)]
+        return [clip.flatten()[:n].cpu() for clip, n in zip(audio.split(rows), lengths,
+                                                            strict=True)]
 
     def _prepare(self, waveform: Tensor | np.ndarray, sr: int) -> Tensor:
-        audio = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
+        audio = (waveform.detach().float().cpu() if isinstance(waveform, Tensor)
+                 else torch.from_numpy(np.asarray(waveform, dtype=np.float32)))
         if audio.ndim == 2:
             audio = audio.mean(dim=0)
         if audio.ndim != 1 or audio.numel() == 0:
@@ -204,7 +206,7 @@ class Translator:
                              f"{tuple(audio.shape)}")
         if sr != self.sample_rate:
             audio = AF.resample(audio, sr, self.sample_rate)
-        return audio.clamp(-1.0, 1.0)
+        return audio.clamp(-1.0, 1.0).to(next(self.model.parameters()).device)
 
 
 def load_translator(checkpoint: str | Path, device: str | torch.device = "cpu") -> Translator:

@@ -1,0 +1,146 @@
+"""Evaluation of a whole network: every domain pair translated and scored, metrics.json and the
+audio gallery written, `umtune evaluate` on a checkpoint, and clear errors."""
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+import soundfile as sf
+import torch
+from test_loop import tiny_run
+
+from umtune.analysis.evaluate import SUMMARY_KEYS, evaluate, evaluate_checkpoint
+from umtune.cli import main
+from umtune.data import Dataset, DatasetError
+from umtune.trainable.checkpoint import LocalRun
+from umtune.trainable.loop import train
+from umtune.trainable.model import UniversalTranslator
+
+PAIR_KEYS = {"source", "target", "timbre_acc", "chroma_to_source", "chroma_to_truth",
+             "spectral_distance", "identity_distance", "translation_gain"}
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dataset, tmp_path_factory):
+    """A run directory with the checkpoint of a tiny model trained for two steps."""
+    run = LocalRun(tmp_path_factory.mktemp("eval") / "run", echo=False)
+    train(tiny_run(tiny_dataset, max_epochs=1, steps_per_epoch=2), report=run)
+    return run
+
+
+def _dataset_without(tiny_dataset, tmp_path, split):
+    """A copy of the tiny dataset whose manifest lists no file of `split`."""
+    copy = tmp_path / f"no-{split}"
+    shutil.copytree(tiny_dataset, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"] = [f for f in manifest["files"] if f["split"] != split]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_evaluate_scores_every_pair_and_writes_metrics_and_audio(tiny_dataset, tmp_path):
+    """An untrained in-memory model: K(K-1) pairs plus K from the unseen domain, every summary
+    metric, metrics.json equal to the returned dict, 16-bit WAVs, the model's mode kept."""
+    cfg = tiny_run(tiny_dataset)
+    torch.manual_seed(0)
+    model = UniversalTranslator(cfg.model).train()
+    out = tmp_path / "evaluation"
+    result = evaluate(model, cfg, tiny_dataset, clips=2, seconds=0.5, out_dir=out)
+
+    assert model.training
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
+    assert set(result["summary"]) == set(SUMMARY_KEYS)
+    assert all(isinstance(v, float) for v in result["summary"].values()), result["summary"]
+    assert result["domains"] == ["piano", "flute"] and result["clips"] == 2
+    assert result["seconds"] == 0.5 and result["sample_rate"] == 16000
+    assert result["checkpoint"] is None
+    pairs = {(p["source"], p["target"]) for p in result["pairs"]}
+    assert pairs == {("piano", "flute"), ("flute", "piano"), ("whistle", "piano"),
+                     ("whistle", "flute")}
+    for p in result["pairs"]:
+        assert PAIR_KEYS <= set(p) and all(p[k] is not None for k in PAIR_KEYS)
+        assert 0 <= p["timbre_acc"] <= 1 and p["identity_distance"] > 0
+    assert set(result["recon_ce"]) == {"piano", "flute"}
+    assert result["summary"]["latent_chance"] == 0.5
+    assert 0 < result["summary"]["chroma_ceiling"] <= 1
+
+    # the first clip: a group per translated source (first domain, unseen), each with its
+    # source clip, and per target the truth and the translation
+    clip = result["clip_names"][0]
+    gallery = {(a["clip"], a["kind"], a["source"], a["target"]) for a in result["audio"]}
+    assert gallery == {
+        (f"{clip}/piano", "source", "piano", "piano"),
+        (f"{clip}/piano", "truth", "piano", "flute"),
+        (f"{clip}/piano", "translation", "piano", "flute"),
+        (f"{clip}/whistle", "source", "whistle", "whistle"),
+        *((f"{clip}/whistle", kind, "whistle", t) for kind in ("truth", "translation")
+          for t in ("piano", "flute"))}
+    paths = {a["path"] for a in result["audio"]}
+    assert {"audio/clip0_piano.wav", "audio/clip0_flute.wav", "audio/clip0_whistle.wav"} <= paths
+    for entry in result["audio"]:
+        info = sf.info(out / entry["path"])
+        assert info.samplerate == 16000 and info.subtype == "PCM_16" and info.frames == 8000
+    assert len(list((out / "audio").iterdir())) == len(paths)
+    assert sorted(p.name for p in out.iterdir()) == ["audio", "metrics.json"]  # no temp files
+
+
+def test_evaluate_checkpoint_cli_prints_a_table_and_writes_next_to_the_run(run, capsys):
+    """`umtune evaluate CKPT` (data from the checkpoint's config) prints the pair table and
+    summary, writes RUN/evaluation/, and gives the same metrics as evaluate_checkpoint."""
+    assert main(["evaluate", str(run.checkpoint), "--clips", "1", "--seconds", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "whistle" in out and "timbre_acc" in out and "translation_gain" in out
+    written = json.loads((run.run_dir / "evaluation" / "metrics.json").read_text())
+    assert written["checkpoint"] == str(run.checkpoint)
+    again = evaluate_checkpoint(run.checkpoint, clips=1, seconds=0.25)
+    assert again["pairs"] == written["pairs"] and again["summary"] == written["summary"]
+
+
+def test_evaluate_errors_name_what_is_missing(run, tiny_dataset, tmp_path, capsys):
+    """A bad checkpoint and a dataset without held-out audio are exit-2 errors saying what is
+    missing; a dataset without a note set evaluates with null pitch metrics and says why."""
+    assert main(["evaluate", str(tmp_path / "nothing"), "--data", str(tiny_dataset)]) == 2
+    assert "no state.pt" in capsys.readouterr().err
+
+    no_heldout = _dataset_without(tiny_dataset, tmp_path, "heldout")
+    assert main(["evaluate", str(run.checkpoint), "--data", str(no_heldout),
+                 "-o", str(tmp_path / "x")]) == 2
+    assert "no held-out audio" in capsys.readouterr().err
+    with pytest.raises(DatasetError, match="'heldout'"):
+        evaluate_checkpoint(run.checkpoint, no_heldout)
+
+    no_notes = _dataset_without(tiny_dataset, tmp_path, "notes")
+    result = evaluate_checkpoint(run.checkpoint, no_notes, clips=1, seconds=0.25)
+    assert result["summary"]["pitch_cos_same"] is None
+    assert result["summary"]["timbre_acc"] is not None
+    assert any("no note set" in s for s in result["skipped"])
+
+
+def test_evaluate_refuses_a_dataset_lacking_the_models_domains(tiny_dataset):
+    """A model of other domains than the dataset's is refused, naming the missing ones."""
+    cfg = tiny_run(tiny_dataset)
+    cfg = replace(cfg, model=replace(cfg.model, domains=("piano", "oboe")))
+    with pytest.raises(DatasetError, match="oboe"):
+        evaluate(UniversalTranslator(cfg.model), cfg, Dataset.open(tiny_dataset).path)
+
+
+def test_dataset_without_parallel_truth_scores_timbre_and_chroma_only(run, tiny_dataset,
+                                                                      tmp_path):
+    """Held-out audio that is not the same music on every domain (imported folders): the truth
+    metrics are null, the others scored, and the result says why."""
+    copy = tmp_path / "imported"
+    shutil.copytree(tiny_dataset, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["source"] = "folders"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    result = evaluate_checkpoint(run.checkpoint, copy, clips=1, seconds=0.25)
+    for p in result["pairs"]:
+        assert p["chroma_to_truth"] is None and p["translation_gain"] is None
+        assert p["timbre_acc"] is not None and p["chroma_to_source"] is not None
+    assert result["summary"]["spectral_distance"] is None
+    assert result["summary"]["unseen_timbre_acc"] is not None
+    assert not any(a["kind"] == "truth" for a in result["audio"])
+    sources = {a["source"] for a in result["audio"] if a["kind"] == "source"}
+    assert sources == {"piano", "flute", "whistle"}  # every domain's (different) clip
+    assert any("truth metrics" in s for s in result["skipped"])
