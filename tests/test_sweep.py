@@ -53,7 +53,7 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
     """The README's two ways: tune.run over the ablation grid, and the Tuner equivalent."""
     ray.init(address=cluster)
     config = umtune.search_spaces.get("ablation", _base(tiny_dataset))
-    config["trial"] = {"storage": str(tmp_path / "train")}
+    config["trial"] = {"storage": str(tmp_path / "train"), "eval_clips": 0}
     analysis = tune.run(tune.with_resources(umtune.trainable.tune_trial, {"cpu": 0.01}),
                         config=config, storage_path=str(tmp_path), name="run", verbose=0)
     df = analysis.dataframe()
@@ -62,7 +62,9 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
             for _, r in df.iterrows()} == {(0.0, 0.0), (0.0, 0.5), (0.01, 0.0), (0.01, 0.5)}
 
     tuner = tune.Tuner(tune.with_resources(umtune.trainable.tune_trial, {"cpu": 0.01}),
-                       param_space=umtune.search_spaces.get("ablation", _base(tiny_dataset)),
+                       param_space={**umtune.search_spaces.get("ablation", _base(tiny_dataset)),
+                                    "trial": {"storage": str(tmp_path / "train"),
+                                              "eval_clips": 0}},
                        tune_config=tune.TuneConfig(metric="heldout_ce", mode="min"),
                        run_config=tune.RunConfig(storage_path=str(tmp_path), name="tuner",
                                                  verbose=0))
@@ -90,6 +92,9 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
     by_case = {(r["train.lr"], Path(r["data.path"]).name): r for _, r in table.iterrows()}
     good = by_case[(0.003, Path(tiny_dataset).name)]
     assert good["status"] == "completed" and good["epoch"] == 2 and good["pareto"]
+    evaluation = json.loads((Path(good["run_path"]) / "evaluation" / "metrics.json").read_text())
+    assert good["eval/timbre_acc"] == evaluation["summary"]["timbre_acc"]  # scored at the end
+    assert {(p["source"], p["target"]) for p in evaluation["pairs"]} >= {("piano", "flute")}
     diverged = by_case[(1e30, Path(tiny_dataset).name)]
     assert diverged["status"] == "diverged" and "loss is" in diverged["reason"]
     assert diverged["epoch"] == 1 and diverged["step"] < 3  # stopped at once, not retried
@@ -119,7 +124,7 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(cluster, tiny_d
            "optuna", "--samples", "4", "--scheduler", "asha", "--objective", "quality,cost",
            "--data", str(tiny_dataset),
            "--storage", str(tmp_path), "--name", "sweep", "--address", cluster,
-           "--max-concurrent", "1", *_sets()]
+           "--max-concurrent", "1", "--eval-clips", "0", *_sets()]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sweep = tmp_path / "sweep"
     deadline = time.monotonic() + 300

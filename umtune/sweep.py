@@ -52,6 +52,8 @@ class SweepOptions:
     seed: int = 0
     grace_epochs: int = 1  # ASHA: epochs every trial runs before it can be stopped
     train_failures: int = 1  # worker-group restarts within one trial
+    eval_clips: int = 1  # held-out clips per domain pair scored at each trial's end (0: none)
+    eval_seconds: float = 1.0
 
     def __post_init__(self):
         checks = [(self.search in SEARCHES, "search", f"one of {', '.join(SEARCHES)}"),
@@ -100,6 +102,7 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
                    "trial": {"workers": opts.trial_workers, "gpu": opts.gpu,
                              "cpus_per_worker": opts.cpus_per_worker,
                              "max_failures": opts.train_failures,
+                             "eval_clips": opts.eval_clips, "eval_seconds": opts.eval_seconds,
                              "storage": f"{path}/{ray_train.TRAIN_RUNS_DIR}"}}
     tuner = tune.Tuner(
         _trainable(), param_space=param_space,

@@ -38,6 +38,7 @@ HELDOUT_METRIC = "heldout_ce"  # what schedulers (ASHA) and the default objectiv
 COST_METRIC = "generation_flops_per_sample"  # the cost objective of multi-objective sweeps
 DIVERGED_KEY = "diverged"  # in a trial's last report: why its loss stopped being finite
 DIVERGED_FILE = "diverged.txt"  # in a run folder: the same, for the driver
+EVAL_PREFIX = "eval/"  # translation-quality metrics in a trial's final report
 TRAIN_RUNS_DIR = "train"  # in a sweep: where each trial's Ray Train run lives
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # written by Ray Train in every run folder
 SHARED_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://", "file://")
@@ -62,6 +63,9 @@ def train_loop_per_worker(config: dict) -> None:
                        "threads": torch.get_num_threads(), COST_METRIC: cost}
             checkpoint = None
             if checkpoint_dir is not None:
+                if config.get("evaluate") and _is_last_epoch(cfg, metrics):
+                    metrics.update(_evaluate(checkpoint_dir, cfg, config["evaluate"],
+                                             config["run_path"]))
                 history.append(metrics)
                 (checkpoint_dir / HISTORY_FILE).write_text(
                     "".join(json.dumps(m) + "\n" for m in history))
@@ -84,10 +88,31 @@ def train_loop_per_worker(config: dict) -> None:
                               DIVERGED_KEY: str(e)})
 
 
+def _is_last_epoch(cfg: RunConfig, metrics: dict) -> bool:
+    budget = cfg.train.max_minutes * 60
+    return metrics["epoch"] >= cfg.train.max_epochs or bool(budget and
+                                                             metrics["elapsed_s"] >= budget)
+
+
+def _evaluate(checkpoint_dir: Path, cfg: RunConfig, options: dict, run_path: str) -> dict:
+    """Translation-quality metrics of the final checkpoint, as `eval/<name>` report keys.
+
+    The files (metrics.json, audio gallery) go to `<run>/evaluation/` when the run lives on a
+    file system, else into the checkpoint, which Train uploads with it.
+    """
+    from umtune.analysis.evaluate import evaluate_checkpoint
+
+    local = run_path.removeprefix("file://")
+    out_dir = checkpoint_dir / "evaluation" if "://" in local else Path(local) / "evaluation"
+    result = evaluate_checkpoint(checkpoint_dir, cfg.data.path, out_dir=out_dir,
+                                 clips=options["clips"], seconds=options["seconds"])
+    return {f"{EVAL_PREFIX}{k}": v for k, v in result["summary"].items() if v is not None}
+
+
 def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: bool = False,
             cpus_per_worker: float | None = None, max_failures: int = 3,
-            keep_checkpoints: int | None = 3,
-            callbacks: list | None = None) -> ray.train.torch.TorchTrainer:
+            keep_checkpoints: int | None = 3, callbacks: list | None = None,
+            evaluate: dict | None = None) -> ray.train.torch.TorchTrainer:
     """A TorchTrainer for one run at `<storage>/<name>` (not started; call `.fit()`).
 
     Args:
@@ -99,6 +124,8 @@ def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: b
         max_failures: worker-group restarts (from the latest checkpoint) before giving up.
         keep_checkpoints: newest checkpoints to keep (None: all; the history is kept anyway).
         callbacks: Ray Train callbacks, e.g. Tune's TuneReportCallback inside a Tune trial.
+        evaluate: {"clips": N, "seconds": S}: score the final checkpoint's translations
+            (umtune.analysis) and add them to the last report; None: don't.
     """
     if cfg.data.batch_per_domain % workers:
         raise ValueError(f"data.batch_per_domain={cfg.data.batch_per_domain} must be divisible "
@@ -107,7 +134,8 @@ def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: b
         cfg = replace(cfg, data=replace(cfg.data, path=str(Path(cfg.data.path).resolve())))
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"run": cfg.to_dict(), "run_path": f"{storage}/{name}"},
+        train_loop_config={"run": cfg.to_dict(), "run_path": f"{storage}/{name}",
+                           "evaluate": evaluate},
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers, use_gpu=use_gpu,
             resources_per_worker={"CPU": cpus_per_worker} if cpus_per_worker else None),
@@ -159,6 +187,7 @@ def alive_nodes() -> int:
 
 
 TRIAL_DEFAULTS = {"workers": 1, "gpu": False, "cpus_per_worker": None, "max_failures": 1,
+                  "eval_clips": 1, "eval_seconds": 1.0,  # eval_clips 0: no evaluation
                   "storage": str(Path("~/ray_results/umtune-train").expanduser())}
 
 
@@ -166,11 +195,12 @@ def tune_trial(config: dict) -> None:
     """The Ray Tune trainable: one trial = one Ray Train run of the trial's config.
 
     `config` is what `umtune.search_spaces.get` returns, sampled by Tune, plus optionally
-    `config["trial"]`, the trial's resources (keys of TRIAL_DEFAULTS: workers, gpu,
-    cpus_per_worker, max_failures, storage). The Train run is named after the trial id, so after
-    `Tuner.restore` an unfinished trial continues its run from its latest checkpoint. Train's
-    per-epoch reports reach Tune through TuneReportCallback; a diverged run fails the trial
-    with the reason.
+    `config["trial"]`, the trial's resources and evaluation (keys of TRIAL_DEFAULTS: workers,
+    gpu, cpus_per_worker, max_failures, storage, eval_clips, eval_seconds). The Train run is
+    named after the trial id, so after `Tuner.restore` an unfinished trial continues its run
+    from its latest checkpoint. Train's per-epoch reports reach Tune through
+    TuneReportCallback, the last one with the final checkpoint's translation-quality metrics
+    (`eval/...`); a diverged run fails the trial with the reason.
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -182,7 +212,9 @@ def tune_trial(config: dict) -> None:
     name = f"train-{ray.tune.get_context().get_trial_id()}"
     trainer(cfg, workers=opts["workers"], storage=storage, name=name, use_gpu=opts["gpu"],
             cpus_per_worker=opts["cpus_per_worker"], max_failures=opts["max_failures"],
-            callbacks=[TuneReportCallback()]).fit()
+            callbacks=[TuneReportCallback()],
+            evaluate={"clips": opts["eval_clips"], "seconds": opts["eval_seconds"]}
+            if opts["eval_clips"] else None).fit()
     raise_if_diverged(f"{storage}/{name}")
 
 
