@@ -42,12 +42,12 @@ test-slow: setup
 # The demo sweep: 6 trials over lambda and the augmentation range (Optuna + ASHA) on the
 # built-in dataset, two at a time on 2 cores; prints the results table and the report's path.
 DEMO_SWEEP := demo-$(shell date +%Y%m%d-%H%M%S)
-DEMO_MINUTES ?= 1.5
+DEMO_MINUTES ?= 2.5
 
 demo: setup
 	@if [ ! -f $(DEMO_DATA)/manifest.json ]; then $(VENV)/bin/umtune data chorales --out $(DEMO_DATA); fi
 	$(VENV)/bin/umtune sweep --space lambda-aug --samples 6 --search optuna --scheduler asha \
-		--minutes-per-trial $(DEMO_MINUTES) --data $(DEMO_DATA) --storage sweeps --name $(DEMO_SWEEP)
+		--grace-epochs 3 --set train.steps_per_epoch=10 --minutes-per-trial $(DEMO_MINUTES) --data $(DEMO_DATA) --storage sweeps --name $(DEMO_SWEEP)
 	$(VENV)/bin/umtune report sweeps/$(DEMO_SWEEP) -o reports/$(DEMO_SWEEP).html
 
 clean:

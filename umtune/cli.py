@@ -92,7 +92,8 @@ def _sweep(a: argparse.Namespace) -> int:
                             scheduler=a.scheduler, objectives=tuple(a.objective.split(",")),
                             trial_workers=a.trial_workers, gpu=a.gpu,
                             cpus_per_worker=a.cpus_per_worker, max_concurrent=a.max_concurrent,
-                            seed=a.seed, eval_clips=a.eval_clips, eval_seconds=a.eval_seconds)
+                            seed=a.seed, eval_clips=a.eval_clips, eval_seconds=a.eval_seconds,
+                            grace_epochs=a.grace_epochs)
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = run_sweep(overrides(_new_config(a), sets), opts, storage=a.storage, name=name,
                            address=a.address)
@@ -221,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="trials to sample (grid search: repetitions of the grid)")
     sw.add_argument("--search", default="optuna", choices=["optuna", "random", "grid"])
     sw.add_argument("--scheduler", default="asha", choices=["asha", "none"])
+    sw.add_argument("--grace-epochs", type=int, default=1,
+                    help="ASHA: epochs every trial runs before it can be stopped")
     sw.add_argument("--objective", default="quality",
                     help="quality, or quality,cost for a multi-objective (Pareto) search")
     sw.add_argument("--trial-workers", type=int, default=1, help="Train workers per trial")

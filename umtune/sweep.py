@@ -325,7 +325,8 @@ def summary(result: SweepResult) -> str:
     counts = t["status"].value_counts()
     shown = [c for c in ("trial", "status", *[c for c in t.columns if "." in c],
                          "epoch", "heldout_ce", "heldout_confusion_acc",
-                         "generation_flops_per_sample", "pareto", "reason")
+                         "generation_flops_per_sample", "eval/timbre_acc",
+                         "eval/translation_gain", "eval/latent_domain_acc", "pareto", "reason")
              if c in t.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30,
                            "display.max_colwidth", 60):
