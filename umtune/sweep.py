@@ -47,7 +47,7 @@ class SweepOptions:
     objectives: tuple[str, ...] = ("quality",)
     trial_workers: int = 1
     gpu: bool = False
-    cpus_per_worker: float | None = None
+    cpus_per_worker: float | None = None  # default 1 (see _cpus_per_worker)
     max_concurrent: int | None = None  # default: as many trials as the cluster's resources fit
     seed: int = 0
     grace_epochs: int = 1  # ASHA: epochs every trial runs before it can be stopped
@@ -100,7 +100,7 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     _write_sweep_file(path, {"options": asdict(opts), BASE_KEY: base.to_dict(), "name": name})
     param_space = {**get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search),
                    "trial": {"workers": opts.trial_workers, "gpu": opts.gpu,
-                             "cpus_per_worker": opts.cpus_per_worker,
+                             "cpus_per_worker": _cpus_per_worker(opts),
                              "max_failures": opts.train_failures,
                              "eval_clips": opts.eval_clips, "eval_seconds": opts.eval_seconds,
                              "storage": f"{path}/{ray_train.TRAIN_RUNS_DIR}"}}
@@ -181,6 +181,14 @@ def _scheduler(opts: SweepOptions, base: RunConfig):
                          reduction_factor=2)
 
 
+def _cpus_per_worker(opts: SweepOptions) -> float:
+    """CPUs each Train worker requests: the asked-for count (default 1) less the trial driver's
+    share, so that a trial of W workers x c CPUs fits in W x c cores (else 2 one-core trials
+    would not fit 2 cores, and a 2-core trial never fits a 2-core machine). The worker runs
+    round(CPUs) threads (ray_train.train_loop_per_worker)."""
+    return (opts.cpus_per_worker or 1.0) - TRIAL_DRIVER_CPU / opts.trial_workers
+
+
 def _concurrency(opts: SweepOptions) -> int:
     """Trials that fit the cluster at once, so that no trial holds its driver while waiting for
     Train workers that can never be placed (the deadlock of over-subscribed sweeps)."""
@@ -189,8 +197,8 @@ def _concurrency(opts: SweepOptions) -> int:
     if opts.max_concurrent:
         return opts.max_concurrent
     total = ray.cluster_resources()
-    per_worker = opts.cpus_per_worker or 1.0
-    fits = math.floor(total.get("CPU", 0) / (opts.trial_workers * per_worker + TRIAL_DRIVER_CPU))
+    need = opts.trial_workers * _cpus_per_worker(opts) + TRIAL_DRIVER_CPU
+    fits = math.floor(total.get("CPU", 0) / need + 1e-9)
     if opts.gpu:
         fits = min(fits, math.floor(total.get("GPU", 0) / opts.trial_workers))
     if fits < 1:

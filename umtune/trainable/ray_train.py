@@ -48,6 +48,10 @@ def train_loop_per_worker(config: dict) -> None:
     """The function every Ray Train worker runs: `loop.train` with Ray's context and report."""
     cfg = RunConfig.from_dict(config["run"])
     ctx = ray.train.get_context()
+    # Ray sets OMP_NUM_THREADS to floor(CPUs); a sweep's workers ask for a hair under a whole
+    # number of CPUs (umtune.sweep._cpus_per_worker), so round instead.
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, round(cpus)))
     if ctx.get_world_rank() == 0:  # a resumed run starts afresh (e.g. with a lower lr)
         _delete(f"{config['run_path']}/{DIVERGED_FILE}")
     cost = generation_flops_per_sample(WaveNetDecoder(cfg.model.decoder,
