@@ -42,7 +42,7 @@ test-slow: setup
 # The demo sweep: 6 trials over lambda and the augmentation range (Optuna + ASHA) on the
 # built-in dataset, two at a time on 2 cores; prints the results table and the report's path.
 DEMO_SWEEP := demo-$(shell date +%Y%m%d-%H%M%S)
-DEMO_MINUTES ?= 2.5
+DEMO_MINUTES ?= 2
 
 demo: setup
 	@if [ ! -f $(DEMO_DATA)/manifest.json ]; then $(VENV)/bin/umtune data chorales --out $(DEMO_DATA); fi
