@@ -52,7 +52,8 @@ def main() -> None:
     same_config = {"name": "bare", "params": {"train.seed": {"type": "grid",
                                                              "values": [cfg.train.seed]}}}
     result = run_sweep(cfg, SweepOptions(space=same_config, samples=1, search="grid",
-                                         scheduler="none", cpus_per_worker=cpus),
+                                         scheduler="none", cpus_per_worker=cpus,
+                                         eval_clips=0),  # the bare run has no evaluation
                        storage=work / "sweeps", name="overhead")
     swept = time.perf_counter() - start
     ray.shutdown()
