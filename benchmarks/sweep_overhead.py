@@ -4,7 +4,8 @@ Runs the same training (same config, same number of epochs, same threads) twice:
 process with the plain loop, and as the only trial of `umtune sweep` (Tune trial -> Ray Train
 run with one worker of all CPUs, reports relayed every epoch, checkpoints to the sweep folder).
 Prints Ray's start-up time and the sweep's wall time over the bare run's: the Tune/Train
-overhead (target: under 10% for 2-minute trials).
+overhead (target: under 10% for 2-minute trials), and the bare run again beside an idle Ray, to
+tell what Ray's own processes take from the cores from what the trial machinery costs.
 
     .venv/bin/python benchmarks/sweep_overhead.py --data data/bach --epochs 10
 """
@@ -48,6 +49,11 @@ def main() -> None:
     start = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=True, log_to_driver=False)
     ray_start = time.perf_counter() - start
+    # The same bare run beside an idle Ray: what Ray's own processes take from 2 cores.
+    start = time.perf_counter()
+    train(cfg, report=LocalRun(work / "bare-beside-ray", echo=False))
+    beside_ray = time.perf_counter() - start
+
     start = time.perf_counter()
     same_config = {"name": "bare", "params": {"train.seed": {"type": "grid",
                                                              "values": [cfg.train.seed]}}}
@@ -65,6 +71,8 @@ def main() -> None:
     print(f"{'':34} {'seconds':>8}")
     print(f"{'Ray start-up (ray.init)':34} {ray_start:8.1f}")
     print(f"{'bare training (plain loop)':34} {bare:8.1f}")
+    print(f"{'bare training beside an idle Ray':34} {beside_ray:8.1f}  "
+          f"({100 * (beside_ray - bare) / bare:+.0f}%: Ray's processes share the cores)")
     print(f"{'one-trial sweep (Tune + Train)':34} {swept:8.1f}")
     print(f"{'overhead':34} {swept - bare:8.1f}  ({100 * (swept - bare) / bare:.0f}% of bare)")
     print(f"training time inside the trial: {trial['elapsed_s']:.1f} s "

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import ray
 from ray import tune
+from ray_nodes import RayNodes
 
 import umtune.search_spaces
 import umtune.trainable
@@ -22,23 +23,18 @@ from umtune.config import overrides, preset
 from umtune.sweep import pareto_front
 
 pytestmark = pytest.mark.slow  # real Ray clusters: minutes
-RAY = Path(sys.executable).with_name("ray")
 # Trials short enough that Train's worker start-up (~20 s) dominates: 2 epochs of 3 steps.
 FAST = ["train.max_epochs=2", "train.steps_per_epoch=3", "train.eval_segments=2",
         "data.segment_samples=800", "model.encoder.pool=200"]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A Ray head started like a user's (2 CPUs); sweeps join it with --address."""
-    port = 6390
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=2",
-                    "--include-dashboard=true", "--disable-usage-stats"], check=True,
-                   capture_output=True)
-    address = f"127.0.0.1:{port}"
-    yield address
+def cluster():
+    """A Ray head started like a user's (`ray start --head`, 2 CPUs); sweeps join it."""
+    nodes = RayNodes().start_head(cpus=2)
+    yield nodes.address
     ray.shutdown()
-    subprocess.run([RAY, "stop", "--force"], capture_output=True)
+    nodes.stop()
 
 
 def _base(data):
@@ -54,14 +50,16 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
     ray.init(address=cluster)
     config = umtune.search_spaces.get("ablation", _base(tiny_dataset))
     config["trial"] = {"storage": str(tmp_path / "train"), "eval_clips": 0}
-    analysis = tune.run(tune.with_resources(umtune.trainable.tune_trial, {"cpu": 0.01}),
+    analysis = tune.run(tune.with_resources(umtune.trainable.tune_trial,
+                                            umtune.trainable.TRIAL_RESOURCES),
                         config=config, storage_path=str(tmp_path), name="run", verbose=0)
     df = analysis.dataframe()
     assert len(df) == 4 and set(df["epoch"]) == {2}
     assert {(r["config/train.confusion_lambda"], r["config/train.aug_semitones"])
             for _, r in df.iterrows()} == {(0.0, 0.0), (0.0, 0.5), (0.01, 0.0), (0.01, 0.5)}
 
-    tuner = tune.Tuner(tune.with_resources(umtune.trainable.tune_trial, {"cpu": 0.01}),
+    tuner = tune.Tuner(tune.with_resources(umtune.trainable.tune_trial,
+                                            umtune.trainable.TRIAL_RESOURCES),
                        param_space={**umtune.search_spaces.get("ablation", _base(tiny_dataset)),
                                     "trial": {"storage": str(tmp_path / "train"),
                                               "eval_clips": 0}},

@@ -148,6 +148,14 @@ def _spaces(a: argparse.Namespace) -> None:
     print(describe([a.file] if a.file else None, preset(a.preset)))
 
 
+def _cluster_check(a: argparse.Namespace) -> int:
+    from umtune.cluster.check import check, format_findings
+
+    findings = check(a.file, gpu=a.gpu, storage=a.storage)
+    print(format_findings(a.file, findings))
+    return 1 if any(f.level == "error" for f in findings) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from umtune.config import DEFAULT_DOMAINS
 
@@ -278,6 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the HTML file to write (default: report.html)")
     rp.add_argument("--clips", type=int, default=3, help="held-out clips in the audio gallery")
     rp.set_defaults(handler=_report)
+
+    cl = sub.add_parser("cluster", help="Ray clusters").add_subparsers(
+        dest="cluster_command", required=True)
+    cc = cl.add_parser("check", help="validate a `ray up` file: Ray's schema, then umtune's "
+                       "rules (exit 1 on errors)")
+    cc.add_argument("file", type=Path, help="a cluster launcher YAML, e.g. ray_cluster.yaml")
+    cc.add_argument("--gpu", action="store_true", help="sweeps will run with --gpu: require "
+                    "a node type with GPUs")
+    cc.add_argument("--storage", help="the --storage sweeps will use (a shared URI satisfies "
+                    "the multi-node storage rule)")
+    cc.set_defaults(handler=_cluster_check)
     return p
 
 

@@ -28,7 +28,6 @@ from umtune.search_spaces import BASE_KEY, get, space
 SWEEP_FILE = "sweep.json"
 TRIALS_FILE = "trials"  # .parquet and .csv
 STUDY_FILE = "study.db"
-TRIAL_DRIVER_CPU = 0.01  # the trial function only waits on its Train run (0 is refused)
 # objective name -> (reported metric, direction); "quality" becomes translation quality when the
 # analysis metrics are reported, held-out CE until then.
 OBJECTIVES = {"quality": ("heldout_ce", "min"), "cost": ("generation_flops_per_sample", "min")}
@@ -142,9 +141,9 @@ def trial_name(trial) -> str:
 def _trainable():
     from ray import tune
 
-    from umtune.trainable.ray_train import tune_trial
+    from umtune.trainable.ray_train import TRIAL_RESOURCES, tune_trial
 
-    return tune.with_resources(tune_trial, {"cpu": TRIAL_DRIVER_CPU})
+    return tune.with_resources(tune_trial, TRIAL_RESOURCES)
 
 
 def _metrics(opts: SweepOptions) -> tuple[list[str], list[str]]:
@@ -182,11 +181,8 @@ def _scheduler(opts: SweepOptions, base: RunConfig):
 
 
 def _cpus_per_worker(opts: SweepOptions) -> float:
-    """CPUs each Train worker requests: the asked-for count (default 1) less the trial driver's
-    share, so that a trial of W workers x c CPUs fits in W x c cores (else 2 one-core trials
-    would not fit 2 cores, and a 2-core trial never fits a 2-core machine). The worker runs
-    round(CPUs) threads (ray_train.train_loop_per_worker)."""
-    return (opts.cpus_per_worker or 1.0) - TRIAL_DRIVER_CPU / opts.trial_workers
+    """CPUs (= torch threads) each Train worker requests; the trial driver takes none."""
+    return opts.cpus_per_worker or 1.0
 
 
 def _concurrency(opts: SweepOptions) -> int:
@@ -197,7 +193,7 @@ def _concurrency(opts: SweepOptions) -> int:
     if opts.max_concurrent:
         return opts.max_concurrent
     total = ray.cluster_resources()
-    need = opts.trial_workers * _cpus_per_worker(opts) + TRIAL_DRIVER_CPU
+    need = opts.trial_workers * _cpus_per_worker(opts)
     fits = math.floor(total.get("CPU", 0) / need + 1e-9)
     if opts.gpu:
         fits = min(fits, math.floor(total.get("GPU", 0) / opts.trial_workers))
@@ -211,8 +207,8 @@ def _concurrency(opts: SweepOptions) -> int:
 def _finish(results, path: str, opts: SweepOptions, base: RunConfig) -> SweepResult:
     table = trials_table(results, opts, base)
     _write_table(table, path)
-    if "://" not in path:
-        write_study(table, Path(path) / STUDY_FILE, opts, base, name=Path(path).name)
+    if (local := _local(path)) is not None:  # SQLite needs a file system
+        write_study(table, local / STUDY_FILE, opts, base, name=local.name)
     return SweepResult(path=path, trials=table)
 
 
@@ -310,21 +306,27 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
+def _local(path: str) -> Path | None:
+    """The file system path of a sweep folder given as a path or file:// URI, else None."""
+    return None if "://" in (local := path.removeprefix("file://")) else Path(local)
+
+
 def _write_table(table: pd.DataFrame, path: str) -> None:
-    if "://" in path:
+    if (local := _local(path)) is None:
         table.to_parquet(f"{path}/{TRIALS_FILE}.parquet")
         table.to_csv(f"{path}/{TRIALS_FILE}.csv", index=False)
         return
     for suffix, write in ((".parquet", table.to_parquet),
                           (".csv", lambda f: table.to_csv(f, index=False))):
-        final = Path(path) / f"{TRIALS_FILE}{suffix}"
+        final = local / f"{TRIALS_FILE}{suffix}"
         tmp = final.with_name(f".{final.name}.tmp")
         write(tmp)
         os.replace(tmp, final)
 
 
 def read_trials(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(f"{path}/{TRIALS_FILE}.parquet")
+    local = _local(str(path))
+    return pd.read_parquet(f"{local if local is not None else path}/{TRIALS_FILE}.parquet")
 
 
 def summary(result: SweepResult) -> str:
@@ -352,15 +354,15 @@ def _sweep_file_exists(path: str) -> bool:
 
 
 def _write_sweep_file(path: str, content: dict) -> None:
-    if "://" in path:
+    if (local := _local(path)) is None:  # an object store: a whole object appears at once
         import pyarrow.fs
 
         fs, where = pyarrow.fs.FileSystem.from_uri(f"{path}/{SWEEP_FILE}")
         with fs.open_output_stream(where) as f:
             f.write(json.dumps(content, indent=1).encode())
         return
-    Path(path).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(path) / SWEEP_FILE, content)
+    local.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(local / SWEEP_FILE, content)
 
 
 def _read_sweep_file(path: str) -> dict:

@@ -8,9 +8,10 @@ modules directly: importing this package loads neither torch nor Ray.
 
 
 def __getattr__(name: str):
-    """`umtune.trainable.tune_trial`, the Tune trainable, imported (with Ray) on first use."""
-    if name == "tune_trial":
-        from umtune.trainable.ray_train import tune_trial
+    """`umtune.trainable.tune_trial`, the Tune trainable, and `TRIAL_RESOURCES`, what its
+    driver asks for, imported (with Ray) on first use."""
+    if name in ("tune_trial", "TRIAL_RESOURCES"):
+        from umtune.trainable import ray_train
 
-        return tune_trial
+        return getattr(ray_train, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

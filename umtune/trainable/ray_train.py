@@ -106,7 +106,7 @@ def _evaluate(checkpoint_dir: Path, cfg: RunConfig, options: dict, run_path: str
     """
     from umtune.analysis.evaluate import evaluate_checkpoint
 
-    local = run_path.removeprefix("file://")
+    local = run_path.removeprefix("file://")  # a shared file system: a plain path on every node
     out_dir = checkpoint_dir / "evaluation" if "://" in local else Path(local) / "evaluation"
     result = evaluate_checkpoint(checkpoint_dir, cfg.data.path, out_dir=out_dir,
                                  clips=options["clips"], seconds=options["seconds"])
@@ -190,6 +190,10 @@ def alive_nodes() -> int:
     return sum(node["Alive"] for node in ray.nodes())
 
 
+# The trial function only waits on its Train run: it asks for no CPU (and 1 MiB of memory, as Tune
+# refuses an empty request), so a trial of W workers x c CPUs needs exactly W x c CPUs, and on a
+# cluster of c-CPU nodes each worker can take a whole node (a driver's CPU share would not fit).
+TRIAL_RESOURCES = {"cpu": 0, "memory": 2**20}
 TRIAL_DEFAULTS = {"workers": 1, "gpu": False, "cpus_per_worker": None, "max_failures": 1,
                   "eval_clips": 1, "eval_seconds": 1.0,  # eval_clips 0: no evaluation
                   "storage": str(Path("~/ray_results/umtune-train").expanduser())}

@@ -1,0 +1,95 @@
+"""Real Ray nodes on this machine, started with `ray start` as a user would, stopped alone.
+
+`ray stop` kills every Ray process of the user, whatever cluster it belongs to. These nodes
+are started in process groups of their own and with a marker in their environment: Ray's
+daemons and agents stay in the group, workers and job drivers inherit the marker. `stop()`
+ends only the processes found either way, so a test never touches another Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RAY = Path(sys.executable).with_name("ray")
+# Per-node agent ports: two nodes on one host would both default to the same ones.
+AGENT_PORTS = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+               "--metrics-export-port", "--runtime-env-agent-port")
+MARKER = "UMTUNE_TEST_RAY_NODES"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayNodes:
+    """A head and optional extra nodes on 127.0.0.1, under a short temp dir of their own."""
+
+    def __init__(self) -> None:
+        # Unix socket paths live under it and must stay under ~100 characters.
+        self.temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
+        self.groups: set[int] = set()  # process group ids, one per `ray start`
+
+    def start_head(self, cpus: int, resources: dict | None = None) -> RayNodes:
+        self._start("--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
+                    "--include-dashboard=true", f"--dashboard-port={self.dashboard_port}",
+                    f"--ray-client-server-port={free_port()}", cpus=cpus, resources=resources)
+        return self
+
+    def add_node(self, cpus: int, resources: dict | None = None) -> None:
+        self._start(f"--address={self.address}", cpus=cpus, resources=resources)
+
+    def _start(self, *args: str, cpus: int, resources: dict | None) -> None:
+        ports = [f"{flag}={free_port()}" for flag in AGENT_PORTS]
+        command = [RAY, "start", *args, f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1",
+                   f"--resources={json.dumps(resources or {})}", *ports, "--disable-usage-stats"]
+        start = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "RAY_AUTH_MODE": "token",
+                                      MARKER: self.temp_dir}, start_new_session=True)
+        self.groups.add(start.pid)
+        output = start.communicate(timeout=120)[0].decode()
+        if start.returncode:
+            raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{output}")
+
+    def pids(self) -> list[int]:
+        """The live processes of these nodes (zombies excluded)."""
+        marker = f"{MARKER}={self.temp_dir}".encode()
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if not proc.name.isdigit():
+                    continue
+                state, _, group = (proc / "stat").read_text().rsplit(") ", 1)[1].split()[:3]
+                if state != "Z" and (int(group) in self.groups or
+                                     marker in (proc / "environ").read_bytes().split(b"\0")):
+                    found.append(int(proc.name))
+            except OSError:  # gone meanwhile, or not ours to read
+                pass
+        return found
+
+    def stop(self, timeout: float = 5) -> None:
+        """SIGTERM this cluster's processes, SIGKILL what is left after `timeout`."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout
+            while self.pids() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if not self.pids():
+                return
