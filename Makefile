@@ -6,7 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/bach
-APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium
+APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium openssh-server openssh-client rsync netcat-openbsd
+SYSTEM_COMMANDS := fluidsynth chromium /usr/sbin/sshd ssh rsync nc
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 
 .PHONY: setup system-deps test test-slow lint demo clean
@@ -20,10 +21,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # FluidSynth and the General MIDI SoundFont render the built-in Bach dataset; headless
-# Chromium opens the sweep report in its test (tests/test_report.py).
+# Chromium opens the sweep report in its test (tests/test_report.py); sshd, ssh, rsync and nc
+# let `ray up` launch a cluster on this machine in its test (tests/test_ray_up.py).
 system-deps:
-	@if ! command -v fluidsynth >/dev/null || [ ! -f $(SOUNDFONT) ] || \
-		! command -v chromium >/dev/null; then \
+	@missing=$$(for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || echo $$c; done); \
+	if [ -n "$$missing" ] || [ ! -f $(SOUNDFONT) ]; then \
 		if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install $(APT_PACKAGES)"; exit 1; fi; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
 	fi

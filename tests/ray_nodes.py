@@ -43,42 +43,56 @@ class RayNodes:
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.groups: set[int] = set()  # process group ids, one per `ray start`
 
+    def head_command(self, cpus: int, resources: dict | None = None) -> list[str]:
+        """`ray start --head` for this cluster, as run here or written into a cluster YAML."""
+        return self._command("--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
+                             "--include-dashboard=true", f"--dashboard-port={self.dashboard_port}",
+                             f"--ray-client-server-port={free_port()}", cpus=cpus,
+                             resources=resources)
+
     def start_head(self, cpus: int, resources: dict | None = None) -> RayNodes:
-        self._start("--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
-                    "--include-dashboard=true", f"--dashboard-port={self.dashboard_port}",
-                    f"--ray-client-server-port={free_port()}", cpus=cpus, resources=resources)
+        self._run(self.head_command(cpus, resources))
         return self
 
     def add_node(self, cpus: int, resources: dict | None = None) -> None:
-        self._start(f"--address={self.address}", cpus=cpus, resources=resources)
+        self._run(self._command(f"--address={self.address}", cpus=cpus, resources=resources))
 
-    def _start(self, *args: str, cpus: int, resources: dict | None) -> None:
+    def _command(self, *args: str, cpus: int, resources: dict | None) -> list[str]:
         ports = [f"{flag}={free_port()}" for flag in AGENT_PORTS]
-        command = [RAY, "start", *args, f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1",
-                   f"--resources={json.dumps(resources or {})}", *ports, "--disable-usage-stats"]
+        return [str(RAY), "start", *args, f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1",
+                f"--resources={json.dumps(resources or {})}", *ports, "--disable-usage-stats"]
+
+    def _run(self, command: list[str]) -> None:
         start = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "RAY_AUTH_MODE": "token",
-                                      MARKER: self.temp_dir}, start_new_session=True)
+                                 env={**os.environ, **self.env}, start_new_session=True)
         self.groups.add(start.pid)
         output = start.communicate(timeout=120)[0].decode()
         if start.returncode:
-            raise RuntimeError(f"{' '.join(map(str, command))} failed:\n{output}")
+            raise RuntimeError(f"{' '.join(command)} failed:\n{output}")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What `ray start` runs with: token auth, and the marker its processes inherit."""
+        return {"RAY_AUTH_MODE": "token", MARKER: self.temp_dir}
 
     def pids(self) -> list[int]:
-        """The live processes of these nodes (zombies excluded)."""
+        """The live processes of these nodes (zombies excluded): those with the marker, those in
+        the groups of `ray start`s run here, and those in the group of any process whose command
+        line names the temp dir (a head started elsewhere, e.g. over SSH by `ray up`)."""
         marker = f"{MARKER}={self.temp_dir}".encode()
-        found = []
+        procs = {}
         for proc in Path("/proc").iterdir():
             try:
-                if not proc.name.isdigit():
-                    continue
-                state, _, group = (proc / "stat").read_text().rsplit(") ", 1)[1].split()[:3]
-                if state != "Z" and (int(group) in self.groups or
-                                     marker in (proc / "environ").read_bytes().split(b"\0")):
-                    found.append(int(proc.name))
+                if proc.name.isdigit():
+                    state, _, group = (proc / "stat").read_text().rsplit(") ", 1)[1].split()[:3]
+                    procs[int(proc.name)] = (state, int(group), (proc / "cmdline").read_bytes(),
+                                             (proc / "environ").read_bytes().split(b"\0"))
             except OSError:  # gone meanwhile, or not ours to read
                 pass
-        return found
+        groups = self.groups | {group for _, group, cmdline, _ in procs.values()
+                                if self.temp_dir.encode() in cmdline} - {os.getpgrp()}
+        return [pid for pid, (state, group, _, environ) in procs.items()
+                if state != "Z" and pid != os.getpid() and (group in groups or marker in environ)]
 
     def stop(self, timeout: float = 5) -> None:
         """SIGTERM this cluster's processes, SIGKILL what is left after `timeout`."""
