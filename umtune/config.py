@@ -158,7 +158,8 @@ class TrainConfig:
     aug_max_seconds: float = 0.5
     steps_per_epoch: int = 50
     max_epochs: int = 1000
-    max_minutes: float = 0.0  # wall-clock budget; 0 means no limit
+    max_minutes: float = 0.0  # time in training steps (not held-out eval or checkpoints), summed
+    # over resumes; 0 means no limit
     eval_segments: int = 8  # held-out segments per domain scored at each epoch end
     precision: str = "fp32"  # "fp32" or "bf16" (autocast)
     seed: int = 0
