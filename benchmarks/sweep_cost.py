@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from train_step import measure
 
@@ -39,6 +39,9 @@ class Instance:
     bf16_tflops: float
     tb_per_s: float
     usd_per_hour: float
+
+    def memory_bound(self, utilisation: float) -> bool:
+        return BF16_FLOP_PER_BYTE * self.tb_per_s < utilisation * self.bf16_tflops
 
     def samples_per_s_per_gpu(self, flop_per_sample: float, utilisation: float) -> float:
         """Roofline: a share of the compute peak, or what memory bandwidth allows, if lower."""
@@ -78,8 +81,7 @@ def main() -> None:
     args = p.parse_args()
 
     prices = {k: float(v) for k, v in (item.split("=") for item in args.price)}
-    instances = [Instance(**{**i.__dict__, "usd_per_hour": prices.get(i.name, i.usd_per_hour)})
-                 for i in INSTANCES]
+    instances = [replace(i, usd_per_hour=prices.get(i.name, i.usd_per_hour)) for i in INSTANCES]
     counted = measure("paper", Dataset.open(args.data),
                       argparse.Namespace(domains=2, batch_per_domain=1, segment=4000, steps=1),
                       "fp32")
@@ -95,8 +97,7 @@ def main() -> None:
           f"{'GPU-h/epoch':>11} {'$/epoch':>8}")
     for i in instances:
         rate = i.samples_per_s_per_gpu(flop_per_sample, args.utilisation)
-        bound = "memory" if BF16_FLOP_PER_BYTE * i.tb_per_s < args.utilisation * i.bf16_tflops \
-            else "compute"
+        bound = "memory" if i.memory_bound(args.utilisation) else "compute"
         gpu_hours = EPOCH_SAMPLES / rate / 3600
         print(f"{i.name:13} {i.gpu:10} {i.usd_per_hour / i.gpus:7.2f} {rate / 1e6:15.2f} "
               f"{bound:>7} {gpu_hours:11.3f} {gpu_hours * i.usd_per_hour / i.gpus:8.2f}")

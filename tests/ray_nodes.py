@@ -23,6 +23,17 @@ RAY = Path(sys.executable).with_name("ray")
 AGENT_PORTS = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
                "--metrics-export-port", "--runtime-env-agent-port")
 MARKER = "UMTUNE_TEST_RAY_NODES"
+# One epoch of two steps on short segments: a trial costs little beyond Train's start-up.
+TINY_TRIAL = ["train.max_epochs=1", "train.steps_per_epoch=2", "train.eval_segments=2",
+              "data.segment_samples=800", "model.encoder.pool=200"]
+
+
+def tiny_sweep_args(data: Path, storage: str, name: str, samples: int) -> list[str]:
+    """`umtune sweep` arguments (after the executable) for `samples` tiny trials, each one
+    1-CPU worker, no trial-end evaluation; add `--address` to join these nodes."""
+    return ["sweep", "--space", "lambda-aug", "--samples", str(samples), "--search", "random",
+            "--scheduler", "none", "--eval-clips", "0", "--data", str(data), "--storage",
+            storage, "--name", name, *[arg for item in TINY_TRIAL for arg in ("--set", item)]]
 
 
 def free_port() -> int:
@@ -103,7 +114,9 @@ class RayNodes:
                 except ProcessLookupError:
                     pass
             deadline = time.monotonic() + timeout
-            while self.pids() and time.monotonic() < deadline:
+            while left := self.pids():
+                if time.monotonic() >= deadline:
+                    break
                 time.sleep(0.5)
-            if not self.pids():
+            if not left:
                 return

@@ -13,21 +13,16 @@ import pandas as pd
 import pytest
 from ray.job_submission import JobStatus, JobSubmissionClient
 from ray.util.state import list_actors, list_nodes
-from ray_nodes import RAY, RayNodes
+from ray_nodes import RAY, RayNodes, tiny_sweep_args
 
 pytestmark = pytest.mark.slow  # real Ray nodes and sweeps: minutes
 UMTUNE = Path(sys.executable).with_name("umtune")
-# Two trials of one 1-CPU worker each, over two 1-CPU nodes: one worker lands on each node.
-SWEEP = ["sweep", "--space", "lambda-aug", "--samples", "2", "--search", "random",
-         "--scheduler", "none", "--eval-clips", "0"]
-FAST = ["train.max_epochs=1", "train.steps_per_epoch=2", "train.eval_segments=2",
-        "data.segment_samples=800", "model.encoder.pool=200"]
 ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
 def _sweep_args(data: Path, storage: str, name: str) -> list[str]:
-    return [*SWEEP, "--data", str(data), "--storage", storage, "--name", name,
-            *[arg for item in FAST for arg in ("--set", item)]]
+    """Two trials of one 1-CPU worker each, over two 1-CPU nodes: one worker lands on each."""
+    return tiny_sweep_args(data, storage, name, samples=2)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 from ray.autoscaler._private.local.config import get_state_path
-from ray_nodes import RAY, RayNodes, free_port
+from ray_nodes import RAY, RayNodes, free_port, tiny_sweep_args
 
 from umtune.cluster.check import check
 
@@ -31,8 +31,6 @@ pytestmark = pytest.mark.slow  # sshd, `ray up`, a sweep: a minute or two
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SSHD = Path("/usr/sbin/sshd")
-FAST = ["train.max_epochs=1", "train.steps_per_epoch=2", "train.eval_segments=2",
-        "data.segment_samples=800", "model.encoder.pool=200"]
 
 
 def _keygen(path: Path) -> None:
@@ -113,14 +111,13 @@ def test_ray_up_exec_down_on_localhost(sshd, tiny_dataset, tmp_path):
     assert [f for f in check(cluster) if f.level == "error"] == []
     try:
         _ray("up", "-y", "--no-config-cache", "--disable-usage-stats", str(cluster))
-        sets = " ".join(f"--set {item}" for item in FAST)
         installed = {"RAY_AUTH_MODE": "token", "PYTHONPATH": str(tmp_path / "node" / "site")}
         where = _ray("exec", str(cluster), f"{_exports(installed)} {sys.executable} -c "
                      "'import umtune; print(umtune.__file__)'")
         assert f"{tmp_path}/node/site/umtune/__init__.py" in where, where
-        sweep = (f"{_exports(installed)} {BIN / 'umtune'} sweep --space lambda-aug --samples 1 "
-                 f"--search random --scheduler none --eval-clips 0 --data {tiny_dataset} "
-                 f"--address {head.address} --storage {tmp_path} --name via-ray-exec {sets}")
+        args = tiny_sweep_args(tiny_dataset, str(tmp_path), "via-ray-exec", samples=1)
+        sweep = " ".join([_exports(installed), *map(shlex.quote, [str(BIN / "umtune"), *args,
+                                                                   "--address", head.address])])
         output = _ray("exec", str(cluster), sweep, timeout=400)
         assert "1 trials: 1 completed" in output, output[-3000:]
         table = pd.read_parquet(tmp_path / "via-ray-exec" / "trials.parquet")

@@ -24,6 +24,7 @@ import pandas as pd
 from umtune.config import RunConfig
 from umtune.data.writer import write_json_atomic
 from umtune.search_spaces import BASE_KEY, get, space
+from umtune.storage import local_path
 
 SWEEP_FILE = "sweep.json"
 TRIALS_FILE = "trials"  # .parquet and .csv
@@ -207,7 +208,7 @@ def _concurrency(opts: SweepOptions) -> int:
 def _finish(results, path: str, opts: SweepOptions, base: RunConfig) -> SweepResult:
     table = trials_table(results, opts, base)
     _write_table(table, path)
-    if (local := _local(path)) is not None:  # SQLite needs a file system
+    if (local := local_path(path)) is not None:  # SQLite needs a file system
         write_study(table, local / STUDY_FILE, opts, base, name=local.name)
     return SweepResult(path=path, trials=table)
 
@@ -306,13 +307,8 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _local(path: str) -> Path | None:
-    """The file system path of a sweep folder given as a path or file:// URI, else None."""
-    return None if "://" in (local := path.removeprefix("file://")) else Path(local)
-
-
 def _write_table(table: pd.DataFrame, path: str) -> None:
-    if (local := _local(path)) is None:
+    if (local := local_path(path)) is None:
         table.to_parquet(f"{path}/{TRIALS_FILE}.parquet")
         table.to_csv(f"{path}/{TRIALS_FILE}.csv", index=False)
         return
@@ -325,7 +321,7 @@ def _write_table(table: pd.DataFrame, path: str) -> None:
 
 
 def read_trials(path: str | Path) -> pd.DataFrame:
-    local = _local(str(path))
+    local = local_path(str(path))
     return pd.read_parquet(f"{local if local is not None else path}/{TRIALS_FILE}.parquet")
 
 
@@ -354,7 +350,7 @@ def _sweep_file_exists(path: str) -> bool:
 
 
 def _write_sweep_file(path: str, content: dict) -> None:
-    if (local := _local(path)) is None:  # an object store: a whole object appears at once
+    if (local := local_path(path)) is None:  # an object store: a whole object appears at once
         import pyarrow.fs
 
         fs, where = pyarrow.fs.FileSystem.from_uri(f"{path}/{SWEEP_FILE}")

@@ -19,9 +19,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from umtune.storage import SHARED_SCHEMES
+
 RAY_VERSION = "2.60.0"  # pyproject.toml's pin; a cluster on another Ray cannot run umtune's code
 PLACEHOLDER = "REPLACE_ME"
-SHARED_STORAGE = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://", "file://")
 # A command that mounts a filesystem every node can see (NFS/EFS/Lustre, or a bucket via FUSE).
 SHARED_MOUNT = re.compile(r"\bmount\b[^;&|]*-t\s*(nfs4?|efs|lustre|cifs|ceph)\b"
                           r"|\bmount\.efs\b|\bmount-s3\b|\bs3fs\b|\bgcsfuse\b|\bgoofys\b")
@@ -172,11 +173,10 @@ def _max_nodes(config: dict) -> int:
 
 
 def _storage(config: dict, storage: str | None) -> list[Finding]:
-    if _max_nodes(config) == 0 or (storage and storage.startswith(SHARED_STORAGE)):
+    if _max_nodes(config) == 0 or (storage and storage.startswith(SHARED_SCHEMES)):
         return []
-    commands = [str(c) for key in ("initialization_commands", "setup_commands",
-                                   "head_setup_commands", "worker_setup_commands")
-                for c in config.get(key, [])]
+    commands = [*map(str, config.get("initialization_commands", [])),
+                *_commands(config, "head"), *_commands(config, "worker")]
     if any(SHARED_MOUNT.search(c) for c in commands):
         return []
     where = f"--storage {storage!r}: " if storage else ""

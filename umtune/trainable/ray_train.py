@@ -29,6 +29,7 @@ import ray.tune
 import torch
 
 from umtune.config import RunConfig
+from umtune.storage import SHARED_SCHEMES, local_path
 from umtune.trainable import loop
 from umtune.trainable.checkpoint import TrainingState, format_metrics, load_checkpoint
 from umtune.trainable.model import WaveNetDecoder, generation_flops_per_sample
@@ -41,7 +42,6 @@ DIVERGED_FILE = "diverged.txt"  # in a run folder: the same, for the driver
 EVAL_PREFIX = "eval/"  # translation-quality metrics in a trial's final report
 TRAIN_RUNS_DIR = "train"  # in a sweep: where each trial's Ray Train run lives
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # written by Ray Train in every run folder
-SHARED_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://", "file://")
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -106,8 +106,8 @@ def _evaluate(checkpoint_dir: Path, cfg: RunConfig, options: dict, run_path: str
     """
     from umtune.analysis.evaluate import evaluate_checkpoint
 
-    local = run_path.removeprefix("file://")  # a shared file system: a plain path on every node
-    out_dir = checkpoint_dir / "evaluation" if "://" in local else Path(local) / "evaluation"
+    local = local_path(run_path)  # file:// is a shared file system: a plain path on every node
+    out_dir = (checkpoint_dir if local is None else local) / "evaluation"
     result = evaluate_checkpoint(checkpoint_dir, cfg.data.path, out_dir=out_dir,
                                  clips=options["clips"], seconds=options["seconds"])
     return {f"{EVAL_PREFIX}{k}": v for k, v in result["summary"].items() if v is not None}
