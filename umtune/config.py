@@ -297,7 +297,21 @@ def tiny(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
     )
 
 
-PRESETS = {"paper": paper, "tiny": tiny}
+def cpu(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
+    """The `tiny` network with decoders twice as wide, in bf16: the preset trained for 60 minutes
+    on 2 CPU cores by the README's translation recipe. At equal training time it led `tiny` in
+    held-out CE (4.00 vs 4.18 nats after 2.5 minutes): bf16 autocast runs its step 1.4x faster
+    than fp32 on AVX512-BF16, so it costs 1.4x the time of tiny's fp32 step for 4x the decoder."""
+    base = tiny(domains)
+    return dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, decoder=dataclasses.replace(
+            base.model.decoder, residual_channels=64, gate_channels=128, skip_channels=64)),
+        train=dataclasses.replace(base.train, precision="bf16"),
+    )
+
+
+PRESETS = {"paper": paper, "tiny": tiny, "cpu": cpu}
 
 
 def preset(name: str, domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
