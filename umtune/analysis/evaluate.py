@@ -18,6 +18,10 @@ unseen "whistle" included, so the true rendering of each clip on the target is k
   better than not translating, < 0: worse). A log-spectral distance punishes energy where the
   truth is silent: a near-pure tone (the unseen whistle) is so far from every instrument that
   even white noise beats its identity baseline, so gains from the unseen domain are lenient.
+- self_timbre_acc: timbre_acc of each domain's clips decoded by that domain's own decoder
+  (reconstruction through the sampler): what the decoders can make recognisable at all. A
+  translation's timbre_acc is bounded by it in practice; when it is low the samples, not the
+  latent's domain content, are what fails.
 - latent_domain_acc vs latent_chance, pitch_cos_same vs pitch_cos_diff: latent.py.
 - unseen_timbre_acc: timbre_acc of translations from the unseen domain into each trained one.
 - recon_ce: teacher-forced cross-entropy (nats/sample) of each domain's own decoder on its
@@ -61,8 +65,8 @@ AUDIO_DIR = "audio"
 DEFAULT_CHUNK_SECONDS = 0.125  # shorter chunks = larger generation batches = faster
 SUMMARY_KEYS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain",
-                "latent_domain_acc", "latent_chance", "pitch_cos_same", "pitch_cos_diff",
-                "unseen_timbre_acc", "recon_ce", "classifier_heldout_acc")
+                "self_timbre_acc", "latent_domain_acc", "latent_chance", "pitch_cos_same",
+                "pitch_cos_diff", "unseen_timbre_acc", "recon_ce", "classifier_heldout_acc")
 PAIR_METRICS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain")
 
@@ -205,6 +209,7 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
     try:
         translations = _translate_all(Translator(model=model, config=cfg), chosen, domains,
                                       unseen, sr, chunk_seconds, seed, progress)
+        own = {d: translations.pop((d, d)) for d in domains}
         stacked = {d: torch.from_numpy(np.stack([c.audio[d] for c in chosen]))
                    for d in domains + unseen}
         recon = {d: reconstruction_ce(model, stacked[d], d, device) for d in domains}
@@ -226,7 +231,10 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
                                            sr)})
     trained = [p for p in pairs if p["source"] in domains]
     summary = {k: _mean(p[k] for p in trained) for k in PAIR_METRICS}
-    summary.update(latent_domain_acc=latent_acc, latent_chance=1 / len(domains),
+    summary.update(self_timbre_acc=_mean(
+                       (classifier.predict(audio) == classifier.domains.index(d)).float().mean()
+                       .item() for d, audio in own.items()),
+                   latent_domain_acc=latent_acc, latent_chance=1 / len(domains),
                    pitch_cos_same=pitch[0] if pitch else None,
                    pitch_cos_diff=pitch[1] if pitch else None,
                    unseen_timbre_acc=_mean(p["timbre_acc"] for p in pairs
@@ -282,10 +290,11 @@ def _check_dataset(data: Dataset, cfg: RunConfig, domains: tuple[str, ...]) -> N
 
 def _translate_all(translator: Translator, chosen: list[Clip], domains, unseen, sr: int,
                    chunk_seconds: float, seed: int, progress: bool) -> dict:
-    """{(source, target): (clips, T) translations}: one batch per target, all sources in it."""
+    """{(source, target): (clips, T) translations}: one batch per target, all sources in it,
+    the target itself included (its clips through its own decoder)."""
     out = {}
     for target in tqdm(domains, desc="translate", unit="target", disable=not progress):
-        sources = [s for s in domains + unseen if s != target]
+        sources = domains + unseen
         batch = translator.translate_batch([c.audio[s] for s in sources for c in chosen], sr,
                                            target, chunk_seconds=chunk_seconds, seed=seed)
         for i, source in enumerate(sources):
