@@ -11,6 +11,7 @@ import torch
 from test_loop import tiny_run
 
 from umtune.analysis.evaluate import SUMMARY_KEYS, evaluate, evaluate_checkpoint
+from umtune.analysis.results import heldout_curve, target_rows
 from umtune.cli import main
 from umtune.data import Dataset, DatasetError
 from umtune.trainable.checkpoint import LocalRun
@@ -144,3 +145,46 @@ def test_dataset_without_parallel_truth_scores_timbre_and_chroma_only(run, tiny_
     sources = {a["source"] for a in result["audio"] if a["kind"] == "source"}
     assert sources == {"piano", "flute", "whistle"}  # every domain's (different) clip
     assert any("truth metrics" in s for s in result["skipped"])
+
+
+def test_evaluate_table_records_training_machine_and_targets(run, tmp_path, capsys):
+    """`umtune evaluate --table FILE.md` writes the targets table: values from metrics.json,
+    the checkpoint's steps, epochs and seed, this machine, and the command itself."""
+    table = tmp_path / "results" / "cpu.md"
+    assert main(["evaluate", str(run.checkpoint), "--clips", "1", "--seconds", "0.25",
+                 "-o", str(tmp_path / "ev"), "--table", str(table)]) == 0
+    assert f"written: {table}" in capsys.readouterr().out
+    text = table.read_text()
+    summary = json.loads((tmp_path / "ev" / "metrics.json").read_text())["summary"]
+    assert f"| timbre accuracy into the target domain | `timbre_acc` | " \
+           f"{summary['timbre_acc']:.3f} | >= 0.80 |" in text
+    assert f">= ceiling {summary['chroma_ceiling']:.3f} - 0.10" in text
+    assert "2 steps, 1 epochs; seed 0" in text and "CPU cores" in text
+    assert "held-out CE (nats/sample) by training time: 0 min " in text  # the run's one epoch
+    assert "command: `umtune evaluate " in text and f"`recon_ce` | {summary['recon_ce']:.3f}" \
+        in text
+    met = sum(r["met"] is True for r in target_rows(summary, 0.01))
+    assert f"targets met: {met} of 5" in text
+
+
+def test_targets_are_met_inside_their_bounds_only():
+    """Each rule at its edge; the latent target is relative to chance and void with lambda 0;
+    a missing value or reference is neither met nor failed."""
+    s = {"timbre_acc": 0.8, "chroma_to_truth": 0.6, "chroma_ceiling": 0.71,
+         "translation_gain": 0.29, "latent_domain_acc": 0.27, "latent_chance": 1 / 6,
+         "unseen_timbre_acc": None}
+    met = {r["metric"]: r["met"] for r in target_rows(s, confusion_lambda=0.01)}
+    assert met == {"timbre_acc": True, "chroma_to_truth": False, "translation_gain": False,
+                   "latent_domain_acc": False, "unseen_timbre_acc": None}
+    s.update(latent_domain_acc=0.26, chroma_to_truth=0.62)
+    met = {r["metric"]: r["met"] for r in target_rows(s, confusion_lambda=0.01)}
+    assert met["latent_domain_acc"] and met["chroma_to_truth"]
+    assert {r["metric"]: r["met"] for r in target_rows(s, 0.0)}["latent_domain_acc"] is None
+    rows = target_rows({k: v for k, v in s.items() if k != "chroma_ceiling"}, 0.01)
+    assert rows[1]["met"] is None and rows[1]["target"] == ">= ceiling (reference not measured)"
+
+
+def test_heldout_curve_marks_every_ten_minutes_and_the_end():
+    epochs = [{"elapsed_s": t, "heldout_ce": ce} for t, ce in
+              ((300, 4.0), (600, 3.5), (700, 3.4), (1250, 3.2), (1300, 3.1))]
+    assert heldout_curve(epochs) == "10 min 3.500, 21 min 3.200, 22 min 3.100"

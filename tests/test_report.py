@@ -33,6 +33,7 @@ import soundfile as sf
 from umtune.analysis.report import build_report
 from umtune.analysis.report_data import load_sweep
 from umtune.analysis.report_figures import importance
+from umtune.analysis.results import component_effects
 from umtune.config import tiny
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -315,7 +316,7 @@ def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
     screenshot.write_bytes(base64.b64decode(shot["data"]))
     print(f"screenshot: {screenshot}")
     assert errors == []
-    assert found["sections"] == 8
+    assert found["sections"] == 9
     assert found["plots"] >= 12 and found["undrawn"] == []
     assert len(found["durations"]) == 8  # 2 clips x (source, truth, best's, ablation's)
     assert all(d is not None and d > 0.4 for d in found["durations"]), found["durations"]
@@ -360,7 +361,8 @@ def test_missing_sections_degrade_to_notes(tmp_path):
     notes = unavailable_notes(html)
     assert any("single-objective sweep (heldout_ce)" in n for n in notes)
     assert sum("has no evaluation yet" in n for n in notes) == 2  # heatmaps and audio
-    assert len(notes) == 3
+    assert any("no component (lambda, augmentation) was evaluated" in n for n in notes)
+    assert len(notes) == 4
     data = load_sweep(sweep)
     assert data.best_trial() == ("trial_a_00000", "lowest heldout_ce among completed trials")
 
@@ -408,3 +410,45 @@ def test_cli_report_writes_the_page_and_names_a_missing_sweep(sweep_dir, tmp_pat
     assert f"report: {tmp_path / 'x.html'}" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "none"), "-o", str(tmp_path / "y.html")]) == 2
     assert "no trials.parquet" in capsys.readouterr().err
+
+
+def test_component_effects_compare_evaluated_trials_with_and_without_each_component(sweep_dir):
+    """Lambda: trial 00000 (on) against 00001 (switched off); the augmentation is on in both
+    evaluated trials, so it has no row. Latent accuracy counts as better when lower."""
+    effects = component_effects(load_sweep(sweep_dir)).set_index("metric")
+    assert set(effects["component"]) == {"confusion loss (lambda > 0)"}
+    gain = effects.loc["eval/translation_gain"]
+    assert (gain["with"], gain["without"]) == (0.31, 0.12)
+    assert gain["change"] == pytest.approx(0.19) and gain["helps"]
+    latent = effects.loc["eval/latent_domain_acc"]
+    assert latent["change"] == pytest.approx(-0.19) and latent["helps"]
+    assert effects.loc["heldout_ce", "helps"]  # 5.20 with lambda against 5.25 without
+    assert effects.loc["heldout_ce", "trials with / without"] == "1 / 1"
+
+
+def test_cli_report_table_says_whether_each_component_helps(sweep_dir, tiny_dataset, tmp_path,
+                                                          capsys):
+    """`umtune report --table FILE.md` writes every trial and the component verdicts; the
+    HTML page has the same section; a sweep without an off trial says so in both."""
+    from umtune.cli import main
+
+    md = tmp_path / "tables" / "ablation.md"
+    assert main(["report", str(sweep_dir), "-o", str(tmp_path / "r.html"), "--table",
+                 str(md)]) == 0
+    text = md.read_text()
+    assert f"written: {md}" in capsys.readouterr().out
+    assert text.count("| trial_a_") == len(TRIALS)
+    assert "| confusion loss (lambda > 0) | `eval/translation_gain` | 0.310 | 0.120 | +0.190 " \
+           "| yes |" in text
+    assert "command: `umtune report " in text and "machine: " in text
+    assert "Does each component help?" in (tmp_path / "r.html").read_text()
+
+    always_on = {k: v for k, v in TRIALS.items() if v[2]}  # lambda never switched off
+    sweep = make_sweep(tmp_path / "on", tiny_dataset, trials=always_on,
+                       evaluated={"trial_a_00000": 0.3}, objectives=("quality",), study=False)
+    assert main(["report", str(sweep), "-o", str(tmp_path / "on.html"), "--table",
+                 str(tmp_path / "on.md")]) == 0
+    assert "No component was evaluated both on and off" in (tmp_path / "on.md").read_text()
+    assert "no component (lambda, augmentation) was evaluated both on and off" in \
+        " ".join(unavailable_notes((tmp_path / "on.html").read_text()))
+

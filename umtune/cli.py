@@ -7,6 +7,7 @@ module parses arguments.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -130,15 +131,24 @@ def _report(a: argparse.Namespace) -> None:
     from umtune.analysis.report import build_report
 
     print(f"report: {build_report(a.sweep_dir, a.output, clips=a.clips)}")
+    if a.table:
+        from umtune.analysis.results import write_ablation_table
+
+        print(f"written: {write_ablation_table(a.sweep_dir, a.table, a.command_line)}")
 
 
 def _evaluate(a: argparse.Namespace) -> None:
     from umtune.analysis.evaluate import evaluate_checkpoint, format_evaluation
 
     out = a.output or Path(a.checkpoint).absolute().parent / "evaluation"
-    print(format_evaluation(evaluate_checkpoint(
-        a.checkpoint, a.data, clips=a.clips, seconds=a.seconds, seed=a.seed, out_dir=out,
-        chunk_seconds=a.chunk_seconds, progress=True)) + f"\nwritten: {out}/metrics.json")
+    result = evaluate_checkpoint(a.checkpoint, a.data, clips=a.clips, seconds=a.seconds,
+                                 seed=a.seed, out_dir=out, chunk_seconds=a.chunk_seconds,
+                                 progress=True)
+    print(format_evaluation(result) + f"\nwritten: {out}/metrics.json")
+    if a.table:
+        from umtune.analysis.results import write_results_table
+
+        print(f"written: {write_results_table(result, a.checkpoint, a.table, a.command_line)}")
 
 
 def _spaces(a: argparse.Namespace) -> None:
@@ -199,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     su.set_defaults(handler=_data_summary)
 
     tr = sub.add_parser("train", help="train one network (in this process, or on Ray Train)")
-    tr.add_argument("--preset", default="tiny", help="tiny or paper")
+    tr.add_argument("--preset", default="tiny", help="tiny, cpu or paper")
     tr.add_argument("--data", type=Path, help="dataset directory (from `umtune data`)")
     tr.add_argument("--out", type=Path, help="run directory: checkpoint/, metrics.jsonl")
     tr.add_argument("--minutes", type=float, help="wall-clock training budget")
@@ -223,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--space", default="ablation",
                     help="a built-in space (see `umtune spaces`) or a YAML file")
     sw.add_argument("--data", type=Path, default=Path("data/bach"))
-    sw.add_argument("--preset", default="tiny", help="the base config: tiny or paper")
+    sw.add_argument("--preset", default="tiny", help="the base config: tiny, cpu or paper")
     sw.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a field of the base config, e.g. --set train.max_epochs=8")
     sw.add_argument("--samples", type=int, default=1,
@@ -272,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="clips are cut into chunks generated in parallel")
     ev.add_argument("-o", "--output", type=Path,
                     help="folder for metrics.json and audio/ (default: CHECKPOINT/../evaluation)")
+    ev.add_argument("--table", type=Path, metavar="FILE.md",
+                    help="also write the results table against the translation targets, with "
+                    "the training facts and this machine")
     ev.set_defaults(handler=_evaluate)
 
     sp = sub.add_parser("spaces", help="list search spaces, or check and describe a YAML one")
@@ -285,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--output", type=Path, default=Path("report.html"),
                     help="the HTML file to write (default: report.html)")
     rp.add_argument("--clips", type=int, default=3, help="held-out clips in the audio gallery")
+    rp.add_argument("--table", type=Path, metavar="FILE.md",
+                    help="also write the trials and whether each component (lambda, "
+                    "augmentation) helps, as Markdown")
     rp.set_defaults(handler=_report)
 
     cl = sub.add_parser("cluster", help="Ray clusters").add_subparsers(
@@ -302,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["umtune", *argv])  # recorded in the tables written
     if args.command == "train" and not args.resume and not (args.data and args.out):
         parser.error("train needs --data and --out (or --resume RUN_DIR)")
     try:

@@ -1,13 +1,14 @@
 """`umtune report`: one self-contained HTML page about a finished sweep, readable offline.
 
-Sections: the trials (a sortable table), hyperparameters against metrics (parallel
-coordinates), the effect of the confusion weight lambda, the augmentation range and the dilation
-schedules on each metric, learning curves, parameter importance, the best trial's source x
-target translation metrics, the Pareto front of multi-objective sweeps, and an audio gallery: a
-held-out clip, its true renderings in the other domains and the translations of the best trial
-and of an ablation trial (no confusion loss, or no augmentation: the paper's ablations), each
-playable with its spectrogram. A section whose data is absent (no evaluation
-yet, a single objective, nothing varied) says so and why instead.
+Sections: the trials (a sortable table), whether each component of the method (lambda,
+augmentation) helps, hyperparameters against metrics (parallel coordinates), the effect of the
+confusion weight lambda, the augmentation range and the dilation schedules on each metric,
+learning curves, parameter importance, the best trial's source x target translation metrics, the
+Pareto front of multi-objective sweeps, and an audio gallery: a held-out clip, its true
+renderings in the other domains and the translations of the best trial and of an ablation trial
+(no confusion loss, or no augmentation: the paper's ablations), each playable with its
+spectrogram. A section whose data is absent (no evaluation yet, a single objective, nothing
+varied) says so and why instead.
 
 The best trial is the completed trial with the highest `eval/translation_gain` once any trial
 is evaluated, else the lowest held-out CE (`SweepData.best_trial`). Evaluations are read from
@@ -17,7 +18,6 @@ each trial's `<run_path>/evaluation/metrics.json` (written by `analysis/evaluate
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -39,6 +39,8 @@ from umtune.analysis.report_html import (
     sortable_table,
     summary_list,
 )
+from umtune.analysis.results import component_effects
+from umtune.data.writer import write_text_atomic
 
 HIDDEN_COLUMNS = ("path", "run_path", "training_iteration", "time_since_restore",
                   "iterations_since_restore", "start_epoch", "threads", "world_size",
@@ -48,14 +50,7 @@ GALLERY_CLIPS = 3
 
 def build_report(sweep_dir: str | Path, out: str | Path, *, clips: int = GALLERY_CLIPS) -> Path:
     """Write the report of the sweep in `sweep_dir` to `out` (replaced atomically)."""
-    data = load_sweep(sweep_dir)
-    html = render(data, clips=clips)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return write_text_atomic(Path(out), render(load_sweep(sweep_dir), clips=clips))
 
 
 def render(data: SweepData, *, clips: int = GALLERY_CLIPS) -> str:
@@ -68,6 +63,7 @@ def render(data: SweepData, *, clips: int = GALLERY_CLIPS) -> str:
     ablation = data.ablation_trial(exclude=best) if best else None
     builders = [
         ("Trials", "trials", lambda: _table(data, best, ablation)),
+        ("Does each component help?", "components", lambda: _components(data)),
         ("Hyperparameters and metrics", "parallel",
          lambda: fig(figures.parallel_coordinates(data))),
         ("Effect of lambda, augmentation and dilations", "effects",
@@ -134,6 +130,17 @@ def _table(data: SweepData, best: str | None, ablation: tuple[str, str] | None) 
                  "took its sampled value." if any(k.endswith(SWITCH_SUFFIX) for k in data.params)
                  else "") + "</p>")
     return legend + sortable_table(t[shown], classes)
+
+
+def _components(data: SweepData) -> str:
+    effects = component_effects(data)
+    if effects.empty:
+        raise Unavailable("no component (lambda, augmentation) was evaluated both on and off in "
+                          "completed trials")
+    return ("<p>Mean of each metric over evaluated completed trials with the component and "
+            "without it; <i>helps</i>: the change is in the metric's better direction (the "
+            "latent accuracy: lower, towards chance). One seed per setting: read small changes "
+            "as noise.</p>" + sortable_table(effects.round(4), {}))
 
 
 def _gallery(data: SweepData, best: str, ablation: tuple[str, str] | None, clips: int,

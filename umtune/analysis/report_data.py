@@ -90,6 +90,10 @@ class SweepData:
             values = values.where(self.trials[switch].astype(bool), OFF)
         return values
 
+    def switched_off(self, key: str) -> pd.Series:
+        """Whether each trial ran without the component `key`: switched off, or exactly 0."""
+        return self.effective(key).map(lambda v: v == OFF or (_is_number(v) and float(v) == 0.0))
+
     def varied(self) -> list[str]:
         """Parameters (switches folded into their field) with more than one value in the sweep,
         the method's components first."""
@@ -130,8 +134,7 @@ class SweepData:
                            (AUG, "no augmentation (0 semitones)")):
             if key not in t.columns:
                 continue
-            values = self.effective(key)
-            off = values.map(lambda v: v == OFF or (_is_number(v) and float(v) == 0.0))
+            off = self.switched_off(key)
             pool = t[off & t["trial"].isin(self.evaluations) & (t["trial"] != exclude)]
             if pool.empty:
                 continue

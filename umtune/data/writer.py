@@ -37,6 +37,16 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write text via a temporary file and a rename (creating the parent folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 class DatasetWriter:
     """Stage a dataset next to `out` and move it into place on `commit()`.
 

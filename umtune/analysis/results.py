@@ -1,0 +1,230 @@
+"""Result tables in Markdown, meant to be committed: one trained network against the translation
+targets, and the paper's ablation (what each component of the method changes) from a sweep.
+
+The targets are those a preset must reach to count as translating (issue 8 of the project):
+timbre accuracy >= 0.8, chroma similarity to the truth within 0.1 of the truth-vs-truth ceiling,
+translation gain >= 0.3, latent classifier accuracy within 0.1 of chance when lambda > 0, and
+timbre accuracy >= 0.6 from the unseen domain. Each table says what machine produced it, because
+every figure in it depends on how much training that machine fits in the budget.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from umtune.analysis.report_data import AUG, EVAL_PREFIX, LAMBDA, SweepData, finite, load_sweep
+from umtune.data.writer import write_text_atomic
+from umtune.trainable.checkpoint import LocalRun, load_checkpoint
+
+
+@dataclass(frozen=True)
+class Target:
+    """A metric's acceptable range, computed from the evaluation's summary (some targets are
+    relative to a ceiling or a chance level measured in the same evaluation)."""
+
+    metric: str
+    label: str
+    bounds: Callable[[dict], tuple[float, float]]
+    rule: str
+
+
+TARGETS = (
+    Target("timbre_acc", "timbre accuracy into the target domain",
+           lambda s: (0.8, 1.0), ">= 0.80"),
+    Target("chroma_to_truth", "chroma similarity to the true target rendering",
+           lambda s: (s["chroma_ceiling"] - 0.1, 1.0), ">= ceiling {chroma_ceiling:.3f} - 0.10"),
+    Target("translation_gain", "translation gain over the identity baseline",
+           lambda s: (0.3, 1.0), ">= 0.30"),
+    Target("latent_domain_acc", "latent domain classifier accuracy",
+           lambda s: (s["latent_chance"] - 0.1, s["latent_chance"] + 0.1),
+           "chance {latent_chance:.3f} +- 0.10, with lambda > 0"),
+    Target("unseen_timbre_acc", "timbre accuracy from the unseen domain",
+           lambda s: (0.6, 1.0), ">= 0.60"),
+)
+
+# metric -> +1 when higher is better, -1 when lower is (the latent accuracy: towards chance)
+DIRECTIONS = {"eval/timbre_acc": 1, "eval/chroma_to_truth": 1, "eval/translation_gain": 1,
+              "eval/latent_domain_acc": -1, "eval/unseen_timbre_acc": 1, "heldout_ce": -1}
+COMPONENTS = ((LAMBDA, "confusion loss (lambda > 0)"), (AUG, "pitch augmentation (> 0 semitones)"))
+
+
+def machine() -> str:
+    """This machine in one line: CPU model, usable cores, memory, accelerator, torch version."""
+    model = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith(
+            "model name"))
+    except (OSError, StopIteration):
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{model}, {len(os.sched_getaffinity(0))} CPU cores, {memory:.0f} GiB RAM, {gpu}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def target_rows(summary: dict, confusion_lambda: float) -> list[dict]:
+    """Each target with its value, the rule with its numbers filled in, and whether it is met
+    (None where the value is missing or, for the latent target, lambda is 0)."""
+    rows = []
+    for t in TARGETS:
+        value = summary.get(t.metric)
+        try:
+            low, high = t.bounds(summary)
+            rule = t.rule.format(**summary)
+        except (KeyError, TypeError):  # a ceiling or chance level the evaluation lacks
+            low = high = None
+            rule = t.rule.split("{")[0] + "(reference not measured)"
+        met = None if value is None or low is None else low <= value <= high
+        if t.metric == "latent_domain_acc" and confusion_lambda == 0:
+            met = None
+        rows.append({"metric": t.metric, "label": t.label, "value": value, "target": rule,
+                     "met": met})
+    return rows
+
+
+def heldout_curve(epochs: list[dict], every_minutes: float = 10.0) -> str:
+    """Held-out CE at each `every_minutes` of training time (the epoch reports' `elapsed_s`):
+    whether the run was still improving when its budget ended."""
+    marks, next_mark = [], every_minutes
+    for i, report in enumerate(epochs):
+        last = i == len(epochs) - 1
+        if "heldout_ce" in report and (report["elapsed_s"] / 60 >= next_mark or last):
+            marks.append(f"{report['elapsed_s'] / 60:.0f} min {report['heldout_ce']:.3f}")
+            next_mark = (report["elapsed_s"] / 60 // every_minutes + 1) * every_minutes
+    return ", ".join(marks)
+
+
+def results_markdown(evaluation: dict, checkpoint: str | Path, *, step: int, epoch: int,
+                     training_seconds: float, config, command: str | None = None,
+                     epochs: list[dict] | None = None) -> str:
+    """The committed results table of one trained network: training facts, the machine, the
+    targets with values, and the remaining summary metrics; with the run's epoch reports, the
+    held-out CE curve too."""
+    s = evaluation["summary"]
+    train = config.train
+    rows = target_rows(s, train.confusion_lambda)
+    met = sum(r["met"] is True for r in rows)
+    lines = [
+        f"# Translation results: {Path(checkpoint)}",
+        "",
+        f"- written: {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        *([f"- command: `{command}`"] if command else []),
+        f"- training: {training_seconds / 60:.1f} minutes of training steps, {step} steps, "
+        f"{epoch} epochs; seed {train.seed}; precision {train.precision}; lambda "
+        f"{train.confusion_lambda:g}; augmentation {train.aug_semitones:g} semitones",
+        *([f"- held-out CE (nats/sample) by training time: {heldout_curve(epochs)}"]
+          if epochs else []),
+        f"- machine: {machine()}",
+        f"- evaluation: {evaluation['clips']} held-out clip(s) x {evaluation['seconds']:.2f} s "
+        f"per domain pair, seed {evaluation['seed']}, {evaluation['sample_rate']} Hz; the timbre "
+        f"judge's own accuracy on real held-out renderings "
+        f"{_number(evaluation['classifier']['heldout_acc'])}",
+        f"- targets met: {met} of {len(rows)}",
+        "",
+        "| target | metric | value | required | met |",
+        "|---|---|---|---|---|",
+        *(f"| {r['label']} | `{r['metric']}` | {_number(r['value'])} | {r['target']} | "
+          f"{_verdict(r['met'])} |" for r in rows),
+        "",
+        "| other metric | value |",
+        "|---|---|",
+        *(f"| `{k}` | {_number(v)} |" for k, v in s.items()
+          if k not in {t.metric for t in TARGETS}),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_results_table(evaluation: dict, checkpoint: str | Path, out: str | Path,
+                        command: str | None = None) -> Path:
+    """`results_markdown` of an evaluated checkpoint, with its run's epoch reports when it is a
+    plain run's (`RUN/checkpoint` beside `RUN/metrics.jsonl`), written atomically to `out`."""
+    state = load_checkpoint(Path(checkpoint))
+    epochs = LocalRun(Path(checkpoint).parent, echo=False).history()
+    return write_text_atomic(Path(out), results_markdown(
+        evaluation, checkpoint, step=state.step, epoch=state.epoch,
+        training_seconds=state.elapsed_seconds, config=state.config, command=command,
+        epochs=epochs or None))
+
+
+def write_ablation_table(sweep_dir: str | Path, out: str | Path, command: str | None = None,
+                         ) -> Path:
+    """`ablation_markdown` of a finished sweep, written atomically to `out`."""
+    return write_text_atomic(Path(out), ablation_markdown(load_sweep(sweep_dir), command))
+
+
+def component_effects(data: SweepData) -> pd.DataFrame:
+    """For lambda and the augmentation: each metric's mean over evaluated completed trials with
+    the component and without it, the change, and whether the change is in the better
+    direction. Empty when the sweep never ran a component both on and off."""
+    t = data.completed()
+    t = t[t["trial"].isin(data.evaluations)]
+    rows = []
+    for key, label in COMPONENTS:
+        if key not in t.columns:
+            continue
+        off = data.switched_off(key).loc[t.index]
+        if off.all() or not off.any():
+            continue
+        for metric, sign in DIRECTIONS.items():
+            if metric not in t.columns:
+                continue
+            with_, without = finite(t.loc[~off, metric]).mean(), finite(t.loc[off, metric]).mean()
+            change = with_ - without
+            rows.append({"component": label, "metric": metric, "with": with_,
+                         "without": without, "change": change,
+                         "trials with / without": f"{int((~off).sum())} / {int(off.sum())}",
+                         "helps": None if pd.isna(change) else bool(sign * change > 0)})
+    return pd.DataFrame(rows)
+
+
+def ablation_markdown(data: SweepData, command: str | None = None) -> str:
+    """The ablation's committed table: every trial's settings and metrics, then per component
+    whether it helps (a single seed per cell: read small changes as noise)."""
+    t = data.trials
+    shown = [c for c in ("trial", "status", LAMBDA, AUG, "epoch", "elapsed_s", "heldout_ce",
+                         *DIRECTIONS) if c in t.columns]
+    lines = [f"# Ablation: {data.name}", "",
+             f"- written: {time.strftime('%Y-%m-%d %H:%M %Z')}",
+             *([f"- command: `{command}`"] if command else []),
+             f"- machine: {machine()}", "",
+             "| " + " | ".join(_short(c) for c in shown) + " |",
+             "|" + "---|" * len(shown)]
+    for _, row in t.iterrows():
+        lines.append("| " + " | ".join(_number(row[c]) for c in shown) + " |")
+    effects = component_effects(data)
+    lines += ["", "## Does each component help?", ""]
+    if effects.empty:
+        lines.append("No component was evaluated both on and off in completed trials.")
+    else:
+        lines += ["| component | metric | with | without | change | helps |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['component']} | `{r['metric']}` | {_number(r['with'])} | "
+                  f"{_number(r['without'])} | {_number(r['change'], signed=True)} | "
+                  f"{_verdict(r['helps'])} |" for _, r in effects.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def _short(column: str) -> str:
+    return column.removeprefix(EVAL_PREFIX).removeprefix("train.")
+
+
+def _number(value, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:+.3f}" if signed else f"{value:.3f}" if isinstance(value, float) \
+            else str(value)
+    return str(value)
+
+
+def _verdict(met: bool | None) -> str:
+    return "-" if met is None else "yes" if met else "no"
