@@ -33,7 +33,7 @@ import soundfile as sf
 from umtune.analysis.report import build_report
 from umtune.analysis.report_data import load_sweep
 from umtune.analysis.report_figures import importance
-from umtune.analysis.results import component_effects
+from umtune.analysis.results import component_effects, effect_verdict
 from umtune.config import tiny
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -419,10 +419,13 @@ def test_component_effects_compare_evaluated_trials_with_and_without_each_compon
     assert set(effects["component"]) == {"confusion loss (lambda > 0)"}
     gain = effects.loc["eval/translation_gain"]
     assert (gain["with"], gain["without"]) == (0.31, 0.12)
-    assert gain["change"] == pytest.approx(0.19) and gain["helps"]
+    assert gain["change"] == pytest.approx(0.19) and gain["verdict"] == "helps"
     latent = effects.loc["eval/latent_domain_acc"]
-    assert latent["change"] == pytest.approx(-0.19) and latent["helps"]
-    assert effects.loc["heldout_ce", "helps"]  # 5.20 with lambda against 5.25 without
+    assert latent["change"] == pytest.approx(-0.19) and latent["verdict"] == "helps"
+    assert effects.loc["heldout_ce", "verdict"] == "helps"  # 5.20 with lambda, 5.25 without
+    assert effects.loc["eval/unseen_timbre_acc", "verdict"] == "not measured"  # no whistle
+    assert [effect_verdict(x) for x in (0.0004, -0.0004, 0.002, -0.002)] == [
+        "no change", "no change", "helps", "hurts"]
     assert effects.loc["heldout_ce", "trials with / without"] == "1 / 1"
 
 
@@ -439,7 +442,7 @@ def test_cli_report_table_says_whether_each_component_helps(sweep_dir, tiny_data
     assert f"written: {md}" in capsys.readouterr().out
     assert text.count("| trial_a_") == len(TRIALS)
     assert "| confusion loss (lambda > 0) | `eval/translation_gain` | 0.310 | 0.120 | +0.190 " \
-           "| yes |" in text
+           "| helps |" in text
     assert "command: `umtune report " in text and "machine: " in text
     assert "Does each component help?" in (tmp_path / "r.html").read_text()
 

@@ -139,8 +139,9 @@ def _components(data: SweepData) -> str:
                           "completed trials")
     return ("<p>Mean of each metric over evaluated completed trials with the component and "
             "without it; <i>helps</i>: the change is in the metric's better direction (the "
-            "latent accuracy: lower, towards chance). One seed per setting: read small changes "
-            "as noise.</p>" + sortable_table(effects.round(4), {}))
+            "latent accuracy: lower, towards chance), <i>no change</i>: it rounds to 0.000. "
+            "One seed per setting: read small changes as noise.</p>"
+            + sortable_table(effects.round(4), {}))
 
 
 def _gallery(data: SweepData, best: str, ablation: tuple[str, str] | None, clips: int,

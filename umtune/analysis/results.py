@@ -163,8 +163,9 @@ def write_ablation_table(sweep_dir: str | Path, out: str | Path, command: str | 
 
 def component_effects(data: SweepData) -> pd.DataFrame:
     """For lambda and the augmentation: each metric's mean over evaluated completed trials with
-    the component and without it, the change, and whether the change is in the better
-    direction. Empty when the sweep never ran a component both on and off."""
+    the component and without it, the change, and its verdict: "helps" when the change is in
+    the metric's better direction, "hurts" against it, "no change" when it rounds to 0.000.
+    Empty when the sweep never ran a component both on and off."""
     t = data.completed()
     t = t[t["trial"].isin(data.evaluations)]
     rows = []
@@ -182,16 +183,16 @@ def component_effects(data: SweepData) -> pd.DataFrame:
             rows.append({"component": label, "metric": metric, "with": with_,
                          "without": without, "change": change,
                          "trials with / without": f"{int((~off).sum())} / {int(off.sum())}",
-                         "helps": None if pd.isna(change) else bool(sign * change > 0)})
+                         "verdict": effect_verdict(sign * change)})
     return pd.DataFrame(rows)
 
 
 def ablation_markdown(data: SweepData, command: str | None = None) -> str:
     """The ablation's committed table: every trial's settings and metrics, then per component
-    whether it helps (a single seed per cell: read small changes as noise)."""
+    whether it helps (one seed per cell: read small changes as noise)."""
     t = data.trials
-    shown = [c for c in ("trial", "status", LAMBDA, AUG, "epoch", "elapsed_s", "heldout_ce",
-                         *DIRECTIONS) if c in t.columns]
+    shown = [c for c in dict.fromkeys(("trial", "status", LAMBDA, AUG, "epoch", "elapsed_s",
+                                       *DIRECTIONS)) if c in t.columns]
     lines = [f"# Ablation: {data.name}", "",
              f"- written: {time.strftime('%Y-%m-%d %H:%M %Z')}",
              *([f"- command: `{command}`"] if command else []),
@@ -205,12 +206,19 @@ def ablation_markdown(data: SweepData, command: str | None = None) -> str:
     if effects.empty:
         lines.append("No component was evaluated both on and off in completed trials.")
     else:
-        lines += ["| component | metric | with | without | change | helps |",
+        lines += ["| component | metric | with | without | change | verdict |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['component']} | `{r['metric']}` | {_number(r['with'])} | "
                   f"{_number(r['without'])} | {_number(r['change'], signed=True)} | "
-                  f"{_verdict(r['helps'])} |" for _, r in effects.iterrows()]
+                  f"{r['verdict']} |" for _, r in effects.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+def effect_verdict(improvement: float) -> str:
+    """A change signed so that > 0 is better, in words; NaN when either side was not measured."""
+    if pd.isna(improvement):
+        return "not measured"
+    return "no change" if round(improvement, 3) == 0 else "helps" if improvement > 0 else "hurts"
 
 
 def _short(column: str) -> str:
