@@ -142,14 +142,18 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def timbre_accuracy(classifier: DomainClassifier, audio: torch.Tensor, domain: str) -> float:
+    """Share of the clips (B, T) that the classifier labels `domain`."""
+    return (classifier.predict(audio) == classifier.domains.index(domain)).float().mean().item()
+
+
 def score_translations(classifier: DomainClassifier, target: str, translations: torch.Tensor,
                        sources: torch.Tensor, truths: torch.Tensor | None,
                        sample_rate: int) -> dict[str, float | None]:
     """The pair metrics of translations (B, T) into `target` of clips `sources` (B, T), with
     the clips' true renderings on the target (B, T) if known (else the truth metrics are None)."""
-    label = classifier.domains.index(target)
     out: dict[str, float | None] = {
-        "timbre_acc": (classifier.predict(translations) == label).float().mean().item(),
+        "timbre_acc": timbre_accuracy(classifier, translations, target),
         "chroma_to_source": _mean(chroma_similarity(translations, sources, sample_rate).tolist()),
         "chroma_to_truth": None, "chroma_ceiling": None, "spectral_distance": None,
         "identity_distance": None, "translation_gain": None}
@@ -231,9 +235,8 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
                                            sr)})
     trained = [p for p in pairs if p["source"] in domains]
     summary = {k: _mean(p[k] for p in trained) for k in PAIR_METRICS}
-    summary.update(self_timbre_acc=_mean(
-                       (classifier.predict(audio) == classifier.domains.index(d)).float().mean()
-                       .item() for d, audio in own.items()),
+    summary.update(self_timbre_acc=_mean(timbre_accuracy(classifier, audio, d)
+                                         for d, audio in own.items()),
                    latent_domain_acc=latent_acc, latent_chance=1 / len(domains),
                    pitch_cos_same=pitch[0] if pitch else None,
                    pitch_cos_diff=pitch[1] if pitch else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import torch
 
 from umtune.analysis.report_data import AUG, EVAL_PREFIX, LAMBDA, SweepData, finite, load_sweep
 from umtune.data.writer import write_text_atomic
-from umtune.trainable.checkpoint import LocalRun, load_checkpoint
+from umtune.trainable.checkpoint import LocalRun, TrainingState, load_checkpoint
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,13 @@ def heldout_curve(epochs: list[dict], every_minutes: float = 10.0) -> str:
     return ", ".join(marks)
 
 
-def results_markdown(evaluation: dict, checkpoint: str | Path, *, step: int, epoch: int,
-                     training_seconds: float, config, command: str | None = None,
-                     epochs: list[dict] | None = None) -> str:
+def results_markdown(evaluation: dict, checkpoint: str | Path, state: TrainingState, *,
+                     command: str | None = None, epochs: Sequence[dict] = ()) -> str:
     """The committed results table of one trained network: training facts, the machine, the
     targets with values, and the remaining summary metrics; with the run's epoch reports, the
     held-out CE curve too."""
     s = evaluation["summary"]
-    train = config.train
+    train = state.config.train
     rows = target_rows(s, train.confusion_lambda)
     met = sum(r["met"] is True for r in rows)
     lines = [
@@ -118,8 +117,8 @@ def results_markdown(evaluation: dict, checkpoint: str | Path, *, step: int, epo
         "",
         f"- written: {time.strftime('%Y-%m-%d %H:%M %Z')}",
         *([f"- command: `{command}`"] if command else []),
-        f"- training: {training_seconds / 60:.1f} minutes of training steps, {step} steps, "
-        f"{epoch} epochs; seed {train.seed}; precision {train.precision}; lambda "
+        f"- training: {state.elapsed_seconds / 60:.1f} minutes of training steps, {state.step} "
+        f"steps, {state.epoch} epochs; seed {train.seed}; precision {train.precision}; lambda "
         f"{train.confusion_lambda:g}; augmentation {train.aug_semitones:g} semitones",
         *([f"- held-out CE (nats/sample) by training time: {heldout_curve(epochs)}"]
           if epochs else []),
@@ -147,12 +146,9 @@ def write_results_table(evaluation: dict, checkpoint: str | Path, out: str | Pat
                         command: str | None = None) -> Path:
     """`results_markdown` of an evaluated checkpoint, with its run's epoch reports when it is a
     plain run's (`RUN/checkpoint` beside `RUN/metrics.jsonl`), written atomically to `out`."""
-    state = load_checkpoint(Path(checkpoint))
-    epochs = LocalRun(Path(checkpoint).parent, echo=False).history()
     return write_text_atomic(Path(out), results_markdown(
-        evaluation, checkpoint, step=state.step, epoch=state.epoch,
-        training_seconds=state.elapsed_seconds, config=state.config, command=command,
-        epochs=epochs or None))
+        evaluation, checkpoint, load_checkpoint(Path(checkpoint)), command=command,
+        epochs=LocalRun(Path(checkpoint).parent, echo=False).history()))
 
 
 def write_ablation_table(sweep_dir: str | Path, out: str | Path, command: str | None = None,
@@ -228,9 +224,8 @@ def _short(column: str) -> str:
 def _number(value, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "-"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:+.3f}" if signed else f"{value:.3f}" if isinstance(value, float) \
-            else str(value)
+    if isinstance(value, float):
+        return f"{value:+.3f}" if signed else f"{value:.3f}"
     return str(value)
 
 
