@@ -66,7 +66,8 @@ translation-results: setup $(DEMO_DATA)/manifest.json
 
 # The paper's ablation with the `cpu` preset: lambda in {0, 1e-2} x augmentation in {0, 0.5}
 # semitones, two trials at a time on one core each, ABLATION_MINUTES of training each, every
-# trial evaluated; writes results/ablation.html (the report) and results/ablation.md (does each component help?).
+# trial evaluated; writes the report to reports/ (not committed: it embeds plotly.js and audio)
+# and results/ablation.md (does each component help?).
 ABLATION_MINUTES ?= 10
 ABLATION_SWEEP := ablation-$(shell date +%Y%m%d-%H%M%S)
 
@@ -74,7 +75,7 @@ ablation: setup $(DEMO_DATA)/manifest.json
 	$(VENV)/bin/umtune sweep --space ablation --search grid --scheduler none --preset cpu \
 		--cpus-per-worker 1 --minutes-per-trial $(ABLATION_MINUTES) --eval-clips 1 --data $(DEMO_DATA) \
 		--storage sweeps --name $(ABLATION_SWEEP)
-	$(VENV)/bin/umtune report sweeps/$(ABLATION_SWEEP) --clips 1 -o results/ablation.html --table results/ablation.md
+	$(VENV)/bin/umtune report sweeps/$(ABLATION_SWEEP) --clips 1 -o reports/$(ABLATION_SWEEP).html --table results/ablation.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
