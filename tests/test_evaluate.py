@@ -152,10 +152,13 @@ def test_evaluate_table_records_training_machine_and_targets(run, tmp_path, caps
     the checkpoint's steps, epochs and seed, this machine, and the command itself."""
     table = tmp_path / "results" / "cpu.md"
     assert main(["evaluate", str(run.checkpoint), "--clips", "1", "--seconds", "0.25",
-                 "-o", str(tmp_path / "ev"), "--table", str(table)]) == 0
+                 "--temperature", "0.5", "-o", str(tmp_path / "ev"), "--table", str(table)]) == 0
     assert f"written: {table}" in capsys.readouterr().out
     text = table.read_text()
-    summary = json.loads((tmp_path / "ev" / "metrics.json").read_text())["summary"]
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    summary = metrics["summary"]
+    assert metrics["temperature"] == 0.5 and "sampling temperature 0.5," in text
+    assert f"| `latent_gain` | {summary['latent_gain']:.3f} |" in text
     assert f"| timbre accuracy into the target domain | `timbre_acc` | " \
            f"{summary['timbre_acc']:.3f} | >= 0.80 |" in text
     assert f">= ceiling {summary['chroma_ceiling']:.3f} - 0.10" in text

@@ -1,5 +1,6 @@
 """Cached generation equals the naive full recompute; the cache wraps and resets correctly."""
 
+import pytest
 import torch
 from test_model import TINY, _model
 
@@ -36,6 +37,22 @@ def test_cached_and_naive_generation_sample_the_same_audio():
     naive = generate(m.decoders["b"], z, POOL, seed=11, naive=True)
     assert torch.equal(cached, naive)
     assert cached.shape == (3, 4 * POOL)
+
+
+def test_low_temperature_samples_the_greedy_path_and_bad_temperatures_are_refused():
+    """Near 0 every sample is its distribution's argmax, whatever the seed; at 1 the seed
+    matters."""
+    m = _model().eval()
+    dec, z = m.decoders["a"], torch.randn(2, 4, 2)
+    cold = [generate(dec, z, POOL, seed=s, temperature=1e-9) for s in (1, 2)]
+    assert torch.equal(cold[0], cold[1])
+    logits = cached_logits(dec, z, POOL)  # the generator's own path, called in order
+    greedy = torch.stack([logits(t, cold[0]).argmax(-1) for t in range(2 * POOL)], dim=1)
+    assert torch.equal(cold[0], greedy)
+    assert not torch.equal(generate(dec, z, POOL, seed=1), generate(dec, z, POOL, seed=2))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            generate(dec, z, POOL, temperature=bad)
 
 
 def test_cache_reset_restarts_from_silence():

@@ -37,7 +37,7 @@ def test_training_lowers_heldout_ce_and_reports_every_epoch(tiny_dataset, tmp_pa
     assert history[-1]["step"] == 200
     assert history[-1]["heldout_ce"] < history[0]["heldout_ce"] - 0.5
     for key in ("train_ce", "heldout_ce", "confusion_acc", "lr", "samples_per_s",
-                "heldout_confusion_acc", "heldout_ce/piano"):
+                "heldout_confusion_acc", "heldout_latent_gain", "heldout_ce/piano"):
         assert key in history[-1]
 
 
@@ -111,7 +111,8 @@ def test_train_and_translate_cli_end_to_end(tiny_dataset, tmp_path, capsys):
 
 
 def test_translate_cli_errors_name_the_problem(tiny_dataset, tmp_path, capsys):
-    """Unknown domain, bad checkpoint and bad audio each give exit 2 and a clear message."""
+    """Unknown domain, bad checkpoint, bad audio and a bad temperature each give exit 2 and a
+    clear message."""
     cfg = tiny_run(tiny_dataset, max_epochs=1, steps_per_epoch=1)
     run = LocalRun(tmp_path / "run", echo=False)
     train(cfg, report=run)
@@ -126,6 +127,8 @@ def test_translate_cli_errors_name_the_problem(tiny_dataset, tmp_path, capsys):
         (["--checkpoint", str(run.checkpoint), "--to", "banjo", str(good)], "unknown target"),
         (["--checkpoint", str(tmp_path), "--to", "flute", str(good)], "no state.pt"),
         (["--checkpoint", str(run.checkpoint), "--to", "flute", str(bad)], "bad.wav"),
+        (["--checkpoint", str(run.checkpoint), "--to", "flute", "--temperature", "0", str(good)],
+         "temperature=0.0: expected a positive number"),
     ]
     for args, message in cases:
         assert main(["translate", *args, "-o", str(tmp_path / "o")]) == 2

@@ -16,9 +16,11 @@ from umtune.config import (
 )
 from umtune.trainable.model import (
     UniversalTranslator,
+    WaveNetDecoder,
     codes_to_input,
     decoder_receptive_field,
     encoder_receptive_field,
+    mismatched_latent,
     mu_law_encode,
 )
 
@@ -141,6 +143,42 @@ def test_tiny_model_overfits_a_one_second_clip():
         ce.mean().backward()
         opt.step()
     assert ce.mean().item() < 0.5 * torch.log(torch.tensor(256.0)).item()  # 5.55 at the start
+
+
+def test_mismatched_latent_swaps_each_frame_for_the_one_half_the_clip_away():
+    z = torch.arange(2 * 3 * 6, dtype=torch.float32).view(2, 3, 6)
+    swapped = mismatched_latent(z)
+    assert swapped.shape == z.shape
+    assert torch.equal(swapped[:, :, 3:], z[:, :, :3]) and torch.equal(swapped[:, :, :3],
+                                                                          z[:, :, 3:])
+
+
+def test_latent_gain_is_zero_for_a_decoder_deaf_to_the_latent_and_large_once_it_listens():
+    """Where the latent alone says what each sample is (a one-hot class per sample), a decoder
+    trained on it loses more than a nat/sample to a mismatched latent; with its conditioning
+    weights zeroed it loses exactly nothing."""
+    torch.manual_seed(0)
+    classes = 4
+    targets = torch.randint(classes, (8, 64))
+    z = F.one_hot(targets, classes).float().transpose(1, 2)  # (B, L=classes, F=T): pool 1
+    decoder = WaveNetDecoder(TINY.decoder, latent_channels=classes, classes=classes)
+    opt = torch.optim.Adam(decoder.parameters(), lr=1e-2)
+
+    def gain() -> float:
+        with torch.no_grad():
+            own, mismatched = (F.cross_entropy(decoder(targets, latent), targets).item()
+                               for latent in (z, mismatched_latent(z)))
+        return mismatched - own
+
+    for _ in range(100):
+        loss = F.cross_entropy(decoder(targets, z), targets)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert gain() > 1.0
+    with torch.no_grad():
+        decoder.cond.weight.zero_()
+    assert gain() == 0.0
 
 
 def test_dilation_schedule_rejects_wrong_lengths_and_names():

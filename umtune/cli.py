@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+TEMPERATURE_HELP = ("sampling temperature: 1 samples the decoder's trained distribution, below 1 "
+                    "sharpens it (fewer noisy samples, less variety)")
+
 
 def _data_chorales(a: argparse.Namespace) -> None:
     from umtune.data import Dataset, render_chorales
@@ -123,7 +126,8 @@ def _translate(a: argparse.Namespace) -> None:
     from umtune.trainable.translate import translate_files
 
     for path in translate_files(a.checkpoint, a.inputs, a.to, a.output,
-                                chunk_seconds=a.chunk_seconds, seed=a.seed):
+                                chunk_seconds=a.chunk_seconds, seed=a.seed,
+                                temperature=a.temperature):
         print(path)
 
 
@@ -143,7 +147,7 @@ def _evaluate(a: argparse.Namespace) -> None:
     out = a.output or Path(a.checkpoint).absolute().parent / "evaluation"
     result = evaluate_checkpoint(a.checkpoint, a.data, clips=a.clips, seconds=a.seconds,
                                  seed=a.seed, out_dir=out, chunk_seconds=a.chunk_seconds,
-                                 progress=True)
+                                 temperature=a.temperature, progress=True)
     print(format_evaluation(result) + f"\nwritten: {out}/metrics.json")
     if a.table:
         from umtune.analysis.results import write_results_table
@@ -270,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--chunk-seconds", type=float, default=0.5,
                     help="clips are cut into chunks generated in parallel")
     tl.add_argument("--seed", type=int, default=0)
+    tl.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     tl.set_defaults(handler=_translate)
 
     ev = sub.add_parser("evaluate", help="score a checkpoint's translations of held-out clips")
@@ -280,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="chooses clips; seeds generation")
     ev.add_argument("--chunk-seconds", type=float, default=0.125,
                     help="clips are cut into chunks generated in parallel")
+    ev.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     ev.add_argument("-o", "--output", type=Path,
                     help="folder for metrics.json and audio/ (default: CHECKPOINT/../evaluation)")
     ev.add_argument("--table", type=Path, metavar="FILE.md",

@@ -26,6 +26,9 @@ unseen "whistle" included, so the true rendering of each clip on the target is k
 - unseen_timbre_acc: timbre_acc of translations from the unseen domain into each trained one.
 - recon_ce: teacher-forced cross-entropy (nats/sample) of each domain's own decoder on its
   held-out clips, as the training loop's held-out CE.
+- latent_gain: how much higher that CE is when each latent frame is swapped for the frame half
+  the clip away (`mismatched_latent`): how much the decoders use the latent at all. Near 0 they
+  model their domain unconditionally, and no content (chroma) can pass through a translation.
 
 Datasets without parallel held-out renderings (imported folders) give null for the truth-based
 metrics; a dataset without a note set gives null pitch metrics; both say why under "skipped".
@@ -58,7 +61,12 @@ from umtune.data.chorales import TAIL_SECONDS
 from umtune.data.writer import write_json_atomic
 from umtune.trainable.checkpoint import load_checkpoint
 from umtune.trainable.generate import Translator
-from umtune.trainable.model import UniversalTranslator, codes_to_input, mu_law_encode
+from umtune.trainable.model import (
+    UniversalTranslator,
+    codes_to_input,
+    mismatched_latent,
+    mu_law_encode,
+)
 
 METRICS_FILE = "metrics.json"
 AUDIO_DIR = "audio"
@@ -66,7 +74,8 @@ DEFAULT_CHUNK_SECONDS = 0.125  # shorter chunks = larger generation batches = fa
 SUMMARY_KEYS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain",
                 "self_timbre_acc", "latent_domain_acc", "latent_chance", "pitch_cos_same",
-                "pitch_cos_diff", "unseen_timbre_acc", "recon_ce", "classifier_heldout_acc")
+                "pitch_cos_diff", "unseen_timbre_acc", "recon_ce", "latent_gain",
+                "classifier_heldout_acc")
 PAIR_METRICS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain")
 
@@ -170,19 +179,24 @@ def score_translations(classifier: DomainClassifier, target: str, translations: 
 
 @torch.no_grad()
 def reconstruction_ce(model: UniversalTranslator, audio: torch.Tensor, domain: str,
-                      device="cpu") -> float:
-    """Teacher-forced CE (nats/sample) of `domain`'s decoder on its own clips (B, T)."""
+                      device="cpu") -> tuple[float, float]:
+    """Teacher-forced CE (nats/sample) of `domain`'s decoder on its own clips (B, T), and its
+    latent gain: the CE with `mismatched_latent` minus that CE."""
     pool, classes = model.cfg.encoder.pool, model.cfg.classes
     n = audio.shape[-1] // pool * pool
     codes = mu_law_encode(audio[:, :n].to(device), classes)
-    logits = model.decoders[domain](codes, model.encoder(codes_to_input(codes, classes)))
-    return F.cross_entropy(logits.float(), codes).item()
+    z = model.encoder(codes_to_input(codes, classes))
+    decoder = model.decoders[domain]
+    own, mismatched = (F.cross_entropy(decoder(codes, latent).float(), codes).item()
+                       for latent in (z, mismatched_latent(z)))
+    return own, mismatched - own
 
 
 def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, *, clips: int = 2,
              seconds: float = 1.0, seed: int = 0, out_dir: str | Path | None = None,
              device: str | torch.device = "cpu", chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-             checkpoint: str | None = None, progress: bool = False) -> dict:
+             temperature: float = 1.0, checkpoint: str | None = None,
+             progress: bool = False) -> dict:
     """Score `model` (moved to `device`, left in its train/eval mode) on the dataset's held-out
     clips; returns the metrics dict and, with `out_dir`, writes it as `out_dir/metrics.json`
     with the audio gallery in `out_dir/audio/`. `checkpoint` is only recorded in the result."""
@@ -212,11 +226,13 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
     model.to(device).eval()
     try:
         translations = _translate_all(Translator(model=model, config=cfg), chosen, domains,
-                                      unseen, sr, chunk_seconds, seed, progress)
+                                      unseen, sr, chunk_seconds, seed, temperature, progress)
         own = {d: translations.pop((d, d)) for d in domains}
         stacked = {d: torch.from_numpy(np.stack([c.audio[d] for c in chosen]))
                    for d in domains + unseen}
-        recon = {d: reconstruction_ce(model, stacked[d], d, device) for d in domains}
+        recon, latent_gain = {}, {}
+        for d in domains:
+            recon[d], latent_gain[d] = reconstruction_ce(model, stacked[d], d, device)
         latent_acc = latent_domain_accuracy(model, data, domains, device=device)
         pitch = None
         if any(data.files(d, "notes") for d in data.domains + data.unseen_domains):
@@ -243,6 +259,7 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
                    unseen_timbre_acc=_mean(p["timbre_acc"] for p in pairs
                                            if p["source"] in unseen),
                    recon_ce=_mean(recon.values()),
+                   latent_gain=_mean(latent_gain.values()),
                    classifier_heldout_acc=classifier.heldout_acc)
     gallery, files = _gallery(chosen[0], translations, domains, unseen, parallel)
     result = {
@@ -253,7 +270,7 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "clips": clips, "seconds": length / sr, "sample_rate": sr, "domains": list(domains),
         "unseen_domains": list(unseen), "clip_names": [c.name for c in chosen], "seed": seed,
-        "chunk_seconds": chunk_seconds,
+        "chunk_seconds": chunk_seconds, "temperature": temperature,
         "classifier": {"domains": list(classifier.domains), "heldout_acc": classifier.heldout_acc,
                        "chance": 1 / len(classifier.domains)},
         "skipped": skipped,
@@ -292,14 +309,15 @@ def _check_dataset(data: Dataset, cfg: RunConfig, domains: tuple[str, ...]) -> N
 
 
 def _translate_all(translator: Translator, chosen: list[Clip], domains, unseen, sr: int,
-                   chunk_seconds: float, seed: int, progress: bool) -> dict:
+                   chunk_seconds: float, seed: int, temperature: float, progress: bool) -> dict:
     """{(source, target): (clips, T) translations}: one batch per target, all sources in it,
     the target itself included (its clips through its own decoder)."""
     out = {}
     for target in tqdm(domains, desc="translate", unit="target", disable=not progress):
         sources = domains + unseen
         batch = translator.translate_batch([c.audio[s] for s in sources for c in chosen], sr,
-                                           target, chunk_seconds=chunk_seconds, seed=seed)
+                                           target, chunk_seconds=chunk_seconds, seed=seed,
+                                           temperature=temperature)
         for i, source in enumerate(sources):
             rows = batch[i * len(chosen):(i + 1) * len(chosen)]
             out[(source, target)] = torch.stack(rows).float().cpu()

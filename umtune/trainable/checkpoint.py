@@ -121,5 +121,6 @@ class LocalRun:
 
 def format_metrics(m: dict) -> str:
     return (f"epoch {m['epoch']:4d}  step {m['step']:6d}  train CE {m['train_ce']:.4f}  "
-            f"held-out CE {m['heldout_ce']:.4f}  confusion acc {m['confusion_acc']:.2f}  "
+            f"held-out CE {m['heldout_ce']:.4f}  latent gain {m['heldout_latent_gain']:.3f}  "
+            f"confusion acc {m['confusion_acc']:.2f}  "
             f"lr {m['lr']:.2e}  {m['samples_per_s']:.0f} samples/s")

@@ -133,7 +133,11 @@ def naive_logits(decoder: WaveNetDecoder, z: Tensor, pool: int):
 @torch.no_grad()
 def generate(decoder: WaveNetDecoder, z: Tensor, pool: int, *, seed: int = 0,
              temperature: float = 1.0, naive: bool = False, progress: bool = False) -> Tensor:
-    """Sample mu-law codes (B, F * pool) from `decoder` conditioned on the latent z (B, L, F)."""
+    """Sample mu-law codes (B, F * pool) from `decoder` conditioned on the latent z (B, L, F);
+    `temperature` < 1 sharpens every sample's distribution (1: the trained one)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r}: expected a positive number (1 samples "
+                         f"the trained distribution, below 1 sharpens it)")
     B, _, frames = z.shape
     logits_fn = (naive_logits if naive else cached_logits)(decoder, z, pool)
     codes = torch.zeros(B, frames * pool, dtype=torch.long, device=z.device)
@@ -165,15 +169,16 @@ class Translator:
         return self.config.model.domains
 
     def translate(self, waveform: Tensor | np.ndarray, sr: int, to: str, *,
-                  chunk_seconds: float = 0.5, seed: int = 0, progress: bool = False) -> Tensor:
+                  chunk_seconds: float = 0.5, seed: int = 0, temperature: float = 1.0,
+                  progress: bool = False) -> Tensor:
         """Translate one clip (T,) or (channels, T) at rate `sr` into domain `to`; returns a
         mono waveform at `self.sample_rate`."""
         return self.translate_batch([waveform], sr, to, chunk_seconds=chunk_seconds, seed=seed,
-                                    progress=progress)[0]
+                                    temperature=temperature, progress=progress)[0]
 
     @torch.no_grad()
     def translate_batch(self, waveforms: Sequence[Tensor | np.ndarray], sr: int, to: str, *,
-                        chunk_seconds: float = 0.5, seed: int = 0,
+                        chunk_seconds: float = 0.5, seed: int = 0, temperature: float = 1.0,
                         progress: bool = False) -> list[Tensor]:
         """Translate several clips at once: every chunk of every clip is one batch row."""
         if to not in self.domains:
@@ -191,7 +196,7 @@ class Translator:
             latents.append(z[0].unflatten(1, (-1, chunk_frames)).permute(1, 0, 2))  # (n, L, c)
         rows = [z.shape[0] for z in latents]
         codes = generate(self.model.decoders[to], torch.cat(latents), pool, seed=seed,
-                         progress=progress)  # (sum n, chunk_frames * pool)
+                         temperature=temperature, progress=progress)  # (sum n, frames * pool)
         audio = mu_law_decode(codes, self.config.model.classes)
         return [clip.flatten()[:n].cpu() for clip, n in zip(audio.split(rows), lengths,
                                                             strict=True)]

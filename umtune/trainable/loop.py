@@ -43,6 +43,7 @@ from umtune.trainable.model import (
     codes_to_input,
     decoder_receptive_field,
     encoder_receptive_field,
+    mismatched_latent,
     mu_law_encode,
     parameter_count,
 )
@@ -203,21 +204,24 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out CE and confusion accuracy on a fixed set of held-out segments."""
+        """Held-out CE, latent gain (`mismatched_latent`) and confusion accuracy on a fixed set of
+        held-out segments."""
         self.model.eval()
         eval_cfg = replace(self.cfg, data=replace(self.cfg.data,
                                                   batch_per_domain=self.cfg.train.eval_segments))
         batch = draw_batch(eval_cfg, self.data,
                            step=0, split="heldout", augment=False, seed_offset=1)
         with self.autocast():
-            ce, z = self.model.autoencoder(batch.clean_inputs.to(self.device),
-                                           batch.targets.to(self.device))
+            targets = batch.targets.to(self.device)
+            ce, z = self.model.autoencoder(batch.clean_inputs.to(self.device), targets)
+            ce_mismatched = self.model.autoencoder.reconstruction_ce(mismatched_latent(z), targets)
             logits = self.model.confusion(z.float())
         labels = batch.labels.to(self.device)
         self.model.train()
         return {"heldout_ce": ce.mean().item(),
                 **{f"heldout_ce/{d}": v.item() for d, v in zip(self.cfg.model.domains, ce,
                                                                strict=True)},
+                "heldout_latent_gain": (ce_mismatched - ce).mean().item(),
                 "heldout_confusion_acc": (logits.argmax(-1) == labels).float().mean().item()}
 
     def state(self) -> TrainingState:

@@ -245,11 +245,15 @@ class Autoencoder(nn.Module):
             targets: (K * b, T) clean mu-law codes the decoders must predict.
         """
         z = self.encoder(inputs)  # (K*b, L, F)
+        return self.reconstruction_ce(z, targets), z
+
+    def reconstruction_ce(self, z: Tensor, targets: Tensor) -> Tensor:
+        """Per-domain CE (K,) of each domain's decoder on its rows of `targets` given latent z."""
         k = len(self.decoders)
         ce = [F.cross_entropy(decoder(codes, latent).float(), codes)
               for decoder, codes, latent in zip(self.decoders.values(), targets.chunk(k),
                                                 z.chunk(k), strict=True)]
-        return torch.stack(ce), z
+        return torch.stack(ce)
 
 
 class UniversalTranslator(nn.Module):
@@ -277,6 +281,16 @@ class UniversalTranslator(nn.Module):
         """Waveform (B, T) in [-1, 1] -> latent (B, L, T // pool)."""
         return self.encoder(codes_to_input(mu_law_encode(audio, self.cfg.classes),
                                            self.cfg.classes))
+
+
+def mismatched_latent(z: Tensor) -> Tensor:
+    """The latent (B, L, F) with every frame swapped for the frame half the clip away.
+
+    The decoder's CE with it minus its CE with the true latent (the latent gain, nats/sample)
+    says how much the decoder uses the latent: same clip and statistics, wrong content. Near 0,
+    the decoder is an unconditional model of its domain and cannot carry content across.
+    """
+    return z.roll(z.shape[-1] // 2, dims=-1)
 
 
 def parameter_count(module: nn.Module) -> int:

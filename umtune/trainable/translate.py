@@ -36,8 +36,8 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
 
 
 def translate_files(checkpoint: Path, inputs: Sequence[Path], to: str, out: Path, *,
-                    chunk_seconds: float = 0.5, seed: int = 0, progress: bool = True,
-                    ) -> list[Path]:
+                    chunk_seconds: float = 0.5, seed: int = 0, temperature: float = 1.0,
+                    progress: bool = True) -> list[Path]:
     """Translate every input into domain `to`; all clips are generated together as one batch."""
     translator = load_translator(checkpoint)
     if to not in translator.domains:
@@ -47,7 +47,7 @@ def translate_files(checkpoint: Path, inputs: Sequence[Path], to: str, out: Path
     sr = translator.sample_rate
     clips = [load_audio(f, sr) for f in files]
     outputs = translator.translate_batch(clips, sr, to, chunk_seconds=chunk_seconds, seed=seed,
-                                         progress=progress)
+                                         temperature=temperature, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for f, audio in zip(files, outputs, strict=True):
