@@ -151,9 +151,12 @@ def test_bf16_autocast_runs_the_convolutions_in_bf16_and_still_learns(tiny_datas
     assert history[-1]["heldout_ce"] < history[0]["heldout_ce"] - 0.5
 
 
-def test_cpu_preset_is_tiny_with_twice_the_decoder_width_in_bf16():
+def test_cpu_preset_is_tiny_with_twice_the_decoder_width_a_standardized_latent_in_bf16():
     tiny, cpu = preset("tiny"), preset("cpu")
-    assert cpu.model.encoder == tiny.model.encoder and cpu.data == tiny.data
+    assert not tiny.model.encoder.normalize_latent
+    assert not preset("paper").model.encoder.normalize_latent
+    assert cpu.model.encoder == replace(tiny.model.encoder, normalize_latent=True)
+    assert cpu.data == tiny.data
     assert (cpu.model.decoder.residual_channels, cpu.model.decoder.gate_channels,
             cpu.model.decoder.skip_channels) == (64, 128, 64)
     assert cpu.train == replace(tiny.train, precision="bf16")

@@ -22,6 +22,7 @@ from umtune.trainable.model import (
     encoder_receptive_field,
     mismatched_latent,
     mu_law_encode,
+    standardize_frames,
 )
 
 TINY = ModelConfig(
@@ -143,6 +144,22 @@ def test_tiny_model_overfits_a_one_second_clip():
         ce.mean().backward()
         opt.step()
     assert ce.mean().item() < 0.5 * torch.log(torch.tensor(256.0)).item()  # 5.55 at the start
+
+
+def test_standardized_latent_has_zero_mean_unit_variance_per_clip_and_channel():
+    """With `normalize_latent` every channel of every clip's latent is standardised over the
+    clip's frames (a per-clip offset, where the domain sits, is gone); one frame gives 0."""
+    cfg = replace(TINY, encoder=replace(TINY.encoder, normalize_latent=True))
+    audio = torch.randn(3, 200) * 0.3
+    z = _model(cfg).encode(audio)
+    assert z.shape == (3, 4, 10)
+    torch.testing.assert_close(z.mean(-1), torch.zeros(3, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z, F.instance_norm(_model(TINY).encode(audio)), atol=1e-4, rtol=0)
+    offset = torch.randn(3, 4, 1) * 10
+    wide = standardize_frames(torch.randn(3, 4, 50) + offset)
+    torch.testing.assert_close(wide.var(-1, correction=0), torch.ones(3, 4), atol=1e-4, rtol=0)
+    assert torch.equal(standardize_frames(torch.randn(2, 4, 1)), torch.zeros(2, 4, 1))
+    assert _model(cfg).encode(audio[:, :20]).abs().max() == 0  # one frame
 
 
 def test_mismatched_latent_swaps_each_frame_for_the_one_half_the_clip_away():

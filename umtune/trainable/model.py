@@ -78,6 +78,13 @@ class EncoderLayer(nn.Module):
         return x + self.mix(F.relu(self.dilated(F.relu(x))))
 
 
+def standardize_frames(z: Tensor, eps: float = 1e-5) -> Tensor:
+    """Each channel of a latent (B, L, F) to zero mean and unit variance over its F frames
+    (instance normalisation; a single frame becomes 0)."""
+    centred = z - z.mean(dim=-1, keepdim=True)
+    return centred * torch.rsqrt(centred.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+
 class Encoder(nn.Module):
     """Shared non-causal encoder: waveform input -> latent (B, latent_channels, T // pool).
 
@@ -88,6 +95,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         self.pool = cfg.pool
+        self.normalize_latent = cfg.normalize_latent
         dil = dilation_schedule(cfg.dilations, cfg.blocks, cfg.layers_per_block)
         self.start = nn.Conv1d(1, cfg.channels, cfg.kernel_size, padding=(cfg.kernel_size - 1) // 2)
         self.layers = nn.Sequential(*(EncoderLayer(cfg.channels, cfg.kernel_size, d) for d in dil))
@@ -95,7 +103,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, T) scaled input
         h = self.layers(self.start(x.unsqueeze(1)))  # (B, C, T)
-        return F.avg_pool1d(self.to_latent(h), self.pool)  # (B, L, T // pool)
+        z = F.avg_pool1d(self.to_latent(h), self.pool)  # (B, L, T // pool)
+        return standardize_frames(z) if self.normalize_latent else z
 
 
 class DecoderLayer(nn.Module):
