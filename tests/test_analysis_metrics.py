@@ -14,7 +14,12 @@ from umtune.analysis.evaluate import reconstruction_ce, score_translations, sele
 from umtune.analysis.features import chroma_similarity, logmel_distance
 from umtune.analysis.latent import latent_domain_accuracy, pitch_similarity
 from umtune.data import Dataset
-from umtune.trainable.model import UniversalTranslator, codes_to_input, mu_law_encode
+from umtune.trainable.model import (
+    UniversalTranslator,
+    codes_to_input,
+    mismatched_latent,
+    mu_law_encode,
+)
 
 SR = 16000
 
@@ -173,14 +178,18 @@ def test_pitch_similarity_of_a_constant_latent_is_zero(ds, tiny_dataset):
 
 
 def test_reconstruction_ce_is_the_training_loops_heldout_ce(ds, clips, tiny_dataset):
-    """The per-domain CE equals the autoencoder's teacher-forced CE (the loop's held-out CE),
-    and an untrained decoder is near log(256) nats/sample."""
+    """The per-domain CE and latent gain equal the autoencoder's teacher-forced CE with the
+    true and the mismatched latent (the loop's held-out figures), and an untrained decoder is
+    near log(256) nats/sample."""
     cfg = tiny_run(tiny_dataset)
     model = UniversalTranslator(replace(cfg.model)).eval()
     audio = {d: _stack(clips, d) for d in cfg.model.domains}
-    ours = [reconstruction_ce(model, audio[d], d) for d in cfg.model.domains]
+    ours, gains = zip(*(reconstruction_ce(model, audio[d], d) for d in cfg.model.domains),
+                      strict=True)
     codes = mu_law_encode(torch.cat(list(audio.values())), 256)
     with torch.no_grad():
-        theirs, _ = model.autoencoder(codes_to_input(codes, 256), codes)
-    assert ours == pytest.approx(theirs.tolist(), rel=1e-5)
+        theirs, z = model.autoencoder(codes_to_input(codes, 256), codes)
+        mismatched = model.autoencoder.reconstruction_ce(mismatched_latent(z), codes)
+    assert list(ours) == pytest.approx(theirs.tolist(), rel=1e-5)
+    assert list(gains) == pytest.approx((mismatched - theirs).tolist(), abs=1e-5)
     assert all(abs(ce - np.log(256)) < 0.5 for ce in ours)
