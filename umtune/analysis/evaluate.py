@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from umtune.analysis.classifier import DomainClassifier, domain_classifier
@@ -178,18 +177,18 @@ def score_translations(classifier: DomainClassifier, target: str, translations: 
 
 
 @torch.no_grad()
-def reconstruction_ce(model: UniversalTranslator, audio: torch.Tensor, domain: str,
-                      device="cpu") -> tuple[float, float]:
-    """Teacher-forced CE (nats/sample) of `domain`'s decoder on its own clips (B, T), and its
-    latent gain: the CE with `mismatched_latent` minus that CE."""
+def reconstruction_ce(model: UniversalTranslator, audio: dict[str, torch.Tensor],
+                      device="cpu") -> tuple[dict[str, float], dict[str, float]]:
+    """Per domain, the teacher-forced CE (nats/sample) of its decoder on its own clips (B, T)
+    and its latent gain (the CE with `mismatched_latent` minus that CE): the training loop's
+    held-out figures, computed the same way. `audio` holds every domain, in the model's order."""
     pool, classes = model.cfg.encoder.pool, model.cfg.classes
-    n = audio.shape[-1] // pool * pool
-    codes = mu_law_encode(audio[:, :n].to(device), classes)
-    z = model.encoder(codes_to_input(codes, classes))
-    decoder = model.decoders[domain]
-    own, mismatched = (F.cross_entropy(decoder(codes, latent).float(), codes).item()
-                       for latent in (z, mismatched_latent(z)))
-    return own, mismatched - own
+    n = min(a.shape[-1] for a in audio.values()) // pool * pool
+    codes = mu_law_encode(torch.cat([a[:, :n] for a in audio.values()]).to(device), classes)
+    ce, z = model.autoencoder(codes_to_input(codes, classes), codes)
+    gain = model.autoencoder.reconstruction_ce(mismatched_latent(z), codes) - ce
+    return ({d: v.item() for d, v in zip(audio, ce, strict=True)},
+            {d: v.item() for d, v in zip(audio, gain, strict=True)})
 
 
 def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, *, clips: int = 2,
@@ -230,9 +229,7 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
         own = {d: translations.pop((d, d)) for d in domains}
         stacked = {d: torch.from_numpy(np.stack([c.audio[d] for c in chosen]))
                    for d in domains + unseen}
-        recon, latent_gain = {}, {}
-        for d in domains:
-            recon[d], latent_gain[d] = reconstruction_ce(model, stacked[d], d, device)
+        recon, latent_gain = reconstruction_ce(model, {d: stacked[d] for d in domains}, device)
         latent_acc = latent_domain_accuracy(model, data, domains, device=device)
         pitch = None
         if any(data.files(d, "notes") for d in data.domains + data.unseen_domains):

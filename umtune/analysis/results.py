@@ -125,7 +125,7 @@ def results_markdown(evaluation: dict, checkpoint: str | Path, state: TrainingSt
         f"- machine: {machine()}",
         f"- evaluation: {evaluation['clips']} held-out clip(s) x {evaluation['seconds']:.2f} s "
         f"per domain pair, seed {evaluation['seed']}, sampling temperature "
-        f"{evaluation.get('temperature', 1.0):g}, {evaluation['sample_rate']} Hz; the timbre "
+        f"{evaluation['temperature']:g}, {evaluation['sample_rate']} Hz; the timbre "
         f"judge's own accuracy on real held-out renderings "
         f"{_number(evaluation['classifier']['heldout_acc'])}",
         f"- targets met: {met} of {len(rows)}",
