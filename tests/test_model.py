@@ -205,3 +205,17 @@ def test_dilation_schedule_rejects_wrong_lengths_and_names():
     with pytest.raises(ValueError, match="fibonacci"):
         dilation_schedule("fibonacci", 2, 3)
     assert dilation_schedule("cycle2", 1, 5) == (1, 2, 1, 2, 1)
+
+
+def test_decoder_sees_the_inputs_it_is_given_and_predicts_the_codes():
+    """`inputs` replaces what the decoder sees of the past (its default: the codes themselves);
+    the first position sees no past, so noise cannot change it."""
+    m = _model(TINY)
+    codes = mu_law_encode(torch.sin(torch.arange(400) * 0.05).view(2, 200) * 0.5, 256)
+    z = torch.randn(2, TINY.encoder.latent_channels, 200 // TINY.encoder.pool)
+    decoder = m.decoders[TINY.domains[0]]
+    clean = decoder(codes, z)
+    torch.testing.assert_close(decoder(codes, z, codes_to_input(codes, 256)), clean)
+    noisy = decoder(codes, z, codes_to_input(codes, 256) + 0.1 * torch.randn(2, 200))
+    assert torch.equal(noisy[..., 0], clean[..., 0])
+    assert (noisy[..., 1:] - clean[..., 1:]).abs().amax() > 1e-3

@@ -159,6 +159,10 @@ class TrainConfig:
     aug_semitones: float = 0.5  # max |pitch shift| of the augmentation; 0 disables it
     aug_min_seconds: float = 0.25
     aug_max_seconds: float = 0.5
+    # Std of Gaussian noise on the decoders' teacher-forced input (input units: one mu-law step
+    # is 1 / (classes - 1)). A decoder that cannot trust its past leans on the latent, and one
+    # trained on noisy pasts drifts less on its own samples. 0 (the paper) disables it.
+    decoder_input_noise: float = 0.0
     steps_per_epoch: int = 50
     max_epochs: int = 1000
     max_minutes: float = 0.0  # time in training steps (not held-out eval or checkpoints), summed
@@ -175,6 +179,8 @@ class TrainConfig:
         _check(self.confusion_lambda >= 0, "train.confusion_lambda", self.confusion_lambda, ">= 0")
         _check(self.confusion_lr > 0, "train.confusion_lr", self.confusion_lr, "> 0")
         _check(self.aug_semitones >= 0, "train.aug_semitones", self.aug_semitones, ">= 0")
+        _check(self.decoder_input_noise >= 0, "train.decoder_input_noise",
+               self.decoder_input_noise, ">= 0")
         _check(0 < self.aug_min_seconds <= self.aug_max_seconds, "train.aug_min_seconds",
                (self.aug_min_seconds, self.aug_max_seconds),
                "0 < aug_min_seconds <= aug_max_seconds")

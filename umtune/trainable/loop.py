@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,7 @@ class DivergenceError(RuntimeError):
 class Batch:
     inputs: torch.Tensor  # (K*b, T) encoder input in [-0.5, 0.5], augmented
     clean_inputs: torch.Tensor  # (K*b, T) encoder input of the clean audio
+    decoder_inputs: torch.Tensor  # (K*b, T) clean_inputs, plus noise when training
     targets: torch.Tensor  # (K*b, T) clean mu-law codes
     labels: torch.Tensor  # (K*b,) domain index of each row
 
@@ -87,21 +88,26 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         for domain in cfg.model.domains]))  # (K * b/W, T)
     rows_per_domain = b // world_size
     labels = torch.arange(len(cfg.model.domains)).repeat_interleave(rows_per_domain)
-    classes = cfg.model.classes
+    classes, rows = cfg.model.classes, b * len(cfg.model.domains)
+    # Random draws are made for the global batch and this rank's rows picked from them.
+    mine = torch.cat([torch.arange(k * b, (k + 1) * b)[rank::world_size]
+                      for k in range(len(cfg.model.domains))])
     targets = mu_law_encode(audio, classes)
     clean = codes_to_input(targets, classes)
-    inputs = clean
+    inputs = decoder_inputs = clean
     if augment and cfg.train.aug_semitones > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        shifts = sample_shifts(b * len(cfg.model.domains), length, sr,
-                               max_semitones=cfg.train.aug_semitones,
+        shifts = sample_shifts(rows, length, sr, max_semitones=cfg.train.aug_semitones,
                                min_seconds=cfg.train.aug_min_seconds,
                                max_seconds=cfg.train.aug_max_seconds, generator=gen)
-        mine = torch.cat([torch.arange(k * b, (k + 1) * b)[rank::world_size]
-                          for k in range(len(cfg.model.domains))])
         shifted = apply_shifts(audio, shifts.rows(mine), sr)
         inputs = codes_to_input(mu_law_encode(shifted, classes), classes)
-    return Batch(inputs=inputs, clean_inputs=clean, targets=targets, labels=labels)
+    if augment and cfg.train.decoder_input_noise > 0:
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        noise = torch.randn(rows, length, generator=gen)[mine]
+        decoder_inputs = clean + cfg.train.decoder_input_noise * noise
+    return Batch(inputs=inputs, clean_inputs=clean, decoder_inputs=decoder_inputs,
+                 targets=targets, labels=labels)
 
 
 def _global_mean(values: torch.Tensor) -> torch.Tensor:
@@ -165,8 +171,7 @@ class Trainer:
         torch.manual_seed(step_seed(cfg.seed, self.step_count))  # dropout
         batch = draw_batch(self.cfg, self.data, self.step_count, "train", augment=True,
                            rank=self.rank, world_size=self.world_size)
-        batch = Batch(*(t.to(self.device) for t in (batch.inputs, batch.clean_inputs,
-                                                       batch.targets, batch.labels)))
+        batch = Batch(**{f.name: getattr(batch, f.name).to(self.device) for f in fields(batch)})
         for group in self.opt_ae.param_groups:
             group["lr"] = learning_rate(self.cfg, self.step_count)
 
@@ -183,7 +188,8 @@ class Trainer:
 
         # 2. Encoder + decoders on the augmented input: reconstruct, and fool the confusion net.
         with self.autocast():
-            ce_per_domain, z = self.autoencoder(batch.inputs, batch.targets)
+            ce_per_domain, z = self.autoencoder(batch.inputs, batch.targets,
+                                                   batch.decoder_inputs)
             # The unwrapped confusion net: its parameters are not updated here, so no all-reduce.
             adv_loss = F.cross_entropy(_unwrap(self.confusion)(z).float(), batch.labels)
         ce = ce_per_domain.mean()

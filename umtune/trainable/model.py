@@ -186,16 +186,19 @@ class WaveNetDecoder(nn.Module):
         hidden = add_per_frame(pointwise(self.head_hidden, F.relu(skip)), cond)
         return pointwise(self.head_out, F.relu(hidden))
 
-    def forward(self, codes: Tensor, z: Tensor) -> Tensor:
+    def forward(self, codes: Tensor, z: Tensor, inputs: Tensor | None = None) -> Tensor:
         """Teacher-forced logits (B, classes, T): position t predicts codes[:, t] from codes[:, <t].
 
         Args:
             codes: (B, T) target mu-law codes; T must equal z's frames x pool.
             z: (B, L, F) latent.
+            inputs: (B, T) what the decoder sees of the past samples, in input units; default
+                the codes themselves (training may pass a noisy copy: `train.decoder_input_noise`).
         """
         frames = z.shape[-1]
         assert codes.shape[1] % frames == 0, f"{codes.shape[1]} samples vs {frames} latent frames"
-        x = F.pad(codes_to_input(codes, self.classes), (1, -1)).unsqueeze(1)  # shift right
+        inputs = codes_to_input(codes, self.classes) if inputs is None else inputs
+        x = F.pad(inputs, (1, -1)).unsqueeze(1)  # shift right
         x = self.start(F.pad(x, (self.kernel_size - 1, 0)))  # (B, R, T)
         skip = self.start_skip(x)  # (B, S, T)
         conds = self.project_condition(z)
@@ -246,22 +249,27 @@ class Autoencoder(nn.Module):
             d: WaveNetDecoder(cfg.decoder, cfg.encoder.latent_channels, cfg.classes)
             for d in cfg.domains})
 
-    def forward(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, inputs: Tensor, targets: Tensor, decoder_inputs: Tensor | None = None,
+                ) -> tuple[Tensor, Tensor]:
         """Reconstruction cross-entropy per domain (K,) in nats/sample, and the latent.
 
         Args:
             inputs: (K * b, T) encoder input in [-0.5, 0.5] (possibly augmented audio).
             targets: (K * b, T) clean mu-law codes the decoders must predict.
+            decoder_inputs: (K * b, T) the decoders' teacher-forced input (default: targets).
         """
         z = self.encoder(inputs)  # (K*b, L, F)
-        return self.reconstruction_ce(z, targets), z
+        return self.reconstruction_ce(z, targets, decoder_inputs), z
 
-    def reconstruction_ce(self, z: Tensor, targets: Tensor) -> Tensor:
+    def reconstruction_ce(self, z: Tensor, targets: Tensor, decoder_inputs: Tensor | None = None,
+                          ) -> Tensor:
         """Per-domain CE (K,) of each domain's decoder on its rows of `targets` given latent z."""
         k = len(self.decoders)
-        ce = [F.cross_entropy(decoder(codes, latent).float(), codes)
-              for decoder, codes, latent in zip(self.decoders.values(), targets.chunk(k),
-                                                z.chunk(k), strict=True)]
+        rows = zip(targets.chunk(k), z.chunk(k),
+                   [None] * k if decoder_inputs is None else decoder_inputs.chunk(k), strict=True)
+        ce = [F.cross_entropy(decoder(codes, latent, inputs).float(), codes)
+              for decoder, (codes, latent, inputs) in zip(self.decoders.values(), rows,
+                                                          strict=True)]
         return torch.stack(ce)
 
 
