@@ -106,12 +106,13 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint_and_loses_no_epoch(
 
 def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset, tmp_path,
                                                           capsys):
-    """`umtune train --workers 2` for 2 epochs, then `--resume` to 4: steps and history go on."""
+    """`umtune train --workers 2` for 2 epochs, then `--resume` to 4: steps and history go on,
+    on the workers and CPUs the run had."""
     run = tmp_path / "runs" / "tiny"
     sets = ["--set", "train.steps_per_epoch=3", "--set", "train.eval_segments=2",
             "--set", "data.segment_samples=400", "--set", "model.encoder.pool=200"]
-    assert main(["train", "--workers", "2", "--data", str(tiny_dataset), "--out", str(run),
-                 "--set", "train.max_epochs=2", *sets]) == 0
+    assert main(["train", "--workers", "2", "--cpus-per-worker", "0.5", "--data",
+                 str(tiny_dataset), "--out", str(run), "--set", "train.max_epochs=2", *sets]) == 0
     assert f"run: {run}" in capsys.readouterr().out
     state, history = ray_train.latest(run)
     assert state.epoch == 2 and [m["epoch"] for m in history] == [1, 2]
@@ -124,7 +125,9 @@ def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset
     assert [m["epoch"] for m in history] == [1, 2, 3, 4]
     assert [m["step"] for m in history] == [3, 6, 9, 12] and state.step == 12
     assert [m["start_epoch"] for m in history] == [0, 0, 2, 2]
-    assert all(m["world_size"] == 2 for m in history)
+    # the resumed run kept its resources without being told them again
+    assert all(m["world_size"] == 2 and m["gpu"] is False and m["cpus_per_worker"] == 0.5
+               for m in history)
     assert main(["train", "--resume", str(tmp_path / "nothing"), "--workers", "2"]) == 2
     assert "no Ray Train run" in capsys.readouterr().err
 

@@ -70,16 +70,18 @@ def _train(a: argparse.Namespace) -> None:
     storage, name = ray_train.split_run_dir(run_dir)
     if a.storage:
         storage, name = a.storage, Path(run_dir).name
-    workers = a.workers or 1
-    if a.resume:
+    workers, gpu, cpus_per_worker = a.workers or 1, a.gpu, a.cpus_per_worker
+    if a.resume:  # the run goes on with the resources it had, unless told otherwise
         state, history = ray_train.latest(f"{storage}/{name}")
         cfg = state.config
         workers = a.workers or history[-1]["world_size"]
+        gpu = a.gpu or history[-1].get("gpu", False)
+        cpus_per_worker = a.cpus_per_worker or history[-1].get("cpus_per_worker")
     else:
         cfg = _new_config(a)
     result = ray_train.fit(overrides(cfg, sets), workers=workers, storage=storage, name=name,
-                           use_gpu=a.gpu, address=a.address, resume=bool(a.resume),
-                           cpus_per_worker=a.cpus_per_worker, max_failures=a.max_failures)
+                           use_gpu=gpu, address=a.address, resume=bool(a.resume),
+                           cpus_per_worker=cpus_per_worker, max_failures=a.max_failures)
     print(f"run: {result.path}\nlatest checkpoint: {result.checkpoint.path}")
 
 

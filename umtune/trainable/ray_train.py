@@ -57,6 +57,7 @@ def train_loop_per_worker(config: dict) -> None:
     cost = generation_flops_per_sample(WaveNetDecoder(cfg.model.decoder,
                                                       cfg.model.encoder.latent_channels,
                                                       cfg.model.classes))
+    device = ray.train.torch.get_device()
     restored = ray.train.get_checkpoint()
     with restored.as_directory() if restored else contextlib.nullcontext() as resume:
         history = read_history(resume) if resume else []
@@ -64,6 +65,7 @@ def train_loop_per_worker(config: dict) -> None:
 
         def report(metrics: dict, checkpoint_dir: Path | None) -> None:
             metrics = {**metrics, "start_epoch": start_epoch, "world_size": ctx.get_world_size(),
+                       "gpu": device.type == "cuda", "cpus_per_worker": cpus,
                        "threads": torch.get_num_threads(), COST_METRIC: cost}
             checkpoint = None
             if checkpoint_dir is not None:
@@ -80,7 +82,7 @@ def train_loop_per_worker(config: dict) -> None:
 
         try:
             loop.train(cfg, report=report, resume=Path(resume) if resume else None,
-                       device=ray.train.torch.get_device(), wrap=ray.train.torch.prepare_model,
+                       device=device, wrap=ray.train.torch.prepare_model,
                        rank=ctx.get_world_rank(), world_size=ctx.get_world_size())
         except loop.DivergenceError as e:
             # Every rank gets here at the same step (the finiteness check is collective).
