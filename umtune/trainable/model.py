@@ -256,7 +256,8 @@ class Autoencoder(nn.Module):
         Args:
             inputs: (K * b, T) encoder input in [-0.5, 0.5] (possibly augmented audio).
             targets: (K * b, T) clean mu-law codes the decoders must predict.
-            decoder_inputs: (K * b, T) the decoders' teacher-forced input (default: targets).
+            decoder_inputs: (K * b, T) the decoders' teacher-forced input (default: the targets
+                in input units).
         """
         z = self.encoder(inputs)  # (K*b, L, F)
         return self.reconstruction_ce(z, targets, decoder_inputs), z
@@ -265,11 +266,12 @@ class Autoencoder(nn.Module):
                           ) -> Tensor:
         """Per-domain CE (K,) of each domain's decoder on its rows of `targets` given latent z."""
         k = len(self.decoders)
-        rows = zip(targets.chunk(k), z.chunk(k),
-                   [None] * k if decoder_inputs is None else decoder_inputs.chunk(k), strict=True)
+        if decoder_inputs is None:
+            decoder_inputs = codes_to_input(targets, self.classes)
         ce = [F.cross_entropy(decoder(codes, latent, inputs).float(), codes)
-              for decoder, (codes, latent, inputs) in zip(self.decoders.values(), rows,
-                                                          strict=True)]
+              for decoder, codes, latent, inputs in zip(self.decoders.values(), targets.chunk(k),
+                                                        z.chunk(k), decoder_inputs.chunk(k),
+                                                        strict=True)]
         return torch.stack(ce)
 
 
