@@ -125,3 +125,20 @@ def test_same_seed_and_options_give_byte_identical_audio(tiny_dataset, tiny_data
         b = np.load(again / f["path"])
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f["path"]
 
+
+
+def test_lines_render_each_voice_as_its_own_parallel_file(tiny_dataset_options, tmp_path):
+    """With `lines`, every piece becomes one file per voice ("#partN"), each voice rendered on
+    every held-out domain at the piece's length (parallel ground truth), and the voices of a
+    piece together hold the piece's notes."""
+    options = {**tiny_dataset_options, "lines": True, "note_pitches": (), "pieces_per_domain": 1}
+    ds = Dataset.open(render_chorales(tmp_path / "lines", **options))
+    held = {d: {e.piece: e.num_samples for e in ds.files(d, "heldout")}
+            for d in ds.domains + ds.unseen_domains}
+    pieces = held["piano"]
+    assert len(pieces) >= 2 and all("#part" in p for p in pieces)
+    assert all(h == pieces for h in held.values())
+    assert len(set(pieces.values())) == 1  # every voice at the piece's length
+    train = ds.files("piano", "train")
+    assert len({e.piece.split("#")[0] for e in train}) == 1 and len(train) >= 2
+    assert ds.manifest["provenance"]["options"]["lines"] is True

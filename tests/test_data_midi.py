@@ -10,7 +10,15 @@ from music21 import midi as m21midi
 
 from umtune.data import DatasetError
 from umtune.data.chorales import bach_corpus
-from umtune.data.midi import Note, crop, end_time, midi_bytes, score_notes, write_midi
+from umtune.data.midi import (
+    Note,
+    crop,
+    end_time,
+    midi_bytes,
+    monophonic,
+    score_notes,
+    write_midi,
+)
 from umtune.data.render import DEFAULT_SOUNDFONT, render_midi
 
 
@@ -76,6 +84,11 @@ def test_crop_cuts_notes_at_the_limit():
     parts = [[Note(0.0, 1.0, 60), Note(1.5, 3.0, 62), Note(3.5, 4.0, 64)]]
     assert crop(parts, 2.0) == [[Note(0.0, 1.0, 60), Note(1.5, 2.0, 62)]]
     assert crop(parts, None) == parts
+
+
+def test_monophonic_keeps_the_top_note_of_a_chord_and_cuts_notes_at_the_next_start():
+    part = [Note(0.0, 1.0, 60), Note(0.0, 1.0, 64), Note(0.5, 2.0, 62), Note(3.0, 4.0, 65)]
+    assert monophonic(part) == [Note(0.0, 0.5, 64), Note(0.5, 2.0, 62), Note(3.0, 4.0, 65)]
 
 
 def test_render_has_the_requested_rate_and_roughly_the_music_length(tmp_path):

@@ -30,7 +30,15 @@ from tqdm import tqdm
 from umtune.config import DEFAULT_DOMAINS
 from umtune.data.errors import DatasetError
 from umtune.data.instruments import INSTRUMENTS, UNSEEN_DOMAIN, check_domains
-from umtune.data.midi import Note, crop, end_time, note_sequence, score_notes, write_midi
+from umtune.data.midi import (
+    Note,
+    crop,
+    end_time,
+    monophonic,
+    note_sequence,
+    score_notes,
+    write_midi,
+)
 from umtune.data.render import (
     check_soundfont,
     fluidsynth_binary,
@@ -137,7 +145,7 @@ def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS
                     heldout_pieces: int = 6, seed: int = 0, force: bool = False,
                     note_pitches: Sequence[int] = range(48, 85, 3), note_seconds: float = 1.0,
                     max_piece_seconds: float | None = None, bpm: float = 100.0,
-                    soundfont: Path | str | None = None, workers: int = 2,
+                    lines: bool = False, soundfont: Path | str | None = None, workers: int = 2,
                     progress: bool = True) -> Path:
     """Render Bach from music21's corpus into a dataset at `out`; returns `out`.
 
@@ -153,6 +161,8 @@ def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS
         note_seconds: how long each note is held; each note file is 1.5x this long.
         max_piece_seconds: crop every piece to this many seconds (None: whole pieces).
         bpm: fixed tempo, quarter notes per minute.
+        lines: render each part of a piece as its own file, one note at a time (`monophonic`;
+            piece ids get "#partN"): single melodic lines instead of four-voice chords.
         soundfont: a General MIDI .sf2 (default FluidR3_GM).
         workers: FluidSynth processes run at once.
         progress: show progress bars on stderr.
@@ -199,6 +209,11 @@ def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS
                                     note_pitches))
                 chosen, skipped = _choose(corpus, order, needed, bpm, max_piece_seconds,
                                           progress)
+                if lines:  # the bar's first guess counted one file per piece
+                    bar.total += sum(len(parts) - 1 for _, parts in chosen[:heldout_pieces]) \
+                        * len(domains + unseen) + sum(len(parts) - 1 for _, parts in
+                                                      chosen[heldout_pieces:])
+                    bar.refresh()
                 for k, (piece, parts) in enumerate(chosen):
                     if k < heldout_pieces:
                         split, on = "heldout", domains + unseen
@@ -206,8 +221,12 @@ def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS
                         split, on = "train", (domains[(k - heldout_pieces) // pieces_per_domain],)
                     n = round((end_time(parts) + TAIL_SECONDS) * sample_rate)
                     name = Path(piece).stem
-                    for d in on:
-                        submit(_Job(split, d, piece, parts, n, f"audio/{split}/{d}/{name}.npy"))
+                    files = ([(f"#part{i}", [monophonic(part)]) for i, part in enumerate(parts)]
+                             if lines else [("", parts)])
+                    for suffix, notes in files:
+                        for d in on:
+                            submit(_Job(split, d, piece + suffix, notes, n,
+                                        f"audio/{split}/{d}/{name}{suffix.replace('#', '-')}.npy"))
                 results = [f.result() for f in futures]
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -235,7 +254,7 @@ def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS
             "options": {"sample_rate": sample_rate, "pieces_per_domain": pieces_per_domain,
                         "heldout_pieces": heldout_pieces, "note_pitches": list(note_pitches),
                         "note_seconds": note_seconds, "max_piece_seconds": max_piece_seconds,
-                        "bpm": bpm},
+                        "bpm": bpm, "lines": lines},
             "seed": seed,
         }
         return writer.commit(sample_rate=sample_rate, domains=domains, unseen_domains=unseen,

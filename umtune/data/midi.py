@@ -68,6 +68,18 @@ def crop(parts: Sequence[Sequence[Note]], max_seconds: float | None) -> list[lis
     return out
 
 
+def monophonic(part: Sequence[Note]) -> list[Note]:
+    """One note at a time: of notes starting together the highest is kept, and a note still
+    sounding when the next starts is cut there (a chorale voice is already one line)."""
+    firsts: dict[float, Note] = {}
+    for n in part:
+        if n.start not in firsts or n.pitch > firsts[n.start].pitch:
+            firsts[n.start] = n
+    notes = [firsts[t] for t in sorted(firsts)]
+    return [Note(n.start, min(n.end, nxt.start), n.pitch, n.velocity)
+            for n, nxt in zip(notes, notes[1:], strict=False)] + notes[-1:]
+
+
 def end_time(parts: Sequence[Sequence[Note]]) -> float:
     """When the last note of any part ends, in seconds (0 for no notes)."""
     return max((n.end for part in parts for n in part), default=0.0)
