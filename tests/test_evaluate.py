@@ -113,7 +113,7 @@ def test_evaluate_errors_name_what_is_missing(run, tiny_dataset, tmp_path, capsy
 
     no_notes = _dataset_without(tiny_dataset, tmp_path, "notes")
     result = evaluate_checkpoint(run.checkpoint, no_notes, clips=1, seconds=0.25)
-    assert result["summary"]["pitch_cos_same"] is None
+    assert result["summary"]["pitch_probe_acc"] is None
     assert result["summary"]["timbre_acc"] is not None
     assert any("no note set" in s for s in result["skipped"])
 

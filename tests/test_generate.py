@@ -1,15 +1,23 @@
-"""Cached generation equals the naive full recompute; the cache wraps and resets correctly."""
+"""Cached generation equals the naive full recompute, stacked decoders equal each decoder alone,
+the cache wraps and resets correctly, and chunks are entered through a lead-in and crossfaded."""
 
 import pytest
 import torch
 from test_model import TINY, _model
 
+from umtune.config import RunConfig
 from umtune.trainable.generate import (
     DecoderCache,
+    DecoderStack,
     RingBuffer,
+    Sampling,
+    Translator,
     cached_logits,
+    decoder_step,
     generate,
+    generate_stacked,
     naive_logits,
+    stitch_chunks,
 )
 from umtune.trainable.model import decoder_receptive_field
 
@@ -17,14 +25,15 @@ POOL = TINY.encoder.pool
 
 
 def test_cached_logits_equal_full_recompute_at_every_step():
-    """At every step, beyond the receptive field and the ring buffers' wrap, |diff| <= 1e-4."""
+    """At every step, beyond the receptive field and the ring buffers' wrap, |diff| <= 1e-4, for
+    two decoders stepped together on latents of their own."""
     m = _model().eval()
-    dec = m.decoders["a"]
+    stack = DecoderStack([m.decoders["a"], m.decoders["b"]])
     steps = 3 * decoder_receptive_field(TINY.decoder) + 7
     frames = -(-steps // POOL)
-    z = torch.randn(2, 4, frames)
-    codes = torch.randint(0, 256, (2, frames * POOL))
-    cached, naive = cached_logits(dec, z, POOL), naive_logits(dec, z, POOL)
+    z = torch.randn(2, 2, 4, frames)
+    codes = torch.randint(0, 256, (2, 2, frames * POOL))
+    cached, naive = cached_logits(stack, z, POOL), naive_logits(stack, z, POOL)
     worst = max((cached(t, codes) - naive(t, codes)).abs().max().item() for t in range(steps))
     assert worst <= 1e-4
 
@@ -39,6 +48,15 @@ def test_cached_and_naive_generation_sample_the_same_audio():
     assert cached.shape == (3, 4 * POOL)
 
 
+def test_stacked_decoders_generate_what_each_generates_alone():
+    """Greedy samples of two decoders stepped together equal each decoder's own."""
+    m = _model().eval()
+    z = torch.randn(2, 3, 4, 3)
+    together = generate_stacked([m.decoders["a"], m.decoders["b"]], z, POOL, temperature=1e-9)
+    alone = [generate(m.decoders[d], z[g], POOL, temperature=1e-9) for g, d in enumerate("ab")]
+    assert torch.equal(together, torch.stack(alone))
+
+
 def test_low_temperature_samples_the_greedy_path_and_bad_temperatures_are_refused():
     """Near 0 every sample is its distribution's argmax, whatever the seed; at 1 the seed
     matters."""
@@ -46,8 +64,8 @@ def test_low_temperature_samples_the_greedy_path_and_bad_temperatures_are_refuse
     dec, z = m.decoders["a"], torch.randn(2, 4, 2)
     cold = [generate(dec, z, POOL, seed=s, temperature=1e-9) for s in (1, 2)]
     assert torch.equal(cold[0], cold[1])
-    logits = cached_logits(dec, z, POOL)  # the generator's own path, called in order
-    greedy = torch.stack([logits(t, cold[0]).argmax(-1) for t in range(2 * POOL)], dim=1)
+    logits = cached_logits(DecoderStack([dec]), z[None], POOL)  # the generator's own path
+    greedy = torch.stack([logits(t, cold[0][None])[0].argmax(-1) for t in range(2 * POOL)], 1)
     assert torch.equal(cold[0], greedy)
     assert not torch.equal(generate(dec, z, POOL, seed=1), generate(dec, z, POOL, seed=2))
     for bad in (0.0, -1.0, float("nan")):
@@ -58,15 +76,12 @@ def test_low_temperature_samples_the_greedy_path_and_bad_temperatures_are_refuse
 def test_cache_reset_restarts_from_silence():
     """After reset, the same inputs give the same logits as a fresh cache."""
     m = _model().eval()
-    dec = m.decoders["a"]
-    z = torch.randn(1, 4, 2)
-    conds = [c[:, :, 0, 0] for c in dec.project_condition(z)]
-    cache = DecoderCache(dec, 1)
-    from umtune.trainable.generate import decoder_step
-
-    first = [decoder_step(dec, torch.full((1,), v), conds, cache) for v in (0.0, 0.1, -0.2)]
+    stack = DecoderStack([m.decoders["a"]])
+    conds = [c[..., 0] for c in stack.project_condition(torch.randn(1, 1, 4, 2))]
+    cache = DecoderCache(stack, 1)
+    first = [decoder_step(stack, torch.full((1, 1), v), conds, cache) for v in (0.0, 0.1, -0.2)]
     cache.reset()
-    again = [decoder_step(dec, torch.full((1,), v), conds, cache) for v in (0.0, 0.1, -0.2)]
+    again = [decoder_step(stack, torch.full((1, 1), v), conds, cache) for v in (0.0, 0.1, -0.2)]
     assert cache.steps == 3
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a, b)
@@ -80,3 +95,34 @@ def test_ring_buffer_returns_values_from_the_right_lags_after_wrapping():
         window = buf.window(torch.tensor([[float(t + 1)]]), d)[0, 0].tolist()
         expected = [max(t - 2 * d + 1, 0), max(t - d + 1, 0), t + 1]
         assert window == expected
+
+
+def test_stitched_chunks_that_agree_on_their_overlap_give_back_the_signal():
+    """Chunks cut with a lead-in from one signal (the first lead before it) stitch back into
+    exactly that signal; without a lead-in they are simply concatenated."""
+    signal = torch.randn(4 * 50)
+    drop, fade, c = 7, 5, 50
+    padded = torch.cat([torch.zeros(drop + fade), signal])
+    chunks = padded.unfold(0, drop + fade + c, c)  # (4, drop + fade + c)
+    torch.testing.assert_close(stitch_chunks(chunks, drop, fade), signal)
+    torch.testing.assert_close(stitch_chunks(signal.view(4, c), 0, 0), signal)
+
+
+def test_each_chunk_is_entered_through_the_latent_of_the_audio_before_it():
+    """Chunk i's lead-in frames are the last frames of chunk i - 1 (silence before the first)."""
+    m = _model().eval()
+    translator = Translator(model=m, config=RunConfig(model=TINY))
+    z = translator._chunk_latents(torch.rand(7 * POOL) - 0.5, chunk=3, lead=2)
+    assert z.shape == (3, 4, 5)
+    for i in (1, 2):
+        torch.testing.assert_close(z[i, :, :2], z[i - 1, :, 3:5])
+    silence = m.encode(torch.zeros(1, 2 * POOL))[0]
+    torch.testing.assert_close(z[0, :, :1], silence[:, :1], atol=1e-6, rtol=0)
+
+
+def test_sampling_options_are_checked_by_name():
+    for field, bad in (("chunk_seconds", 0.0), ("chunk_seconds", float("nan")),
+                       ("lead_seconds", -0.1), ("lead_seconds", float("inf")),
+                       ("temperature", 0.0)):
+        with pytest.raises(ValueError, match=field):
+            Sampling(**{field: bad})

@@ -37,7 +37,8 @@ def test_training_lowers_heldout_ce_and_reports_every_epoch(tiny_dataset, tmp_pa
     assert history[-1]["step"] == 200
     assert history[-1]["heldout_ce"] < history[0]["heldout_ce"] - 0.5
     for key in ("train_ce", "heldout_ce", "confusion_acc", "lr", "samples_per_s",
-                "heldout_confusion_acc", "heldout_latent_gain", "heldout_ce/piano"):
+                "heldout_confusion_acc", "heldout_latent_gain", "heldout_ce/piano",
+                "heldout_ce_cold", "heldout_latent_gain_cold"):
         assert key in history[-1]
 
 
@@ -89,13 +90,18 @@ def test_train_and_translate_cli_end_to_end(tiny_dataset, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--preset", "tiny", "--data", str(tiny_dataset), "--out", str(run),
                  "--set", "train.steps_per_epoch=2", "--set", "train.max_epochs=1",
-                 "--set", "data.segment_samples=800", "--set", "train.eval_segments=1"]) == 0
+                 "--set", "data.segment_samples=800", "--set", "train.eval_segments=2",
+                 "--set", "train.indicator_seconds=0.3"]) == 0
     out = capsys.readouterr().out
     assert "parameters:" in out and "receptive field" in out
     assert json.loads((run / "config.json").read_text())["train"]["max_epochs"] == 1
     # resume continues the same run directory for one more epoch
     assert main(["train", "--resume", str(run), "--set", "train.max_epochs=2"]) == 0
-    assert [m["epoch"] for m in LocalRun(run).history()] == [1, 2]
+    history = LocalRun(run).history()
+    assert [m["epoch"] for m in history] == [1, 2]
+    # the leading indicators of analysis/indicators.py, every epoch
+    assert all(0 <= m["pitch_probe_acc"] <= 1 and m["pitch_probe_chance"] == 0.25
+               and -1 <= m["recon_chroma"] <= 1 for m in history)
 
     source = Dataset.open(tiny_dataset)
     entry = source.files("whistle", "heldout")[0]
@@ -128,7 +134,7 @@ def test_translate_cli_errors_name_the_problem(tiny_dataset, tmp_path, capsys):
         (["--checkpoint", str(tmp_path), "--to", "flute", str(good)], "no state.pt"),
         (["--checkpoint", str(run.checkpoint), "--to", "flute", str(bad)], "bad.wav"),
         (["--checkpoint", str(run.checkpoint), "--to", "flute", "--temperature", "0", str(good)],
-         "temperature=0.0: expected a positive number"),
+         "temperature=0.0: expected a finite number > 0"),
     ]
     for args, message in cases:
         assert main(["translate", *args, "-o", str(tmp_path / "o")]) == 2

@@ -20,9 +20,10 @@ from umtune.trainable.model import (
     codes_to_input,
     decoder_receptive_field,
     encoder_receptive_field,
-    mismatched_latent,
+    latent_use,
     mu_law_encode,
     standardize_frames,
+    swapped_latent,
 )
 
 TINY = ModelConfig(
@@ -162,40 +163,62 @@ def test_standardized_latent_has_zero_mean_unit_variance_per_clip_and_channel():
     assert _model(cfg).encode(audio[:, :20]).abs().max() == 0  # one frame
 
 
-def test_mismatched_latent_swaps_each_frame_for_the_one_half_the_clip_away():
-    z = torch.arange(2 * 3 * 6, dtype=torch.float32).view(2, 3, 6)
-    swapped = mismatched_latent(z)
-    assert swapped.shape == z.shape
-    assert torch.equal(swapped[:, :, 3:], z[:, :, :3]) and torch.equal(swapped[:, :, :3],
-                                                                          z[:, :, 3:])
+def test_swapped_latent_gives_each_clip_the_latent_of_the_next_clip_of_its_domain():
+    """Rows are grouped by domain (K = 2, b = 3): each row gets its neighbour's latent within
+    its own domain, never another domain's; one clip per domain cannot be swapped."""
+    z = torch.arange(6, dtype=torch.float32).view(6, 1, 1).expand(6, 2, 3)
+    swapped = swapped_latent(z, domains=2)
+    assert swapped[:, 0, 0].tolist() == [2, 0, 1, 5, 3, 4]
+    with pytest.raises(ValueError, match="2 clips per domain"):
+        swapped_latent(z[:2], domains=2)
 
 
-def test_latent_gain_is_zero_for_a_decoder_deaf_to_the_latent_and_large_once_it_listens():
-    """Where the latent alone says what each sample is (a one-hot class per sample), a decoder
-    trained on it loses more than a nat/sample to a mismatched latent; with its conditioning
-    weights zeroed it loses exactly nothing."""
-    torch.manual_seed(0)
-    classes = 4
-    targets = torch.randint(classes, (8, 64))
-    z = F.one_hot(targets, classes).float().transpose(1, 2)  # (B, L=classes, F=T): pool 1
+def _trained_on_its_latent(targets, z, classes):
+    """A decoder trained where the latent alone says what each sample is."""
     decoder = WaveNetDecoder(TINY.decoder, latent_channels=classes, classes=classes)
     opt = torch.optim.Adam(decoder.parameters(), lr=1e-2)
-
-    def gain() -> float:
-        with torch.no_grad():
-            own, mismatched = (F.cross_entropy(decoder(targets, latent), targets).item()
-                               for latent in (z, mismatched_latent(z)))
-        return mismatched - own
-
     for _ in range(100):
         loss = F.cross_entropy(decoder(targets, z), targets)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert gain() > 1.0
+    return decoder
+
+
+def test_latent_gain_is_zero_for_a_decoder_deaf_to_the_latent_and_large_once_it_listens():
+    """Where the latent alone says what each sample is (a one-hot class per sample), a decoder
+    trained on it loses more than a nat/sample to another clip's latent, at cold starts too;
+    with its conditioning weights zeroed it loses exactly nothing."""
+    torch.manual_seed(0)
+    classes = 4
+    targets = torch.randint(classes, (8, 64))
+    z = F.one_hot(targets, classes).float().transpose(1, 2)  # (B, L=classes, F=T): pool 1
+    cfg = replace(TINY, domains=("only", "other"), classes=classes,
+                  encoder=replace(TINY.encoder, latent_channels=classes, pool=1))
+    model = _model(cfg).autoencoder
+    model.decoders["only"] = model.decoders["other"] = _trained_on_its_latent(targets, z,
+                                                                              classes)
     with torch.no_grad():
-        decoder.cond.weight.zero_()
-    assert gain() == 0.0
+        use = latent_use(model, torch.cat([z, z]), torch.cat([targets, targets]),
+                         cold_samples=16)
+        assert use.gain.min() > 1.0 and use.gain_cold.min() > 1.0
+        assert use.ce_cold.shape == use.ce.shape == (2,)
+        model.decoders["only"].cond.weight.zero_()
+        use = latent_use(model, torch.cat([z, z]), torch.cat([targets, targets]),
+                         cold_samples=16)
+    assert use.gain.min() == 0.0 and use.gain_cold.min() == 0.0
+
+
+def test_cold_start_figures_cover_the_first_receptive_field_only():
+    """The cold CE is the mean per-sample CE over the first `cold_samples` of each segment."""
+    m = _model().eval()
+    codes = mu_law_encode(torch.rand(4, 200) - 0.5, 256)
+    with torch.no_grad():
+        z = m.encoder(codes_to_input(codes, 256))
+        use = latent_use(m.autoencoder, z, codes, cold_samples=30)
+        per_sample = m.autoencoder.sample_ce(z, codes).view(2, 2, 200)
+    torch.testing.assert_close(use.ce_cold, per_sample[..., :30].mean(dim=(1, 2)))
+    torch.testing.assert_close(use.ce, per_sample.mean(dim=(1, 2)))
 
 
 def test_dilation_schedule_rejects_wrong_lengths_and_names():

@@ -12,8 +12,30 @@ import sys
 import time
 from pathlib import Path
 
-TEMPERATURE_HELP = ("sampling temperature: 1 samples the decoder's trained distribution, below 1 "
-                    "sharpens it (fewer noisy samples, less variety)")
+
+def _sampling_parser() -> argparse.ArgumentParser:
+    """The options of `Sampling` shared by translate and evaluate (defaults: the library's)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("generation")
+    g.add_argument("--chunk-seconds", type=float,
+                   help="clips are cut into chunks of this length generated side by side")
+    g.add_argument("--lead-seconds", type=float,
+                   help="each chunk is entered through this much of the audio before it "
+                   "(0: chunks restart from silence)")
+    g.add_argument("--temperature", type=float,
+                   help="sampling temperature: 1 samples the decoder's trained distribution, "
+                   "below 1 sharpens it (fewer noisy samples, less variety)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds generation (evaluate: also chooses the clips)")
+    return p
+
+
+def _sampling(a: argparse.Namespace, base):
+    from dataclasses import replace
+
+    given = {k: getattr(a, k) for k in ("chunk_seconds", "lead_seconds", "temperature", "seed")
+             if getattr(a, k) is not None}
+    return replace(base, **given)
 
 
 def _data_chorales(a: argparse.Namespace) -> None:
@@ -22,7 +44,7 @@ def _data_chorales(a: argparse.Namespace) -> None:
     path = render_chorales(a.out, domains=tuple(a.domains.split(",")), sample_rate=a.sample_rate,
                            pieces_per_domain=a.pieces, heldout_pieces=a.heldout, seed=a.seed,
                            force=a.force, max_piece_seconds=a.max_piece_seconds,
-                           soundfont=a.soundfont)
+                           lines=a.lines, soundfont=a.soundfont)
     print(Dataset.open(path).summary())
 
 
@@ -50,6 +72,7 @@ def _data_summary(a: argparse.Namespace) -> None:
 
 
 def _train(a: argparse.Namespace) -> None:
+    from umtune.analysis.indicators import LeadingIndicators
     from umtune.config import overrides
 
     sets = [*a.set, *([f"train.max_minutes={a.minutes}"] if a.minutes is not None else [])]
@@ -61,7 +84,9 @@ def _train(a: argparse.Namespace) -> None:
             cfg = load_checkpoint(LocalRun(a.resume).checkpoint).config
         else:
             cfg = _new_config(a)
-        train_local(overrides(cfg, sets), a.resume or a.out, resume=bool(a.resume))
+        cfg = overrides(cfg, sets)
+        train_local(cfg, a.resume or a.out, resume=bool(a.resume),
+                    indicators=LeadingIndicators(cfg))
         return
 
     from umtune.trainable import ray_train
@@ -79,9 +104,11 @@ def _train(a: argparse.Namespace) -> None:
         cpus_per_worker = a.cpus_per_worker or history[-1].get("cpus_per_worker")
     else:
         cfg = _new_config(a)
-    result = ray_train.fit(overrides(cfg, sets), workers=workers, storage=storage, name=name,
+    cfg = overrides(cfg, sets)
+    result = ray_train.fit(cfg, workers=workers, storage=storage, name=name,
                            use_gpu=gpu, address=a.address, resume=bool(a.resume),
-                           cpus_per_worker=cpus_per_worker, max_failures=a.max_failures)
+                           cpus_per_worker=cpus_per_worker, max_failures=a.max_failures,
+                           indicators=LeadingIndicators(cfg))
     print(f"run: {result.path}\nlatest checkpoint: {result.checkpoint.path}")
 
 
@@ -125,11 +152,11 @@ def _is_ray_run(run_dir: Path | None) -> bool:
 
 
 def _translate(a: argparse.Namespace) -> None:
+    from umtune.trainable.generate import Sampling
     from umtune.trainable.translate import translate_files
 
     for path in translate_files(a.checkpoint, a.inputs, a.to, a.output,
-                                chunk_seconds=a.chunk_seconds, seed=a.seed,
-                                temperature=a.temperature):
+                                _sampling(a, Sampling())):
         print(path)
 
 
@@ -144,12 +171,12 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    from umtune.analysis.evaluate import evaluate_checkpoint, format_evaluation
+    from umtune.analysis.evaluate import EVAL_SAMPLING, evaluate_checkpoint, format_evaluation
 
     out = a.output or Path(a.checkpoint).absolute().parent / "evaluation"
     result = evaluate_checkpoint(a.checkpoint, a.data, clips=a.clips, seconds=a.seconds,
-                                 seed=a.seed, out_dir=out, chunk_seconds=a.chunk_seconds,
-                                 temperature=a.temperature, progress=True)
+                                 seed=a.seed, out_dir=out, sampling=_sampling(a, EVAL_SAMPLING),
+                                 progress=True)
     print(format_evaluation(result) + f"\nwritten: {out}/metrics.json")
     if a.table:
         from umtune.analysis.results import write_results_table
@@ -190,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--seed", type=int, default=0)
     ch.add_argument("--max-piece-seconds", type=float, default=None,
                     help="crop every piece to this length (default: whole pieces)")
+    ch.add_argument("--lines", action="store_true",
+                    help="render each voice of a piece as its own file, one note at a time")
     ch.add_argument("--soundfont", type=Path, default=None,
                     help="General MIDI .sf2 (default: FluidR3_GM)")
     ch.add_argument("--force", action="store_true", help="replace an existing dataset")
@@ -268,26 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="finish the sweep in SWEEP_DIR after its driver stopped")
     sw.set_defaults(handler=_sweep)
 
-    tl = sub.add_parser("translate", help="translate audio files into a domain")
+    sampling = _sampling_parser()
+    tl = sub.add_parser("translate", help="translate audio files into a domain",
+                        parents=[sampling])
     tl.add_argument("--checkpoint", type=Path, required=True)
     tl.add_argument("--to", required=True, help="target domain")
     tl.add_argument("inputs", type=Path, nargs="+", help="audio files or folders")
     tl.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    tl.add_argument("--chunk-seconds", type=float, default=0.5,
-                    help="clips are cut into chunks generated in parallel")
-    tl.add_argument("--seed", type=int, default=0)
-    tl.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     tl.set_defaults(handler=_translate)
 
-    ev = sub.add_parser("evaluate", help="score a checkpoint's translations of held-out clips")
+    ev = sub.add_parser("evaluate", help="score a checkpoint's translations of held-out clips",
+                        parents=[sampling])
     ev.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. RUN/checkpoint)")
     ev.add_argument("--data", type=Path, help="dataset (default: the checkpoint's data.path)")
     ev.add_argument("--clips", type=int, default=2, help="held-out clips per domain pair")
     ev.add_argument("--seconds", type=float, default=1.0, help="length of each clip")
-    ev.add_argument("--seed", type=int, default=0, help="chooses clips; seeds generation")
-    ev.add_argument("--chunk-seconds", type=float, default=0.125,
-                    help="clips are cut into chunks generated in parallel")
-    ev.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     ev.add_argument("-o", "--output", type=Path,
                     help="folder for metrics.json and audio/ (default: CHECKPOINT/../evaluation)")
     ev.add_argument("--table", type=Path, metavar="FILE.md",

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
 DEFAULT_DOMAINS = ("piano", "violin", "flute", "trumpet", "organ", "guitar")
 
@@ -157,8 +157,10 @@ class TrainConfig:
     confusion_lambda: float = 1e-2  # weight of the adversarial term; 0 is the no-confusion ablation
     confusion_lr: float = 1e-3
     aug_semitones: float = 0.5  # max |pitch shift| of the augmentation; 0 disables it
-    aug_min_seconds: float = 0.25
-    aug_max_seconds: float = 0.5
+    # The shifted stretch is this share of the segment (the official code: L/4 .. L/2), so the
+    # rest of every segment reaches the encoder in tune with the decoders' target.
+    aug_min_fraction: float = 0.25
+    aug_max_fraction: float = 0.5
     # Std of Gaussian noise on the decoders' teacher-forced input (input units: one mu-law step
     # is 1 / (classes - 1)). A decoder that cannot trust its past leans on the latent, and one
     # trained on noisy pasts drifts less on its own samples. 0 (the paper) disables it.
@@ -167,7 +169,11 @@ class TrainConfig:
     max_epochs: int = 1000
     max_minutes: float = 0.0  # time in training steps (not held-out eval or checkpoints), summed
     # over resumes; 0 means no limit
-    eval_segments: int = 8  # held-out segments per domain scored at each epoch end
+    eval_segments: int = 8  # held-out segments per domain scored at each epoch end (>= 2: the
+    # latent gain swaps latents between them)
+    # Seconds of one held-out clip per domain that each domain's decoder regenerates at every
+    # epoch end, for the reconstruction-chroma indicator (analysis/indicators.py); 0: skip it.
+    indicator_seconds: float = 0.5
     precision: str = "fp32"  # "fp32" or "bf16" (autocast)
     seed: int = 0
 
@@ -181,13 +187,15 @@ class TrainConfig:
         _check(self.aug_semitones >= 0, "train.aug_semitones", self.aug_semitones, ">= 0")
         _check(self.decoder_input_noise >= 0, "train.decoder_input_noise",
                self.decoder_input_noise, ">= 0")
-        _check(0 < self.aug_min_seconds <= self.aug_max_seconds, "train.aug_min_seconds",
-               (self.aug_min_seconds, self.aug_max_seconds),
-               "0 < aug_min_seconds <= aug_max_seconds")
+        _check(0 < self.aug_min_fraction <= self.aug_max_fraction <= 1, "train.aug_min_fraction",
+               (self.aug_min_fraction, self.aug_max_fraction),
+               "0 < aug_min_fraction <= aug_max_fraction <= 1")
         _check(self.steps_per_epoch >= 1, "train.steps_per_epoch", self.steps_per_epoch, ">= 1")
         _check(self.max_epochs >= 1, "train.max_epochs", self.max_epochs, ">= 1")
         _check(self.max_minutes >= 0, "train.max_minutes", self.max_minutes, ">= 0")
-        _check(self.eval_segments >= 1, "train.eval_segments", self.eval_segments, ">= 1")
+        _check(self.eval_segments >= 2, "train.eval_segments", self.eval_segments, ">= 2")
+        _check(self.indicator_seconds >= 0, "train.indicator_seconds", self.indicator_seconds,
+               ">= 0")
         _check(self.precision in ("fp32", "bf16"), "train.precision", self.precision,
                "'fp32' or 'bf16'")
 
@@ -237,7 +245,16 @@ def upgrade_config_dict(d: dict) -> dict:
     if version > CONFIG_VERSION:
         raise ValueError(f"config version {version}: this umtune reads versions up to "
                          f"{CONFIG_VERSION}; upgrade umtune")
-    return {k: v for k, v in d.items() if k != "version"}
+    d = {k: v for k, v in d.items() if k != "version"}
+    if version < 2:  # the augmented stretch was in seconds, clipped to the segment
+        train, data = dict(d["train"]), d["data"]
+        segment_seconds = data["segment_samples"] / data["sample_rate"]
+        for end in ("min", "max"):
+            seconds = train.pop(f"aug_{end}_seconds", None)
+            if seconds is not None:
+                train[f"aug_{end}_fraction"] = min(1.0, seconds / segment_seconds)
+        d["train"] = train
+    return d
 
 
 def replace_path(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:

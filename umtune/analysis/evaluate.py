@@ -22,18 +22,21 @@ unseen "whistle" included, so the true rendering of each clip on the target is k
   (reconstruction through the sampler): what the decoders can make recognisable at all. A
   translation's timbre_acc is bounded by it in practice; when it is low the samples, not the
   latent's domain content, are what fails.
-- latent_domain_acc vs latent_chance, pitch_cos_same vs pitch_cos_diff: latent.py.
+- recon_chroma: chroma similarity of those own-domain reconstructions to their clips: whether
+  the notes survive encoding and generation at all (a translation's chroma is bounded by it).
+- latent_domain_acc vs latent_chance, pitch_probe_acc vs pitch_probe_chance: latent.py.
 - unseen_timbre_acc: timbre_acc of translations from the unseen domain into each trained one.
-- recon_ce: teacher-forced cross-entropy (nats/sample) of each domain's own decoder on its
-  held-out clips, as the training loop's held-out CE.
-- latent_gain: how much higher that CE is when each latent frame is swapped for the frame half
-  the clip away (`mismatched_latent`): how much the decoders use the latent at all. Near 0 they
-  model their domain unconditionally, and no content (chroma) can pass through a translation.
+- recon_ce, latent_gain, latent_gain_cold: on the training loop's fixed held-out segments and
+  computed as it does (`latent_use`): the teacher-forced cross-entropy (nats/sample) of each
+  domain's own decoder, and how much higher it is with the latent of another clip of the same
+  domain, over whole segments and over their first receptive field (a cold start, where
+  generation begins). Near 0 the decoders model their domain unconditionally, and no content
+  (chroma) can pass through a translation.
 
 Datasets without parallel held-out renderings (imported folders) give null for the truth-based
 metrics; a dataset without a note set gives null pitch metrics; both say why under "skipped".
-Translations are generated with the cached generator, one `translate_batch` per target holding
-every source and clip, cut into chunks of `chunk_seconds` generated side by side.
+Translations are generated with the cached generator, every target decoder at once
+(`Translator.translate_many`), each clip cut into chunks entered through a lead-in (`Sampling`).
 """
 
 from __future__ import annotations
@@ -49,32 +52,28 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from tqdm import tqdm
 
 from umtune.analysis.classifier import DomainClassifier, domain_classifier
 from umtune.analysis.features import chroma_similarity, logmel_distance
-from umtune.analysis.latent import latent_domain_accuracy, pitch_similarity
+from umtune.analysis.latent import latent_domain_accuracy, pitch_probe_accuracy
 from umtune.config import RunConfig
 from umtune.data import Dataset, DatasetError
 from umtune.data.chorales import TAIL_SECONDS
 from umtune.data.writer import write_json_atomic
 from umtune.trainable.checkpoint import load_checkpoint
-from umtune.trainable.generate import Translator
-from umtune.trainable.model import (
-    UniversalTranslator,
-    codes_to_input,
-    mismatched_latent,
-    mu_law_encode,
-)
+from umtune.trainable.generate import Sampling, Translator
+from umtune.trainable.loop import heldout_batch
+from umtune.trainable.model import UniversalTranslator, decoder_receptive_field, latent_use
 
 METRICS_FILE = "metrics.json"
 AUDIO_DIR = "audio"
-DEFAULT_CHUNK_SECONDS = 0.125  # shorter chunks = larger generation batches = faster
+# Shorter chunks = larger generation batches = faster; each pays its lead-in once.
+EVAL_SAMPLING = Sampling(chunk_seconds=0.25, lead_seconds=0.05)
 SUMMARY_KEYS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain",
-                "self_timbre_acc", "latent_domain_acc", "latent_chance", "pitch_cos_same",
-                "pitch_cos_diff", "unseen_timbre_acc", "recon_ce", "latent_gain",
-                "classifier_heldout_acc")
+                "self_timbre_acc", "recon_chroma", "latent_domain_acc", "latent_chance",
+                "pitch_probe_acc", "pitch_probe_chance", "unseen_timbre_acc", "recon_ce",
+                "latent_gain", "latent_gain_cold", "classifier_heldout_acc")
 PAIR_METRICS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain")
 
@@ -177,32 +176,33 @@ def score_translations(classifier: DomainClassifier, target: str, translations: 
 
 
 @torch.no_grad()
-def reconstruction_ce(model: UniversalTranslator, audio: dict[str, torch.Tensor],
-                      device="cpu") -> tuple[dict[str, float], dict[str, float]]:
-    """Per domain, the teacher-forced CE (nats/sample) of its decoder on its own clips (B, T)
-    and its latent gain (the CE with `mismatched_latent` minus that CE): the training loop's
-    held-out figures, computed the same way. `audio` holds every domain, in the model's order."""
-    pool, classes = model.cfg.encoder.pool, model.cfg.classes
-    n = min(a.shape[-1] for a in audio.values()) // pool * pool
-    codes = mu_law_encode(torch.cat([a[:, :n] for a in audio.values()]).to(device), classes)
-    ce, z = model.autoencoder(codes_to_input(codes, classes), codes)
-    gain = model.autoencoder.reconstruction_ce(mismatched_latent(z), codes) - ce
-    return ({d: v.item() for d, v in zip(audio, ce, strict=True)},
-            {d: v.item() for d, v in zip(audio, gain, strict=True)})
+def reconstruction_ce(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
+                      device="cpu") -> tuple[dict[str, float], dict[str, float], float]:
+    """Per domain, the teacher-forced CE (nats/sample) of its decoder on the training loop's
+    held-out segments and its latent gain, and the mean cold-start latent gain: the loop's
+    held-out figures (`latent_use`), computed the same way."""
+    batch = heldout_batch(cfg, data)
+    z = model.encoder(batch.clean_inputs.to(device))
+    use = latent_use(model.autoencoder, z, batch.targets.to(device),
+                     decoder_receptive_field(cfg.model.decoder))
+    domains = cfg.model.domains
+    return ({d: v.item() for d, v in zip(domains, use.ce, strict=True)},
+            {d: v.item() for d, v in zip(domains, use.gain, strict=True)},
+            use.gain_cold.mean().item())
 
 
 def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, *, clips: int = 2,
              seconds: float = 1.0, seed: int = 0, out_dir: str | Path | None = None,
-             device: str | torch.device = "cpu", chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-             temperature: float = 1.0, checkpoint: str | None = None,
-             progress: bool = False) -> dict:
+             device: str | torch.device = "cpu", sampling: Sampling = EVAL_SAMPLING,
+             checkpoint: str | None = None, progress: bool = False) -> dict:
     """Score `model` (moved to `device`, left in its train/eval mode) on the dataset's held-out
-    clips; returns the metrics dict and, with `out_dir`, writes it as `out_dir/metrics.json`
-    with the audio gallery in `out_dir/audio/`. `checkpoint` is only recorded in the result."""
+    clips chosen by `seed`, generating with `sampling`; returns the metrics dict and, with
+    `out_dir`, writes it as `out_dir/metrics.json` with the audio gallery in `out_dir/audio/`.
+    `checkpoint` is only recorded in the result."""
     started = time.perf_counter()
-    if clips < 1 or not seconds > 0 or not chunk_seconds > 0:
-        raise ValueError(f"clips={clips}, seconds={seconds}, chunk_seconds={chunk_seconds}: "
-                         f"expected clips >= 1 and positive durations")
+    if clips < 1 or not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"clips={clips}, seconds={seconds}: expected clips >= 1 and a finite "
+                         f"positive duration")
     data = Dataset.open(data_path)
     domains = tuple(cfg.model.domains)
     _check_dataset(data, cfg, domains)
@@ -225,15 +225,13 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
     model.to(device).eval()
     try:
         translations = _translate_all(Translator(model=model, config=cfg), chosen, domains,
-                                      unseen, sr, chunk_seconds, seed, temperature, progress)
+                                      unseen, sr, sampling, progress)
         own = {d: translations.pop((d, d)) for d in domains}
         stacked = {d: torch.from_numpy(np.stack([c.audio[d] for c in chosen]))
                    for d in domains + unseen}
-        recon, latent_gain = reconstruction_ce(model, {d: stacked[d] for d in domains}, device)
+        recon, latent_gain, latent_gain_cold = reconstruction_ce(model, cfg, data, device)
         latent_acc = latent_domain_accuracy(model, data, domains, device=device)
-        pitch = None
-        if any(data.files(d, "notes") for d in data.domains + data.unseen_domains):
-            pitch = pitch_similarity(model, data, device)
+        pitch = pitch_probe_accuracy(model, data, domains, device)
         if pitch is None:
             skipped.append(f"pitch metrics: dataset {data.path} has no note set (split 'notes' "
                            f"with isolated notes of at least two pitches on two domains)")
@@ -250,13 +248,16 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
     summary = {k: _mean(p[k] for p in trained) for k in PAIR_METRICS}
     summary.update(self_timbre_acc=_mean(timbre_accuracy(classifier, audio, d)
                                          for d, audio in own.items()),
+                   recon_chroma=_mean(chroma_similarity(audio, stacked[d], sr).mean().item()
+                                      for d, audio in own.items()),
                    latent_domain_acc=latent_acc, latent_chance=1 / len(domains),
-                   pitch_cos_same=pitch[0] if pitch else None,
-                   pitch_cos_diff=pitch[1] if pitch else None,
+                   pitch_probe_acc=pitch[0] if pitch else None,
+                   pitch_probe_chance=pitch[1] if pitch else None,
                    unseen_timbre_acc=_mean(p["timbre_acc"] for p in pairs
                                            if p["source"] in unseen),
                    recon_ce=_mean(recon.values()),
                    latent_gain=_mean(latent_gain.values()),
+                   latent_gain_cold=latent_gain_cold,
                    classifier_heldout_acc=classifier.heldout_acc)
     gallery, files = _gallery(chosen[0], translations, domains, unseen, parallel)
     result = {
@@ -267,7 +268,8 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "clips": clips, "seconds": length / sr, "sample_rate": sr, "domains": list(domains),
         "unseen_domains": list(unseen), "clip_names": [c.name for c in chosen], "seed": seed,
-        "chunk_seconds": chunk_seconds, "temperature": temperature,
+        "chunk_seconds": sampling.chunk_seconds, "lead_seconds": sampling.lead_seconds,
+        "temperature": sampling.temperature,
         "classifier": {"domains": list(classifier.domains), "heldout_acc": classifier.heldout_acc,
                        "chance": 1 / len(classifier.domains)},
         "skipped": skipped,
@@ -306,21 +308,16 @@ def _check_dataset(data: Dataset, cfg: RunConfig, domains: tuple[str, ...]) -> N
 
 
 def _translate_all(translator: Translator, chosen: list[Clip], domains, unseen, sr: int,
-                   chunk_seconds: float, seed: int, temperature: float, progress: bool) -> dict:
-    """{(source, target): (clips, T) translations}: one batch per target, all sources in it,
-    the target itself included (its clips through its own decoder)."""
-    out = {}
-    for target in tqdm(domains, desc="translate", unit="target", disable=not progress):
-        sources = domains + unseen
-        batch = translator.translate_batch([c.audio[s] for s in sources for c in chosen], sr,
-                                           target, chunk_seconds=chunk_seconds, seed=seed,
-                                           temperature=temperature)
-        for i, source in enumerate(sources):
-            rows = batch[i * len(chosen):(i + 1) * len(chosen)]
-            out[(source, target)] = torch.stack(rows).float().cpu()
-    return {k: out[k] for k in sorted(out, key=lambda st: (st[0] in unseen,
-                                                           (domains + unseen).index(st[0]),
-                                                           domains.index(st[1])))}
+                   sampling: Sampling, progress: bool) -> dict:
+    """{(source, target): (clips, T) translations}: every source's clips into every target,
+    the target itself included (its clips through its own decoder), all targets at once."""
+    sources = domains + unseen
+    clips = [c.audio[s] for s in sources for c in chosen]
+    out = translator.translate_many({target: clips for target in domains}, sr, sampling,
+                                    progress=progress)
+    n = len(chosen)
+    return {(source, target): torch.stack(out[target][i * n:(i + 1) * n]).float().cpu()
+            for i, source in enumerate(sources) for target in domains}
 
 
 def _gallery(clip: Clip, translations: dict, domains, unseen, parallel: bool,

@@ -90,7 +90,8 @@ def chroma(audio: Tensor, sample_rate: int) -> tuple[Tensor, Tensor]:
     audio = audio.float().cpu()
     shape = audio.shape[:-1]
     spec = torch.stft(audio.reshape(-1, audio.shape[-1]), n_fft=n_fft, hop_length=hop,
-                      window=torch.hann_window(n_fft), center=True, return_complex=True)
+                      window=torch.hann_window(n_fft), center=True, pad_mode="constant",
+                      return_complex=True)
     power = spec.abs().square()  # (B, bins, frames)
     c = fold @ power  # (B, 12, frames)
     energy = c.sum(dim=1)

@@ -120,7 +120,12 @@ class LocalRun:
 
 
 def format_metrics(m: dict) -> str:
-    return (f"epoch {m['epoch']:4d}  step {m['step']:6d}  train CE {m['train_ce']:.4f}  "
-            f"held-out CE {m['heldout_ce']:.4f}  latent gain {m['heldout_latent_gain']:.3f}  "
-            f"confusion acc {m['confusion_acc']:.2f}  "
-            f"lr {m['lr']:.2e}  {m['samples_per_s']:.0f} samples/s")
+    """One line per epoch: the losses and the leading indicators that are present."""
+    optional = [(f"pitch probe {m['pitch_probe_acc']:.2f}" if "pitch_probe_acc" in m else ""),
+                (f"recon chroma {m['recon_chroma']:.2f}" if "recon_chroma" in m else "")]
+    return "  ".join([
+        f"epoch {m['epoch']:4d}  step {m['step']:6d}  train CE {m['train_ce']:.4f}  "
+        f"held-out CE {m['heldout_ce']:.4f}  latent gain {m['heldout_latent_gain']:.3f} "
+        f"(cold {m['heldout_latent_gain_cold']:.3f})", *filter(None, optional),
+        f"confusion acc {m['confusion_acc']:.2f}  lr {m['lr']:.2e}  "
+        f"{m['samples_per_s']:.0f} samples/s"])

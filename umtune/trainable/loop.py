@@ -43,12 +43,15 @@ from umtune.trainable.model import (
     codes_to_input,
     decoder_receptive_field,
     encoder_receptive_field,
-    mismatched_latent,
+    latent_use,
     mu_law_encode,
     parameter_count,
 )
 
 Report = Callable[[dict, Path | None], None]
+# Measures the model at each epoch end (eval mode, no gradients) beside the held-out CE: e.g.
+# analysis.indicators, which the loop cannot import (it sits above trainable).
+Indicators = Callable[[UniversalTranslator], dict[str, float]]
 
 
 class DivergenceError(RuntimeError):
@@ -98,8 +101,9 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
     if augment and cfg.train.aug_semitones > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         shifts = sample_shifts(rows, length, sr, max_semitones=cfg.train.aug_semitones,
-                               min_seconds=cfg.train.aug_min_seconds,
-                               max_seconds=cfg.train.aug_max_seconds, generator=gen)
+                               min_seconds=cfg.train.aug_min_fraction * length / sr,
+                               max_seconds=cfg.train.aug_max_fraction * length / sr,
+                               generator=gen)
         shifted = apply_shifts(audio, shifts.rows(mine), sr)
         inputs = codes_to_input(mu_law_encode(shifted, classes), classes)
     if augment and cfg.train.decoder_input_noise > 0:
@@ -108,6 +112,12 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         decoder_inputs = clean + cfg.train.decoder_input_noise * noise
     return Batch(inputs=inputs, clean_inputs=clean, decoder_inputs=decoder_inputs,
                  targets=targets, labels=labels)
+
+
+def heldout_batch(cfg: RunConfig, data: Dataset) -> Batch:
+    """The fixed held-out segments every epoch is scored on: `train.eval_segments` per domain."""
+    eval_cfg = replace(cfg, data=replace(cfg.data, batch_per_domain=cfg.train.eval_segments))
+    return draw_batch(eval_cfg, data, step=0, split="heldout", augment=False, seed_offset=1)
 
 
 def _global_mean(values: torch.Tensor) -> torch.Tensor:
@@ -210,25 +220,32 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out CE, latent gain (`mismatched_latent`) and confusion accuracy on a fixed set of
-        held-out segments."""
+        """Held-out CE, latent gain (whole segments and cold starts: `latent_use`) and confusion
+        accuracy on a fixed set of held-out segments."""
         self.model.eval()
-        eval_cfg = replace(self.cfg, data=replace(self.cfg.data,
-                                                  batch_per_domain=self.cfg.train.eval_segments))
-        batch = draw_batch(eval_cfg, self.data,
-                           step=0, split="heldout", augment=False, seed_offset=1)
+        batch = heldout_batch(self.cfg, self.data)
         with self.autocast():
-            targets = batch.targets.to(self.device)
-            ce, z = self.model.autoencoder(batch.clean_inputs.to(self.device), targets)
-            ce_mismatched = self.model.autoencoder.reconstruction_ce(mismatched_latent(z), targets)
+            z = self.model.encoder(batch.clean_inputs.to(self.device))
+            use = latent_use(self.model.autoencoder, z, batch.targets.to(self.device),
+                             decoder_receptive_field(self.cfg.model.decoder))
             logits = self.model.confusion(z.float())
         labels = batch.labels.to(self.device)
         self.model.train()
-        return {"heldout_ce": ce.mean().item(),
-                **{f"heldout_ce/{d}": v.item() for d, v in zip(self.cfg.model.domains, ce,
+        return {"heldout_ce": use.ce.mean().item(),
+                **{f"heldout_ce/{d}": v.item() for d, v in zip(self.cfg.model.domains, use.ce,
                                                                strict=True)},
-                "heldout_latent_gain": (ce_mismatched - ce).mean().item(),
+                "heldout_latent_gain": use.gain.mean().item(),
+                "heldout_ce_cold": use.ce_cold.mean().item(),
+                "heldout_latent_gain_cold": use.gain_cold.mean().item(),
                 "heldout_confusion_acc": (logits.argmax(-1) == labels).float().mean().item()}
+
+    @torch.no_grad()
+    def indicators(self, measure: Indicators) -> dict[str, float]:
+        self.model.eval()
+        try:
+            return measure(self.model)
+        finally:
+            self.model.train()
 
     def state(self) -> TrainingState:
         return TrainingState(config=self.cfg, model=self.model.state_dict(),
@@ -246,7 +263,8 @@ class Trainer:
 
 def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
           device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
-          rank: int = 0, world_size: int = 1, data: Dataset | None = None) -> Trainer:
+          rank: int = 0, world_size: int = 1, data: Dataset | None = None,
+          indicators: Indicators | None = None) -> Trainer:
     """Train until `max_epochs` or `max_minutes`, reporting metrics (and, on rank 0, a
     checkpoint directory) after every epoch.
 
@@ -257,6 +275,7 @@ def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
         resume: a checkpoint directory to continue from (model, optimizers, step, epoch).
         device, wrap, rank, world_size: how this worker fits in a distributed run.
         data: an opened dataset (default: open `cfg.data.path`).
+        indicators: more metrics of the model at each epoch end (every rank computes them).
     """
     data = data or Dataset.open(cfg.data.path)
     trainer = Trainer(cfg, data, device=device, wrap=wrap, rank=rank, world_size=world_size)
@@ -278,6 +297,7 @@ def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
             "epoch": trainer.epoch, "step": trainer.step_count,
             **dict(zip(sums, means.tolist(), strict=True)),
             **trainer.evaluate(),
+            **(trainer.indicators(indicators) if indicators else {}),
             "lr": trainer.opt_ae.param_groups[0]["lr"],
             "samples_per_s": samples_per_step * cfg.train.steps_per_epoch / seconds,
             "elapsed_s": trainer.elapsed_seconds,
@@ -297,7 +317,8 @@ def _report_epoch(trainer: Trainer, metrics: dict, report: Report) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> Trainer:
+def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
+                indicators: Indicators | None = None) -> Trainer:
     """`umtune train`: one process; `run_dir` holds config.json, checkpoint/, metrics.jsonl.
 
     With `resume`, training continues from `run_dir`'s checkpoint (the epoch and time budgets
@@ -306,7 +327,8 @@ def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> Train
     run = LocalRun(run_dir)
     print(describe(cfg, UniversalTranslator(cfg.model)))
     write_json_atomic(run.run_dir / "config.json", cfg.to_dict())
-    return train(cfg, report=run, resume=run.checkpoint if resume else None)
+    return train(cfg, report=run, resume=run.checkpoint if resume else None,
+                 indicators=indicators)
 
 
 def describe(cfg: RunConfig, model: UniversalTranslator) -> str:

@@ -7,11 +7,13 @@ the past samples and the latent (teacher forcing in training); a small confusion
 predicts the domain from the latent, and the encoder is trained to make it fail.
 
 Only nn.Modules and pure tensor functions live here: no I/O, devices, Ray or loss weighting
-(those are in loop.py). Incremental generation reuses these very weights through
-`WaveNetDecoder.step` and the explicit cache of generate.py.
+(those are in loop.py). Incremental generation (generate.py) reuses these very weights through
+the layers' `gate` and the decoder's `head`, one step at a time, with an explicit cache.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -266,13 +268,19 @@ class Autoencoder(nn.Module):
                           ) -> Tensor:
         """Per-domain CE (K,) of each domain's decoder on its rows of `targets` given latent z."""
         k = len(self.decoders)
+        return self.sample_ce(z, targets, decoder_inputs).unflatten(0, (k, -1)).mean(dim=(1, 2))
+
+    def sample_ce(self, z: Tensor, targets: Tensor, decoder_inputs: Tensor | None = None,
+                  ) -> Tensor:
+        """CE of every sample (K * b, T): each domain's decoder on its rows of `targets`."""
+        k = len(self.decoders)
         if decoder_inputs is None:
             decoder_inputs = codes_to_input(targets, self.classes)
-        ce = [F.cross_entropy(decoder(codes, latent, inputs).float(), codes)
+        ce = [F.cross_entropy(decoder(codes, latent, inputs).float(), codes, reduction="none")
               for decoder, codes, latent, inputs in zip(self.decoders.values(), targets.chunk(k),
                                                         z.chunk(k), decoder_inputs.chunk(k),
                                                         strict=True)]
-        return torch.stack(ce)
+        return torch.cat(ce)
 
 
 class UniversalTranslator(nn.Module):
@@ -302,14 +310,45 @@ class UniversalTranslator(nn.Module):
                                            self.cfg.classes))
 
 
-def mismatched_latent(z: Tensor) -> Tensor:
-    """The latent (B, L, F) with every frame swapped for the frame half the clip away.
+def swapped_latent(z: Tensor, domains: int) -> Tensor:
+    """The latent (K * b, L, F) of a domain-major batch with each row's latent swapped for that
+    of the next clip of the same domain (rows k*b .. k*b+b-1 rotate by one; b >= 2).
 
-    The decoder's CE with it minus its CE with the true latent (the latent gain, nats/sample)
-    says how much the decoder uses the latent: same clip and statistics, wrong content. Near 0,
-    the decoder is an unconditional model of its domain and cannot carry content across.
+    A decoder's CE with it minus its CE with the clip's own latent (the latent gain, in
+    nats/sample) says how much the decoder uses the latent: the same domain and statistics,
+    other notes. Near 0, the decoder is an unconditional model of its domain and cannot carry
+    content across. (Rolling frames within a clip understates this: a short clip mostly holds
+    one chord.)
     """
-    return z.roll(z.shape[-1] // 2, dims=-1)
+    per_domain = z.unflatten(0, (domains, -1))
+    if per_domain.shape[1] < 2:
+        raise ValueError(f"swapped_latent needs at least 2 clips per domain, got "
+                         f"{per_domain.shape[1]}")
+    return per_domain.roll(1, dims=1).flatten(0, 1)
+
+
+@dataclass(frozen=True)
+class LatentUse:
+    """Per-domain teacher-forced CE (K,) in nats/sample with each clip's own latent and the
+    latent gain (CE with `swapped_latent` minus it), over whole segments and over their first
+    `cold_samples` (the decoder's past there is silence: where generation starts)."""
+
+    ce: Tensor
+    gain: Tensor
+    ce_cold: Tensor
+    gain_cold: Tensor
+
+
+def latent_use(autoencoder: Autoencoder, z: Tensor, targets: Tensor,
+               cold_samples: int) -> LatentUse:
+    """Measure `LatentUse` on a domain-major batch: latent (K*b, L, F), target codes (K*b, T)."""
+    k = len(autoencoder.decoders)
+    own = autoencoder.sample_ce(z, targets).unflatten(0, (k, -1))  # (K, b, T)
+    other = autoencoder.sample_ce(swapped_latent(z, k), targets).unflatten(0, (k, -1))
+    cold = slice(0, max(1, min(cold_samples, targets.shape[-1])))
+    return LatentUse(ce=own.mean(dim=(1, 2)), gain=(other - own).mean(dim=(1, 2)),
+                     ce_cold=own[..., cold].mean(dim=(1, 2)),
+                     gain_cold=(other - own)[..., cold].mean(dim=(1, 2)))
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -83,7 +83,8 @@ def train_loop_per_worker(config: dict) -> None:
         try:
             loop.train(cfg, report=report, resume=Path(resume) if resume else None,
                        device=device, wrap=ray.train.torch.prepare_model,
-                       rank=ctx.get_world_rank(), world_size=ctx.get_world_size())
+                       rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
+                       indicators=config.get("indicators"))
         except loop.DivergenceError as e:
             # Every rank gets here at the same step (the finiteness check is collective).
             # Ending normally, not raising, keeps Train from restarting a run that would only
@@ -118,7 +119,8 @@ def _evaluate(checkpoint_dir: Path, cfg: RunConfig, options: dict, run_path: str
 def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: bool = False,
             cpus_per_worker: float | None = None, max_failures: int = 3,
             keep_checkpoints: int | None = 3, callbacks: list | None = None,
-            evaluate: dict | None = None) -> ray.train.torch.TorchTrainer:
+            evaluate: dict | None = None,
+            indicators: loop.Indicators | None = None) -> ray.train.torch.TorchTrainer:
     """A TorchTrainer for one run at `<storage>/<name>` (not started; call `.fit()`).
 
     Args:
@@ -132,6 +134,7 @@ def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: b
         callbacks: Ray Train callbacks, e.g. Tune's TuneReportCallback inside a Tune trial.
         evaluate: {"clips": N, "seconds": S}: score the final checkpoint's translations
             (umtune.analysis) and add them to the last report; None: don't.
+        indicators: `loop.train`'s per-epoch callback (pickled to every worker).
     """
     if cfg.data.batch_per_domain % workers:
         raise ValueError(f"data.batch_per_domain={cfg.data.batch_per_domain} must be divisible "
@@ -141,7 +144,7 @@ def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: b
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run": cfg.to_dict(), "run_path": f"{storage}/{name}",
-                           "evaluate": evaluate},
+                           "evaluate": evaluate, "indicators": indicators},
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers, use_gpu=use_gpu,
             resources_per_worker={"CPU": cpus_per_worker} if cpus_per_worker else None),
@@ -157,7 +160,8 @@ def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: b
 def fit(cfg: RunConfig, *, workers: int, storage: str | Path = "runs", name: str,
         use_gpu: bool = False, address: str | None = None, max_failures: int = 3,
         keep_checkpoints: int | None = 3, resume: bool = False,
-        cpus_per_worker: float | None = None) -> ray.train.Result:
+        cpus_per_worker: float | None = None,
+        indicators: loop.Indicators | None = None) -> ray.train.Result:
     """Run (or with `resume`, continue) the run `<storage>/<name>` on Ray and wait for it.
 
     Starts a local Ray unless `address` names a cluster to join (or Ray is already running).
@@ -172,7 +176,7 @@ def fit(cfg: RunConfig, *, workers: int, storage: str | Path = "runs", name: str
                               "choose another name")
     result = trainer(cfg, workers=workers, storage=storage, name=name, use_gpu=use_gpu,
                      cpus_per_worker=cpus_per_worker, max_failures=max_failures,
-                     keep_checkpoints=keep_checkpoints).fit()
+                     keep_checkpoints=keep_checkpoints, indicators=indicators).fit()
     raise_if_diverged(f"{storage}/{name}")
     return result
 
@@ -214,6 +218,7 @@ def tune_trial(config: dict) -> None:
     """
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from umtune.analysis.indicators import LeadingIndicators
     from umtune.search_spaces import trial_config
 
     cfg = trial_config(config)
@@ -222,7 +227,7 @@ def tune_trial(config: dict) -> None:
     name = f"train-{ray.tune.get_context().get_trial_id()}"
     trainer(cfg, workers=opts["workers"], storage=storage, name=name, use_gpu=opts["gpu"],
             cpus_per_worker=opts["cpus_per_worker"], max_failures=opts["max_failures"],
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()], indicators=LeadingIndicators(cfg),
             evaluate={"clips": opts["eval_clips"], "seconds": opts["eval_seconds"]}
             if opts["eval_clips"] else None).fit()
     raise_if_diverged(f"{storage}/{name}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import soundfile as sf
 
 from umtune.data.audio_io import is_audio_name, load_audio
-from umtune.trainable.generate import load_translator
+from umtune.trainable.generate import DEFAULT_SAMPLING, Sampling, load_translator
 
 
 def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
@@ -35,9 +35,8 @@ def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
     return files
 
 
-def translate_files(checkpoint: Path, inputs: Sequence[Path], to: str, out: Path, *,
-                    chunk_seconds: float = 0.5, seed: int = 0, temperature: float = 1.0,
-                    progress: bool = True) -> list[Path]:
+def translate_files(checkpoint: Path, inputs: Sequence[Path], to: str, out: Path,
+                    sampling: Sampling = DEFAULT_SAMPLING, *, progress: bool = True) -> list[Path]:
     """Translate every input into domain `to`; all clips are generated together as one batch."""
     translator = load_translator(checkpoint)
     if to not in translator.domains:
@@ -46,8 +45,7 @@ def translate_files(checkpoint: Path, inputs: Sequence[Path], to: str, out: Path
     files = expand_inputs(inputs)
     sr = translator.sample_rate
     clips = [load_audio(f, sr) for f in files]
-    outputs = translator.translate_batch(clips, sr, to, chunk_seconds=chunk_seconds, seed=seed,
-                                         temperature=temperature, progress=progress)
+    outputs = translator.translate_batch(clips, sr, to, sampling, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for f, audio in zip(files, outputs, strict=True):
