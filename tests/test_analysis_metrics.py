@@ -12,7 +12,11 @@ from test_loop import tiny_run
 from umtune.analysis.classifier import CACHE_DIR, CACHE_FILE, SUMMARY_FILE, domain_classifier
 from umtune.analysis.evaluate import reconstruction_ce, score_translations, select_clips
 from umtune.analysis.features import chroma_similarity, logmel_distance
-from umtune.analysis.latent import latent_domain_accuracy, pitch_probe_accuracy
+from umtune.analysis.latent import (
+    latent_domain_accuracy,
+    note_latent_gain,
+    pitch_probe_accuracy,
+)
 from umtune.data import Dataset
 from umtune.trainable.loop import heldout_batch
 from umtune.trainable.model import UniversalTranslator, decoder_receptive_field, latent_use
@@ -188,3 +192,15 @@ def test_reconstruction_ce_is_the_training_loops_heldout_ce(ds, tiny_dataset):
     assert list(gains.values()) == pytest.approx(use.gain.tolist(), abs=1e-5)
     assert gain_cold == pytest.approx(use.gain_cold.mean().item(), abs=1e-5)
     assert all(abs(v - np.log(256)) < 0.5 for v in ce.values())
+
+
+def test_note_latent_gain_is_zero_for_decoders_deaf_to_the_latent(ds, tiny_dataset):
+    """Decoders whose conditioning is zeroed gain nothing from any note's latent; with the
+    conditioning they gain something (a random latent differs between pitches)."""
+    model = UniversalTranslator(tiny_run(tiny_dataset).model).eval()
+    gain, onset = note_latent_gain(model, ds, ds.domains)
+    assert gain != 0.0 and onset is not None
+    with torch.no_grad():
+        for decoder in model.decoders.values():
+            decoder.cond.weight.zero_()
+    assert note_latent_gain(model, ds, ds.domains) == (0.0, 0.0)

@@ -11,7 +11,13 @@ from umtune.cli import main
 from umtune.config import DataConfig, RunConfig, TrainConfig, preset
 from umtune.data import Dataset
 from umtune.trainable.checkpoint import LocalRun, load_checkpoint, save_checkpoint
-from umtune.trainable.loop import Trainer, draw_batch, train
+from umtune.trainable.loop import (
+    Trainer,
+    decoder_mask_fraction,
+    draw_batch,
+    span_mask,
+    train,
+)
 
 
 def tiny_run(data_path, **train) -> RunConfig:
@@ -199,3 +205,42 @@ def test_training_with_decoder_input_noise_learns(tiny_dataset, tmp_path):
     train(cfg, report=run)
     history = run.history()
     assert history[-1]["heldout_ce"] < history[0]["heldout_ce"] - 0.3
+
+
+def test_span_mask_covers_the_requested_share_in_spans():
+    """About `fraction` of each row is covered, in runs at least `span` long."""
+    mask = span_mask(64, 4000, 0.3, 32, torch.Generator().manual_seed(0))
+    assert abs(mask.float().mean().item() - 0.3) < 0.02
+    edges = mask.int().diff(dim=1)
+    starts, ends = (edges == 1).nonzero(), (edges == -1).nonzero()
+    row0 = [int(e) - int(s) for s, e in zip(starts[starts[:, 0] == 0, 1],
+                                             ends[ends[:, 0] == 0, 1], strict=False)
+            if e > s]
+    assert min(row0) >= 32
+
+
+def test_decoder_mask_silences_the_decoders_past_only_in_training_and_decays(tiny_dataset):
+    """Masked samples of the decoders' input are 0 (silence), the rest and the encoder's input
+    untouched; the share decays linearly to 0 at decoder_mask_steps; held-out batches are clean;
+    two ranks get their rows of the one-worker mask."""
+    cfg = tiny_run(tiny_dataset, decoder_mask_fraction=0.5, decoder_mask_span=16,
+                   decoder_mask_steps=100)
+    cfg = replace(cfg, data=replace(cfg.data, batch_per_domain=4, segment_samples=2000))
+    data = Dataset.open(tiny_dataset)
+    shares = []
+    for step in (0, 50, 100):
+        batch = draw_batch(cfg, data, step=step, split="train", augment=True)
+        changed = batch.decoder_inputs != batch.clean_inputs
+        assert torch.equal(batch.decoder_inputs[changed], torch.zeros(int(changed.sum())))
+        shares.append((batch.decoder_inputs == 0).float().mean().item())
+    assert abs(shares[0] - 0.5) < 0.05 and abs(shares[1] - 0.25) < 0.05 and shares[2] < 0.01
+    assert [decoder_mask_fraction(cfg, s) for s in (0, 50, 100, 200)] == [0.5, 0.25, 0.0, 0.0]
+    heldout = draw_batch(cfg, data, step=3, split="heldout", augment=False)
+    assert torch.equal(heldout.decoder_inputs, heldout.clean_inputs)
+    whole = draw_batch(cfg, data, step=3, split="train", augment=True)
+    for rank in (0, 1):
+        part = draw_batch(cfg, data, step=3, split="train", augment=True, rank=rank,
+                          world_size=2)
+        rows = [k * 4 + i for k in range(2) for i in range(rank, 4, 2)]
+        assert torch.equal(part.decoder_inputs, whole.decoder_inputs[rows])
+        assert torch.equal(part.inputs, whole.inputs[rows])

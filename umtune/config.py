@@ -165,6 +165,13 @@ class TrainConfig:
     # is 1 / (classes - 1)). A decoder that cannot trust its past leans on the latent, and one
     # trained on noisy pasts drifts less on its own samples. 0 (the paper) disables it.
     decoder_input_noise: float = 0.0
+    # Share of the decoders' teacher-forced input silenced, in spans of decoder_mask_span
+    # samples, decaying linearly to 0 over decoder_mask_steps steps (0: never decays). Where its
+    # past is masked a decoder can only learn the next sample from the latent: a curriculum
+    # against decoders that model their instrument unconditionally. 0 (the paper) disables it.
+    decoder_mask_fraction: float = 0.0
+    decoder_mask_span: int = 64
+    decoder_mask_steps: int = 0
     steps_per_epoch: int = 50
     max_epochs: int = 1000
     max_minutes: float = 0.0  # time in training steps (not held-out eval or checkpoints), summed
@@ -187,6 +194,12 @@ class TrainConfig:
         _check(self.aug_semitones >= 0, "train.aug_semitones", self.aug_semitones, ">= 0")
         _check(self.decoder_input_noise >= 0, "train.decoder_input_noise",
                self.decoder_input_noise, ">= 0")
+        _check(0 <= self.decoder_mask_fraction < 1, "train.decoder_mask_fraction",
+               self.decoder_mask_fraction, "in [0, 1)")
+        _check(self.decoder_mask_span >= 1, "train.decoder_mask_span", self.decoder_mask_span,
+               ">= 1")
+        _check(self.decoder_mask_steps >= 0, "train.decoder_mask_steps",
+               self.decoder_mask_steps, ">= 0")
         _check(0 < self.aug_min_fraction <= self.aug_max_fraction <= 1, "train.aug_min_fraction",
                (self.aug_min_fraction, self.aug_max_fraction),
                "0 < aug_min_fraction <= aug_max_fraction <= 1")

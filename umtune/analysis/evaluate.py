@@ -24,7 +24,8 @@ unseen "whistle" included, so the true rendering of each clip on the target is k
   latent's domain content, are what fails.
 - recon_chroma: chroma similarity of those own-domain reconstructions to their clips: whether
   the notes survive encoding and generation at all (a translation's chroma is bounded by it).
-- latent_domain_acc vs latent_chance, pitch_probe_acc vs pitch_probe_chance: latent.py.
+- latent_domain_acc vs latent_chance, pitch_probe_acc vs pitch_probe_chance, note_latent_gain
+  and note_latent_gain_onset: latent.py.
 - unseen_timbre_acc: timbre_acc of translations from the unseen domain into each trained one.
 - recon_ce, latent_gain, latent_gain_cold: on the training loop's fixed held-out segments and
   computed as it does (`latent_use`): the teacher-forced cross-entropy (nats/sample) of each
@@ -55,7 +56,11 @@ import torch
 
 from umtune.analysis.classifier import DomainClassifier, domain_classifier
 from umtune.analysis.features import chroma_similarity, logmel_distance
-from umtune.analysis.latent import latent_domain_accuracy, pitch_probe_accuracy
+from umtune.analysis.latent import (
+    latent_domain_accuracy,
+    note_latent_gain,
+    pitch_probe_accuracy,
+)
 from umtune.config import RunConfig
 from umtune.data import Dataset, DatasetError
 from umtune.data.chorales import TAIL_SECONDS
@@ -72,8 +77,9 @@ EVAL_SAMPLING = Sampling(chunk_seconds=0.25, lead_seconds=0.05)
 SUMMARY_KEYS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain",
                 "self_timbre_acc", "recon_chroma", "latent_domain_acc", "latent_chance",
-                "pitch_probe_acc", "pitch_probe_chance", "unseen_timbre_acc", "recon_ce",
-                "latent_gain", "latent_gain_cold", "classifier_heldout_acc")
+                "pitch_probe_acc", "pitch_probe_chance", "note_latent_gain",
+                "note_latent_gain_onset", "unseen_timbre_acc", "recon_ce", "latent_gain",
+                "latent_gain_cold", "classifier_heldout_acc")
 PAIR_METRICS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain")
 
@@ -232,6 +238,7 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
         recon, latent_gain, latent_gain_cold = reconstruction_ce(model, cfg, data, device)
         latent_acc = latent_domain_accuracy(model, data, domains, device=device)
         pitch = pitch_probe_accuracy(model, data, domains, device)
+        note_gain = note_latent_gain(model, data, domains, device)
         if pitch is None:
             skipped.append(f"pitch metrics: dataset {data.path} has no note set (split 'notes' "
                            f"with isolated notes of at least two pitches on two domains)")
@@ -253,6 +260,8 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
                    latent_domain_acc=latent_acc, latent_chance=1 / len(domains),
                    pitch_probe_acc=pitch[0] if pitch else None,
                    pitch_probe_chance=pitch[1] if pitch else None,
+                   note_latent_gain=note_gain[0] if note_gain else None,
+                   note_latent_gain_onset=note_gain[1] if note_gain else None,
                    unseen_timbre_acc=_mean(p["timbre_acc"] for p in pairs
                                            if p["source"] in unseen),
                    recon_ce=_mean(recon.values()),

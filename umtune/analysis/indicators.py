@@ -8,6 +8,8 @@ callback:
 
 - `pitch_probe_acc` (and `pitch_probe_chance`): the leave-one-domain-out linear pitch probe on
   the note set's latent frames (latent.py).
+- `note_latent_gain` (and `note_latent_gain_onset`): the latent gain on the note set with each
+  note's latent swapped for another pitch's: whether the decoders use the pitch (latent.py).
 - `recon_chroma`: each domain's own decoder regenerates `train.indicator_seconds` of a fixed
   held-out clip of its domain from the clip's latent, with the generator translation uses
   (chunks entered through a lead-in); the chroma similarity (features.py) of that
@@ -25,7 +27,7 @@ import torch
 
 from umtune.analysis.evaluate import select_clips
 from umtune.analysis.features import chroma_similarity
-from umtune.analysis.latent import pitch_probe_accuracy
+from umtune.analysis.latent import note_latent_gain, pitch_probe_accuracy
 from umtune.config import RunConfig
 from umtune.data import Dataset
 from umtune.trainable.generate import Sampling, Translator
@@ -51,6 +53,9 @@ class LeadingIndicators:
         pitch = pitch_probe_accuracy(model, data, self.cfg.model.domains, device)
         if pitch is not None:
             out["pitch_probe_acc"], out["pitch_probe_chance"] = pitch
+        gain = note_latent_gain(model, data, self.cfg.model.domains, device)
+        if gain is not None:
+            out["note_latent_gain"], out["note_latent_gain_onset"] = gain
         if self.cfg.train.indicator_seconds > 0:
             out["recon_chroma"] = reconstruction_chroma(model, self.cfg, self._held_out_clips())
         return out

@@ -15,6 +15,10 @@
   unseen one is only ever scored). Chance is 1 / (number of pitches). The paper's own check of
   this (section 4, NSynth) compares embedding distances; a probe scored on an instrument it
   never saw says directly whether pitch is readable apart from timbre.
+- `note_latent_gain`: whether the decoders use that pitch: the latent gain on the note set with
+  each note's latent swapped for another pitch's on the same instrument. The latent gain of
+  music clips also counts loudness and rests; between two notes of one instrument only the
+  pitch differs.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from umtune.data import Dataset
-from umtune.trainable.model import UniversalTranslator
+from umtune.trainable.model import (
+    UniversalTranslator,
+    codes_to_input,
+    decoder_receptive_field,
+    latent_use,
+    mu_law_encode,
+)
 
 PROBE_WINDOW_SECONDS = 0.1
 PROBE_TRAIN_SHARE = 0.7
@@ -136,3 +146,30 @@ def pitch_probe_accuracy(model: UniversalTranslator, data: Dataset, domains: tup
         truth = torch.cat([torch.full((len(z),), y) for z, y in held])
         scores.append((pred == truth).float().mean().item())
     return float(np.mean(scores)), 1 / len(pitches)
+
+
+NOTE_GAIN_SECONDS = 0.25  # the onset and the start of each note's sustain
+
+
+@torch.no_grad()
+def note_latent_gain(model: UniversalTranslator, data: Dataset, domains: tuple[str, ...],
+                     device="cpu") -> tuple[float, float] | None:
+    """How much the decoders use the latent's pitch: the latent gain (`latent_use`) on the
+    note set, where each note's latent is swapped for that of the next pitch on the same
+    instrument (same envelope and loudness, 3 semitones away in the built-in note set), over
+    the first NOTE_GAIN_SECONDS of every note and over its first receptive field (the onset).
+    Returns (gain, onset gain) in nats/sample, or None without notes of two pitches on every
+    trained domain."""
+    notes = {d: sorted(data.files(d, "notes"), key=lambda e: e.pitch) for d in domains}
+    counts = {len(n) for n in notes.values()}
+    if len(counts) != 1 or min(counts) < 2:
+        return None
+    pool, classes = model.cfg.encoder.pool, model.cfg.classes
+    shortest = min(e.num_samples for n in notes.values() for e in n)
+    length = max(1, min(shortest, round(NOTE_GAIN_SECONDS * data.sample_rate)) // pool) * pool
+    audio = torch.from_numpy(np.stack([data.audio(e)[:length] for d in domains
+                                       for e in notes[d]])).to(device)
+    codes = mu_law_encode(audio, classes)
+    z = model.encoder(codes_to_input(codes, classes))
+    use = latent_use(model.autoencoder, z, codes, decoder_receptive_field(model.cfg.decoder))
+    return use.gain.mean().item(), use.gain_cold.mean().item()

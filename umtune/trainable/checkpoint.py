@@ -122,6 +122,8 @@ class LocalRun:
 def format_metrics(m: dict) -> str:
     """One line per epoch: the losses and the leading indicators that are present."""
     optional = [(f"pitch probe {m['pitch_probe_acc']:.2f}" if "pitch_probe_acc" in m else ""),
+                (f"note gain {m['note_latent_gain']:.3f} (onset {m['note_latent_gain_onset']:.3f})"
+                 if "note_latent_gain" in m else ""),
                 (f"recon chroma {m['recon_chroma']:.2f}" if "recon_chroma" in m else "")]
     return "  ".join([
         f"epoch {m['epoch']:4d}  step {m['step']:6d}  train CE {m['train_ce']:.4f}  "

@@ -66,7 +66,7 @@ class DivergenceError(RuntimeError):
 class Batch:
     inputs: torch.Tensor  # (K*b, T) encoder input in [-0.5, 0.5], augmented
     clean_inputs: torch.Tensor  # (K*b, T) encoder input of the clean audio
-    decoder_inputs: torch.Tensor  # (K*b, T) clean_inputs, plus noise when training
+    decoder_inputs: torch.Tensor  # (K*b, T) clean_inputs; in training + noise, silenced spans
     targets: torch.Tensor  # (K*b, T) clean mu-law codes
     labels: torch.Tensor  # (K*b,) domain index of each row
 
@@ -110,8 +110,30 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         noise = torch.randn(rows, length, generator=gen)[mine]
         decoder_inputs = clean + cfg.train.decoder_input_noise * noise
+    fraction = decoder_mask_fraction(cfg, step)
+    if augment and fraction > 0:
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        masked = span_mask(rows, length, fraction, cfg.train.decoder_mask_span, gen)[mine]
+        decoder_inputs = decoder_inputs.masked_fill(masked, 0.0)
     return Batch(inputs=inputs, clean_inputs=clean, decoder_inputs=decoder_inputs,
                  targets=targets, labels=labels)
+
+
+def decoder_mask_fraction(cfg: RunConfig, step: int) -> float:
+    """The share of the decoders' input silenced at `step`: linear decay over the steps."""
+    f, steps = cfg.train.decoder_mask_fraction, cfg.train.decoder_mask_steps
+    return f if steps == 0 else f * max(0.0, 1 - step / steps)
+
+
+def span_mask(rows: int, length: int, fraction: float, span: int,
+              generator: torch.Generator) -> torch.Tensor:
+    """(rows, length) bool: spans of `span` samples starting at random positions, about
+    `fraction` of each row in all (starts drawn with probability p, where a position is then
+    uncovered with probability (1 - p) ** span = 1 - fraction)."""
+    p = 1 - (1 - fraction) ** (1 / span)
+    starts = (torch.rand(rows, length, generator=generator) < p).float()
+    covered = F.max_pool1d(F.pad(starts, (span - 1, 0)).unsqueeze(1), span, stride=1)
+    return covered.squeeze(1).bool()
 
 
 def heldout_batch(cfg: RunConfig, data: Dataset) -> Batch:
@@ -243,7 +265,8 @@ class Trainer:
     def indicators(self, measure: Indicators) -> dict[str, float]:
         self.model.eval()
         try:
-            return measure(self.model)
+            with self.autocast():
+                return measure(self.model)
         finally:
             self.model.train()
 
