@@ -11,7 +11,7 @@ from test_loop import tiny_run
 
 from umtune.analysis.classifier import CACHE_DIR, CACHE_FILE, SUMMARY_FILE, domain_classifier
 from umtune.analysis.evaluate import reconstruction_ce, score_translations, select_clips
-from umtune.analysis.features import chroma_similarity, logmel_distance
+from umtune.analysis.features import chroma, chroma_similarity, logmel_distance
 from umtune.analysis.latent import (
     latent_domain_accuracy,
     note_latent_gain,
@@ -75,6 +75,14 @@ def test_noise_has_no_chroma_in_common_with_music(clips):
     piano, flute = _stack(clips, "piano"), _stack(clips, "flute")
     assert chroma_similarity(_noise(piano.shape), piano, SR).abs().max() < 0.25
     assert chroma_similarity(flute, piano, SR).min() > 0.6
+
+
+def test_white_noise_folds_to_a_flat_chroma():
+    """Every pitch class gets the same share of white noise (linear bins, log semitones), at
+    16 and 8 kHz, so noise correlates with no music."""
+    for sr in (16000, 8000):
+        c, _ = chroma(_noise((16, 2 * sr)), sr)
+        assert c.mean(dim=(0, 2)).abs().max() < 0.03
 
 
 def test_chroma_of_a_silent_candidate_is_zero_and_of_a_silent_reference_undefined():

@@ -10,8 +10,9 @@ pieces are rendered time-aligned on every domain), so every comparison is frame 
   `logmel_distance` = mean absolute dB difference over bands and frames.
 - Chroma: the power spectrum of a 256 ms STFT (hop 32 ms) between 55 Hz and 5 kHz folded into
   12 pitch classes, each bin shared between its two nearest pitch classes in proportion to its
-  distance from them in semitones (a triangular weight); each frame centred (its mean over the
-  12 classes subtracted) and L2-normalised. `chroma_similarity(candidate, reference)` = mean
+  distance from them in semitones (a triangular weight) and weighted so that every semitone
+  counts once and white noise folds flat; each frame centred (its mean over the 12 classes
+  subtracted) and L2-normalised. `chroma_similarity(candidate, reference)` = mean
   over the reference's audible frames (within 40 dB of its loudest frame) of the frames' cosine,
   i.e. the Pearson correlation of the two 12-class profiles; a silent candidate frame scores 0.
   Centring removes the large shared positive part of raw chroma vectors (raw cosines of white
@@ -68,7 +69,13 @@ def logmel_distance(a: Tensor, b: Tensor, sample_rate: int) -> Tensor:
 
 @functools.lru_cache(maxsize=8)
 def _chroma_setup(sample_rate: int) -> tuple[int, int, Tensor]:
-    """(n_fft, hop, folding matrix (12, bins))."""
+    """(n_fft, hop, folding matrix (12, bins)).
+
+    Bins are linear in frequency, semitones are not: a semitone at 4 kHz holds 64 times the bins
+    of one at 62 Hz. Each bin is weighted by 1 / (its semitone's width in bins), so every semitone
+    counts once, and each pitch class's row is scaled to one total weight, so that white noise
+    folds to a flat chroma (0 after centring) however the band's edges fall.
+    """
     n_fft = _pow2(CHROMA_WINDOW_SECONDS, sample_rate)
     hop = max(1, round(CHROMA_HOP_SECONDS * sample_rate))
     freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft
@@ -78,8 +85,11 @@ def _chroma_setup(sample_rate: int) -> tuple[int, int, Tensor]:
     low = torch.floor(midi)
     frac = midi - low  # share of the bin that goes to the upper neighbour
     cols = torch.nonzero(band)[:, 0]
-    fold[(low.long() % 12), cols] += 1.0 - frac
-    fold[((low.long() + 1) % 12), cols] += frac
+    per_semitone = n_fft / sample_rate * freqs[band] * (2 ** (1 / 12) - 1)  # bins a semitone
+    weight = 1.0 / per_semitone.clamp_min(1.0)
+    fold[(low.long() % 12), cols] += (1.0 - frac) * weight
+    fold[((low.long() + 1) % 12), cols] += frac * weight
+    fold /= fold.sum(dim=1, keepdim=True)
     return n_fft, hop, fold.float()
 
 

@@ -265,8 +265,7 @@ class Trainer:
     def indicators(self, measure: Indicators) -> dict[str, float]:
         self.model.eval()
         try:
-            with self.autocast():
-                return measure(self.model)
+            return measure(self.model)
         finally:
             self.model.train()
 
