@@ -9,6 +9,8 @@ Sizes follow Mor et al. 2018, section 3 and the official code (see ../shared/DES
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +28,33 @@ def _check(condition: bool, name: str, value: Any, expected: str) -> None:
         raise ValueError(f"config field {name}={value!r}: expected {expected}")
 
 
+# Field annotations (strings, under `from __future__ import annotations`) whose type is checked
+# before any other rule: a bool where an int belongs, 1.5 where an int belongs or an infinite
+# learning rate would otherwise pass the range checks or fail far from here.
+_SCALARS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _check_types(obj: Any, section: str) -> None:
+    """Every scalar field of `obj` holds its annotated type (ints exactly, floats finite, bools
+    True or False) and every sub-config its dataclass; the error names `section.field`."""
+    for f in dataclasses.fields(obj):
+        value, name = getattr(obj, f.name), f"{section}.{f.name}" if section else f.name
+        kind = _SCALARS.get(f.type) or globals().get(f.type)
+        if kind is float:
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool)
+                   and math.isfinite(value), name, value, "a finite number")
+        elif kind is int:
+            _check(isinstance(value, int) and not isinstance(value, bool), name, value,
+                   "an integer")
+        elif kind is bool:
+            _check(isinstance(value, bool), name, value, "true or false")
+        elif kind is str:
+            _check(isinstance(value, str), name, value, "a string")
+        elif dataclasses.is_dataclass(kind):
+            _check(isinstance(value, kind), name, value,
+                   f"a {kind.__name__} section (set its fields, e.g. {name}.FIELD=VALUE)")
+
+
 def dilation_schedule(pattern: str | tuple[int, ...], blocks: int, layers_per_block: int,
                       ) -> tuple[int, ...]:
     """Dilation of every layer, in order, for a named pattern or an explicit list.
@@ -39,7 +68,9 @@ def dilation_schedule(pattern: str | tuple[int, ...], blocks: int, layers_per_bl
     """
     n = blocks * layers_per_block
     if isinstance(pattern, (tuple, list)):
-        dil = tuple(int(d) for d in pattern)
+        _check(all(isinstance(d, int) and not isinstance(d, bool) for d in pattern), "dilations",
+               pattern, "a name or a list of integers")
+        dil = tuple(pattern)
         _check(len(dil) == n, "dilations", pattern, f"{n} entries (blocks x layers_per_block)")
         _check(all(d >= 1 for d in dil), "dilations", pattern, "positive integers")
         return dil
@@ -73,9 +104,10 @@ class EncoderConfig:
     normalize_latent: bool = False
 
     def __post_init__(self):
+        _check_types(self, "model.encoder")
         for name in ("blocks", "layers_per_block", "channels", "latent_channels", "pool"):
-            _check(getattr(self, name) >= 1, f"encoder.{name}", getattr(self, name), ">= 1")
-        _check(self.kernel_size % 2 == 1, "encoder.kernel_size", self.kernel_size,
+            _check(getattr(self, name) >= 1, f"model.encoder.{name}", getattr(self, name), ">= 1")
+        _check(self.kernel_size % 2 == 1, "model.encoder.kernel_size", self.kernel_size,
                "an odd size (the encoder is non-causal and centred)")
         if isinstance(self.dilations, list):
             object.__setattr__(self, "dilations", tuple(self.dilations))
@@ -95,11 +127,12 @@ class DecoderConfig:
     dilations: str | tuple[int, ...] = "doubling"
 
     def __post_init__(self):
+        _check_types(self, "model.decoder")
         for name in ("blocks", "layers_per_block", "residual_channels", "skip_channels"):
-            _check(getattr(self, name) >= 1, f"decoder.{name}", getattr(self, name), ">= 1")
-        _check(self.gate_channels >= 2 and self.gate_channels % 2 == 0, "decoder.gate_channels",
-               self.gate_channels, "an even number >= 2")
-        _check(self.kernel_size >= 2, "decoder.kernel_size", self.kernel_size, ">= 2")
+            _check(getattr(self, name) >= 1, f"model.decoder.{name}", getattr(self, name), ">= 1")
+        _check(self.gate_channels >= 2 and self.gate_channels % 2 == 0,
+               "model.decoder.gate_channels", self.gate_channels, "an even number >= 2")
+        _check(self.kernel_size >= 2, "model.decoder.kernel_size", self.kernel_size, ">= 2")
         if isinstance(self.dilations, list):
             object.__setattr__(self, "dilations", tuple(self.dilations))
         dilation_schedule(self.dilations, self.blocks, self.layers_per_block)
@@ -114,9 +147,10 @@ class ConfusionConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        _check(self.layers >= 1, "confusion.layers", self.layers, ">= 1")
-        _check(self.channels >= 1, "confusion.channels", self.channels, ">= 1")
-        _check(0.0 <= self.dropout < 1.0, "confusion.dropout", self.dropout, "in [0, 1)")
+        _check_types(self, "model.confusion")
+        _check(self.layers >= 1, "model.confusion.layers", self.layers, ">= 1")
+        _check(self.channels >= 1, "model.confusion.channels", self.channels, ">= 1")
+        _check(0.0 <= self.dropout < 1.0, "model.confusion.dropout", self.dropout, "in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -128,9 +162,12 @@ class ModelConfig:
     classes: int = 256  # mu-law quantisation levels
 
     def __post_init__(self):
+        _check_types(self, "model")
         if isinstance(self.domains, list):
             object.__setattr__(self, "domains", tuple(self.domains))
-        _check(len(self.domains) >= 2 and len(set(self.domains)) == len(self.domains),
+        _check(isinstance(self.domains, tuple) and all(isinstance(d, str) and d
+                                                       for d in self.domains)
+               and len(self.domains) >= 2 and len(set(self.domains)) == len(self.domains),
                "model.domains", self.domains, "at least two distinct domain names")
         _check(self.classes >= 2, "model.classes", self.classes, ">= 2")
 
@@ -143,6 +180,7 @@ class DataConfig:
     batch_per_domain: int = 2  # segments per domain in each step; every step sees every domain
 
     def __post_init__(self):
+        _check_types(self, "data")
         _check(self.sample_rate >= 1000, "data.sample_rate", self.sample_rate, ">= 1000 Hz")
         _check(self.segment_samples >= 2, "data.segment_samples", self.segment_samples, ">= 2")
         _check(self.batch_per_domain >= 1, "data.batch_per_domain", self.batch_per_domain, ">= 1")
@@ -185,6 +223,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        _check_types(self, "train")
         _check(self.lr > 0, "train.lr", self.lr, "> 0")
         _check(0 < self.lr_decay <= 1, "train.lr_decay", self.lr_decay, "in (0, 1]")
         _check(self.lr_decay_every >= 1, "train.lr_decay_every", self.lr_decay_every, ">= 1")
@@ -220,6 +259,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
+        _check_types(self, "")
         _check(self.data.segment_samples % self.model.encoder.pool == 0, "data.segment_samples",
                self.data.segment_samples,
                f"a multiple of model.encoder.pool={self.model.encoder.pool}")
@@ -272,41 +312,71 @@ def upgrade_config_dict(d: dict) -> dict:
 
 def replace_path(cfg: RunConfig, dotted: str, value: Any) -> RunConfig:
     """`dataclasses.replace` along a dotted field path, e.g. ("train.lr", 3e-4)."""
-    head, _, rest = dotted.partition(".")
+    return _replace(cfg, dotted.split("."), value, done="")
+
+
+def _replace(cfg: Any, parts: list[str], value: Any, done: str) -> Any:
+    head, rest, where = parts[0], parts[1:], f"{done}{parts[0]}"
     names = {f.name for f in dataclasses.fields(cfg)}
     if head not in names:
-        raise ValueError(f"unknown config field {dotted!r} (in {type(cfg).__name__}: "
-                         f"{', '.join(sorted(names))})")
+        raise ValueError(f"unknown config field {done + '.'.join(parts)!r} (in "
+                         f"{type(cfg).__name__}: {', '.join(sorted(names))})")
     current = getattr(cfg, head)
     if rest:
-        return dataclasses.replace(cfg, **{head: replace_path(current, rest, value)})
-    return dataclasses.replace(cfg, **{head: _coerce(value, current, dotted)})
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"unknown config field {done + '.'.join(parts)!r}: {where} is a "
+                             "field, not a section")
+        return dataclasses.replace(cfg, **{head: _replace(current, rest, value, f"{where}.")})
+    if dataclasses.is_dataclass(current):
+        example = dataclasses.fields(current)[0].name
+        raise ValueError(f"config section {where}={value!r}: expected one of its fields, e.g. "
+                         f"{where}.{example}=VALUE")
+    return dataclasses.replace(cfg, **{head: _coerce(value, current, where)})
 
 
 def _coerce(value: Any, current: Any, name: str) -> Any:
-    """Give `value` the type of the field's current value where that is unambiguous."""
-    try:
-        if isinstance(current, bool) or current is None:
-            return value
-        if isinstance(current, float) and isinstance(value, (int, str)):
-            return float(value)
-        if isinstance(current, int) and isinstance(value, str):
-            return int(value)
-    except ValueError:
-        raise ValueError(f"config field {name}={value!r}: expected a "
-                         f"{type(current).__name__}") from None
+    """Give `value` the type of the field's current value where no information is lost: numbers
+    written as text, an int for a float field, a whole float (2.0) for an int field, "true" or
+    "false" for a bool field. Anything else is left for `__post_init__` to refuse by name."""
+    if isinstance(value, numbers.Number) and hasattr(value, "item"):
+        value = value.item()  # numpy scalars (Tune's and pandas' samples)
+    if isinstance(current, bool) or current is None:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        return value
+    if isinstance(current, str) and isinstance(value, (int, float)) and not isinstance(value,
+                                                                                       bool):
+        return str(value)  # e.g. data.path=2024
+    if isinstance(current, (int, float)) and isinstance(value, str):
+        try:
+            value = float(value) if isinstance(current, float) or not value.strip().isdigit() \
+                else int(value)
+        except ValueError:
+            kind = "a number" if isinstance(current, float) else "an integer"
+            raise ValueError(f"config field {name}={value!r}: expected {kind}") from None
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, int) and isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 
 def overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
-    """Apply "dotted.field=value" strings (values parsed as YAML: numbers, lists, strings)."""
+    """Apply "dotted.field=value" strings (values parsed as YAML: numbers, lists, strings; only
+    `true` and `false` are booleans, so `yes` or `on` stay text and a bool field refuses them)."""
     import yaml
 
     for item in assignments:
         key, sep, text = item.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise ValueError(f"override {item!r}: expected FIELD=VALUE, e.g. train.lr=3e-4")
-        value = yaml.safe_load(text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {item!r}: the value is not valid YAML "
+                             f"({str(e).splitlines()[0]})") from None
+        if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+            value = text.strip()
         cfg = replace_path(cfg, key.strip(), tuple(value) if isinstance(value, list) else value)
     return cfg
 
