@@ -1,26 +1,37 @@
 """Checkpoints on disk: atomic save, `weights_only` load, and the run directory of a plain run.
 
-A checkpoint is a directory holding `state.pt`: model and optimizer states, the step counters
-and the run config as a plain dict (`RunConfig.to_dict`), so it loads with
-`torch.load(weights_only=True)` and needs no pickled classes. Directories are written under a
-temporary name and renamed, so a reader never sees half a checkpoint.
+A checkpoint is a directory holding one file, `state.pt`: model and optimizer states, the step
+counters and the run config as a plain dict (`RunConfig.to_dict`), so it loads with
+`torch.load(weights_only=True)` and needs no pickled classes, and a file whose weights do not fit
+its own config is refused before any model is built. The file is written under a temporary name
+beside it and renamed over the old one, so the directory is always there and a reader finds the
+old checkpoint or the new one, never none and never half of one. Files and folders get the
+permissions the umask allows (with the usual 022, colleagues on shared storage can read them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+import re
+import secrets
 import shutil
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from umtune.config import RunConfig
+from umtune.data.writer import write_json_atomic
 
 STATE_FILE = "state.pt"
+CONFIG_FILE = "config.json"  # in a run directory: the config it was started (or resumed) with
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoint"
+_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")  # `_staged`'s names: .NAME.PID.HEX.tmp
 
 
 @dataclass(frozen=True)
@@ -37,20 +48,20 @@ class TrainingState:
 
 
 def save_checkpoint(state: TrainingState, directory: Path) -> Path:
-    """Write `state` as a checkpoint directory at `directory` (replacing it), atomically."""
+    """Write `state` as the checkpoint directory `directory`, replacing the checkpoint there
+    with one rename of its state.pt."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    torch.save({
-        "config": state.config.to_dict(),
-        "model": state.model,
-        "autoencoder_optimizer": state.autoencoder_optimizer,
-        "confusion_optimizer": state.confusion_optimizer,
-        "step": state.step,
-        "epoch": state.epoch,
-        "elapsed_seconds": state.elapsed_seconds,
-    }, tmp / STATE_FILE)
-    _replace_dir(tmp, directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _staged(directory / STATE_FILE) as f:
+        torch.save({
+            "config": state.config.to_dict(),
+            "model": state.model,
+            "autoencoder_optimizer": state.autoencoder_optimizer,
+            "confusion_optimizer": state.confusion_optimizer,
+            "step": state.step,
+            "epoch": state.epoch,
+            "elapsed_seconds": state.elapsed_seconds,
+        }, f)
     return directory
 
 
@@ -63,55 +74,126 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Tra
                                 "directory written by umtune train)")
     try:
         raw = torch.load(file, map_location=map_location, weights_only=True)
-        return TrainingState(config=RunConfig.from_dict(raw["config"]), model=raw["model"],
-                             autoencoder_optimizer=raw["autoencoder_optimizer"],
-                             confusion_optimizer=raw["confusion_optimizer"], step=raw["step"],
-                             epoch=raw["epoch"], elapsed_seconds=raw["elapsed_seconds"])
+        state = TrainingState(config=RunConfig.from_dict(raw["config"]), model=raw["model"],
+                              autoencoder_optimizer=raw["autoencoder_optimizer"],
+                              confusion_optimizer=raw["confusion_optimizer"], step=raw["step"],
+                              epoch=raw["epoch"], elapsed_seconds=raw["elapsed_seconds"])
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
         raise ValueError(f"checkpoint {file}: not a readable umtune checkpoint ({e})") from e
+    _check_weights(state, file)
+    return state
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move directory src to dst, replacing dst; dst is never missing and never partial."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
+def _check_weights(state: TrainingState, file: Path) -> None:
+    """Refuse weights that do not fit the checkpoint's own config (names and shapes), which
+    `load_state_dict` would otherwise report as a traceback far from the file."""
+    from umtune.trainable.model import UniversalTranslator
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        expected = {k: tuple(v.shape) for k, v in
+                    UniversalTranslator(state.config.model).state_dict().items()}
+    weights = state.model if isinstance(state.model, dict) else {}
+    found = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    problems = [f"missing {k}" for k in expected if k not in found]
+    problems += [f"unexpected {k}" for k in weights if k not in expected]
+    problems += [f"{k} is {list(found[k])}, the config makes it {list(shape)}"
+                 for k, shape in expected.items() if k in found and found[k] != shape]
+    if problems:
+        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise ValueError(f"checkpoint {file}: its weights do not match its config "
+                         f"({'; '.join(problems[:2])}{more}); expected the weights of the "
+                         "network its config describes, as umtune train writes them")
+
+
+@contextlib.contextmanager
+def _staged(final: Path) -> Iterator[Path]:
+    """A temporary path beside `final` to write to; renamed onto `final` when the block ends
+    without an error, removed when it raises. Created with mode 0666 less the umask."""
+    for old in final.parent.glob(f".{final.name}.*.tmp"):  # left by a killed writer
+        match = _TEMPORARY.match(old.name)
+        if match and not _alive(int(match.group(1))):
+            old.unlink(missing_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 class LocalRun:
-    """The run directory of a plain (non-Ray) run: `checkpoint/` and `metrics.jsonl`.
+    """The run directory of a plain (non-Ray) run: `config.json`, `checkpoint/`, `metrics.jsonl`.
 
     Used as the loop's `report` callback: it keeps the newest checkpoint and appends one JSON
-    line of metrics per epoch.
+    line of metrics per epoch. Nothing is written before the first report, so a run that fails
+    before its first epoch leaves no directory behind.
+
+    Args:
+        run_dir: the run directory.
+        echo: print each epoch's metrics.
+        config: written to config.json with the first report (and replacing an older one).
+        new: the run must be a new one: refuse a directory that already holds a run.
     """
 
-    def __init__(self, run_dir: Path, echo: bool = True):
+    def __init__(self, run_dir: Path, echo: bool = True, config: RunConfig | None = None,
+                 new: bool = False):
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.echo = echo
+        self.config = config
+        if new and self.exists():
+            raise FileExistsError(f"{self.run_dir} already holds a run ({CHECKPOINT_DIR}/, "
+                                  f"{METRICS_FILE}): continue it with --resume {self.run_dir}, "
+                                  "or choose another --out")
+
+    def exists(self) -> bool:
+        return any((self.run_dir / name).exists() for name in (CHECKPOINT_DIR, METRICS_FILE,
+                                                               CONFIG_FILE))
 
     @property
     def checkpoint(self) -> Path:
-        return self.run_dir / "checkpoint"
+        return self.run_dir / CHECKPOINT_DIR
 
     @property
     def metrics_file(self) -> Path:
-        return self.run_dir / "metrics.jsonl"
+        return self.run_dir / METRICS_FILE
 
     def __call__(self, metrics: dict, checkpoint: Path | None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.config is not None:
+            write_json_atomic(self.run_dir / CONFIG_FILE, self.config.to_dict())
+            self.config = None
         if checkpoint is not None:
-            tmp = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=self.run_dir))
-            shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
-            _replace_dir(tmp, self.checkpoint)
+            self._keep(Path(checkpoint))
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.echo:
             print(format_metrics(metrics), flush=True)
+
+    def _keep(self, checkpoint: Path) -> None:
+        """Copy a reported checkpoint's files over this run's, each with one rename."""
+        self.checkpoint.mkdir(exist_ok=True)
+        names = {f.name for f in checkpoint.iterdir() if f.is_file()}
+        for name in sorted(names, key=lambda n: n == STATE_FILE):  # state.pt last
+            with _staged(self.checkpoint / name) as tmp, open(checkpoint / name, "rb") as src, \
+                    open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        for old in self.checkpoint.iterdir():
+            if old.is_file() and old.name not in names and not old.name.startswith("."):
+                old.unlink()
 
     def history(self) -> list[dict]:
         if not self.metrics_file.exists():

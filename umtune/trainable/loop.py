@@ -30,7 +30,6 @@ from torch import nn
 
 from umtune.config import RunConfig
 from umtune.data import Dataset
-from umtune.data.writer import write_json_atomic
 from umtune.trainable.augment import apply_shifts, sample_shifts
 from umtune.trainable.checkpoint import (
     LocalRun,
@@ -346,9 +345,8 @@ def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
     With `resume`, training continues from `run_dir`'s checkpoint (the epoch and time budgets
     in `cfg` count the whole run, so raise them to go further).
     """
-    run = LocalRun(run_dir)
+    run = LocalRun(run_dir, config=cfg, new=not resume)  # config.json with the first epoch
     print(describe(cfg, UniversalTranslator(cfg.model)))
-    write_json_atomic(run.run_dir / "config.json", cfg.to_dict())
     return train(cfg, report=run, resume=run.checkpoint if resume else None,
                  indicators=indicators)
 

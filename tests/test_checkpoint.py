@@ -1,0 +1,124 @@
+"""Checkpoints and run folders on disk: refused when their weights do not fit their config,
+shared with the permissions the umask allows, replaced so that a reader never finds none; a
+run folder is never overwritten by a new run nor left behind by one that never started."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from dataclasses import replace
+
+import pytest
+from test_loop import tiny_run
+
+from umtune.cli import main
+from umtune.data import Dataset
+from umtune.trainable.checkpoint import LocalRun, load_checkpoint, save_checkpoint
+from umtune.trainable.loop import Trainer, train
+
+
+def _state(tiny_dataset, **train):
+    return Trainer(tiny_run(tiny_dataset, **train), Dataset.open(tiny_dataset)).state()
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_naming_the_file(tiny_dataset,
+                                                                        tmp_path, capsys):
+    """A checkpoint whose config was edited (wider encoder) is a one-line error naming the file
+    and the first mismatching tensor, from load_checkpoint and from `umtune translate`."""
+    state = _state(tiny_dataset)
+    wider = replace(state.config, model=replace(state.config.model, encoder=replace(
+        state.config.model.encoder, channels=state.config.model.encoder.channels * 2)))
+    path = save_checkpoint(replace(state, config=wider), tmp_path / "ckpt")
+    with pytest.raises(ValueError, match=r"checkpoint .*state.pt: its weights do not match its "
+                                         r"config \(autoencoder\.encoder\..* is "
+                                         r"\[\d+, \d+, \d+\], the config makes it \[\d+"):
+        load_checkpoint(path)
+    fewer = {k: v for k, v in state.model.items() if ".decoders.flute." not in k}
+    save_checkpoint(replace(state, model=fewer), tmp_path / "cut")
+    with pytest.raises(ValueError, match=r"missing autoencoder\.decoders\.flute\."):
+        load_checkpoint(tmp_path / "cut")
+    clip = tmp_path / "clip.wav"
+    import soundfile as sf
+
+    sf.write(clip, [0.1, -0.1] * 2000, 16000)
+    assert main(["translate", "--checkpoint", str(path), "--to", "flute", str(clip), "-o",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "its weights do not match its config" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("umask, folder, file", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_checkpoints_get_the_permissions_the_umask_allows(tiny_dataset, tmp_path, umask,
+                                                          folder, file):
+    """Run folder, checkpoint folder and state.pt are readable by the group (and others under
+    022), as the umask says: colleagues on shared storage can evaluate them."""
+    old = os.umask(umask)
+    try:
+        run = LocalRun(tmp_path / "run", echo=False)
+        train(tiny_run(tiny_dataset, max_epochs=1, steps_per_epoch=1), report=run)
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert (mode(run.run_dir), mode(run.checkpoint), mode(run.checkpoint / "state.pt")) == \
+        (folder, folder, file)
+
+
+def test_replacing_a_checkpoint_never_leaves_a_moment_without_one(tiny_dataset, tmp_path):
+    """Each new checkpoint replaces state.pt with one rename inside a checkpoint/ folder that
+    stays put (same inode); a reader polling all the while always finds a loadable file."""
+    run = LocalRun(tmp_path / "run", echo=False)
+    state = _state(tiny_dataset)
+    staged = save_checkpoint(state, tmp_path / "staged")
+    run({"epoch": 1}, staged)
+    inode = run.checkpoint.stat().st_ino
+    seen, stop = [], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            seen.append((run.checkpoint / "state.pt").is_file())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for epoch in range(2, 30):
+            save_checkpoint(replace(state, epoch=epoch), staged)
+            run({"epoch": epoch}, staged)
+            assert run.checkpoint.stat().st_ino == inode
+    finally:
+        stop.set()
+        reader.join()
+    assert seen and all(seen)
+    assert load_checkpoint(run.checkpoint).epoch == 29
+    assert sorted(p.name for p in run.checkpoint.iterdir()) == ["state.pt"]
+    assert sorted(p.name for p in run.run_dir.iterdir()) == ["checkpoint", "metrics.jsonl"]
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory(tiny_dataset, tmp_path,
+                                                                    capsys):
+    """A config the dataset cannot serve (a domain it lacks) fails without a run folder."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(run),
+                 "--set", "model.domains=[piano, banjo]"]) == 2
+    assert "['banjo'] are not in dataset" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_train_out_onto_an_existing_run_without_resume_is_refused(tiny_dataset, tmp_path,
+                                                                  capsys):
+    """A second `train --out RUN` exits 2 and leaves the first run's files as they were."""
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_dataset), "--out", str(run), "--set",
+            "train.steps_per_epoch=1", "--set", "train.max_epochs=1", "--set",
+            "data.segment_samples=800", "--set", "train.eval_segments=2"]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in (run / "metrics.jsonl", run / "config.json",
+                                                 run / "checkpoint" / "state.pt")}
+    capsys.readouterr()
+    assert main(args) == 2
+    assert f"{run} already holds a run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (run / "metrics.jsonl", run / "config.json",
+                                               run / "checkpoint" / "state.pt")} == before
+    assert [json.loads(line)["epoch"] for line in
+            (run / "metrics.jsonl").read_text().splitlines()] == [1]
