@@ -1,12 +1,15 @@
 """The `umtune` command: parses arguments, builds configs, and calls the library.
 
 Each subcommand's handler is a few lines that call one library function; nothing below this
-module parses arguments.
+module parses arguments. Every error ends as one line on stderr: bad input (a ValueError or an
+OSError, which the library raises naming the file or value) with exit status 2, anything else
+with status 1; `umtune --debug ...` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -17,12 +20,12 @@ def _sampling_parser() -> argparse.ArgumentParser:
     """The options of `Sampling` shared by translate and evaluate (defaults: the library's)."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("generation")
-    g.add_argument("--chunk-seconds", type=float,
+    g.add_argument("--chunk-seconds", type=_number,
                    help="clips are cut into chunks of this length generated side by side")
-    g.add_argument("--lead-seconds", type=float,
+    g.add_argument("--lead-seconds", type=_number,
                    help="each chunk is entered through this much of the audio before it "
                    "(0: chunks restart from silence)")
-    g.add_argument("--temperature", type=float,
+    g.add_argument("--temperature", type=_number,
                    help="sampling temperature: 1 samples the decoder's trained distribution, "
                    "below 1 sharpens it (fewer noisy samples, less variety)")
     g.add_argument("--seed", type=int, default=0,
@@ -199,10 +202,35 @@ def _cluster_check(a: argparse.Namespace) -> int:
     return 1 if any(f.level == "error" for f in findings) else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, as the rest of the command gives them."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _number(text: str) -> float:
+    """A finite float: `nan` and `inf` are refused where they are typed."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+RESUME_TRUST = ("SWEEP_DIR must be one you trust: resuming unpickles Tune's saved state, and a "
+                "crafted sweep folder runs code as you (reading one with `umtune report` does "
+                "not)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from umtune.config import DEFAULT_DOMAINS
 
-    p = argparse.ArgumentParser(prog="umtune", description=__doc__.splitlines()[0])
+    p = _Parser(prog="umtune", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, show its traceback instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="write or inspect a dataset").add_subparsers(
@@ -215,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--pieces", type=int, default=8, help="training pieces per domain")
     ch.add_argument("--heldout", type=int, default=6, help="held-out pieces (all domains)")
     ch.add_argument("--seed", type=int, default=0)
-    ch.add_argument("--max-piece-seconds", type=float, default=None,
+    ch.add_argument("--max-piece-seconds", type=_number, default=None,
                     help="crop every piece to this length (default: whole pieces)")
     ch.add_argument("--lines", action="store_true",
                     help="render each voice of a piece as its own file, one note at a time")
@@ -231,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("src", type=Path)
     im.add_argument("--out", type=Path, required=True)
     im.add_argument("--sample-rate", type=int, default=16000)
-    im.add_argument("--heldout-fraction", type=float, default=0.2)
-    im.add_argument("--min-seconds", type=float, default=0.75,
+    im.add_argument("--heldout-fraction", type=_number, default=0.2)
+    im.add_argument("--min-seconds", type=_number, default=0.75,
                     help="shortest usable file (one training segment)")
     im.add_argument("--seed", type=int, default=0)
     im.add_argument("--force", action="store_true")
@@ -247,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--preset", default="tiny", help="tiny, cpu or paper")
     tr.add_argument("--data", type=Path, help="dataset directory (from `umtune data`)")
     tr.add_argument("--out", type=Path, help="run directory: checkpoint/, metrics.jsonl")
-    tr.add_argument("--minutes", type=float, help="wall-clock training budget")
+    tr.add_argument("--minutes", type=_number, help="wall-clock training budget")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR",
                     help="continue the run in RUN_DIR from its checkpoint")
     tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -259,12 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
     ray.add_argument("--storage", help="where runs live: a local dir (one node), file:///shared "
                      "or s3://... (multi-node); the run is STORAGE/<name of --out>")
-    ray.add_argument("--cpus-per-worker", type=float, help="CPUs (= torch threads) per worker")
+    ray.add_argument("--cpus-per-worker", type=_number, help="CPUs (= torch threads) per worker")
     ray.add_argument("--max-failures", type=int, default=3,
                      help="worker-group restarts from the latest checkpoint before giving up")
     tr.set_defaults(handler=_train)
 
-    sw = sub.add_parser("sweep", help="sweep hyperparameters on Ray Tune (trials = Train runs)")
+    sw = sub.add_parser("sweep", help="sweep hyperparameters on Ray Tune (trials = Train runs)",
+                        epilog=f"--resume: {RESUME_TRUST}.")
     sw.add_argument("--space", default="ablation",
                     help="a built-in space (see `umtune spaces`) or a YAML file")
     sw.add_argument("--data", type=Path, default=Path("data/bach"))
@@ -280,11 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--objective", default="quality",
                     help="quality, or quality,cost for a multi-objective (Pareto) search")
     sw.add_argument("--trial-workers", type=int, default=1, help="Train workers per trial")
-    sw.add_argument("--cpus-per-worker", type=float, help="CPUs (= torch threads) per worker")
+    sw.add_argument("--cpus-per-worker", type=_number, help="CPUs (= torch threads) per worker")
     sw.add_argument("--gpu", action="store_true", help="one GPU per Train worker")
     sw.add_argument("--max-concurrent", type=int,
                     help="trials at once (default: as many as the cluster's resources fit)")
-    sw.add_argument("--minutes-per-trial", type=float, help="training budget of each trial")
+    sw.add_argument("--minutes-per-trial", type=_number, help="training budget of each trial")
     sw.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
     sw.add_argument("--storage", default="sweeps",
                     help="where sweeps live (a shared URI or file:/// on multi-node clusters)")
@@ -292,9 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--seed", type=int, default=0, help="the searcher's seed")
     sw.add_argument("--eval-clips", type=int, default=1, help="held-out clips per domain pair "
                     "translated and scored at each trial's end (0: no evaluation)")
-    sw.add_argument("--eval-seconds", type=float, default=1.0, help="length of those clips")
+    sw.add_argument("--eval-seconds", type=_number, default=1.0, help="length of those clips")
     sw.add_argument("--resume", metavar="SWEEP_DIR",
-                    help="finish the sweep in SWEEP_DIR after its driver stopped")
+                    help="finish the sweep in SWEEP_DIR after its driver stopped. "
+                    + RESUME_TRUST)
     sw.set_defaults(handler=_sweep)
 
     sampling = _sampling_parser()
@@ -311,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. RUN/checkpoint)")
     ev.add_argument("--data", type=Path, help="dataset (default: the checkpoint's data.path)")
     ev.add_argument("--clips", type=int, default=2, help="held-out clips per domain pair")
-    ev.add_argument("--seconds", type=float, default=1.0, help="length of each clip")
+    ev.add_argument("--seconds", type=_number, default=1.0, help="length of each clip")
     ev.add_argument("-o", "--output", type=Path,
                     help="folder for metrics.json and audio/ (default: CHECKPOINT/../evaluation)")
     ev.add_argument("--table", type=Path, metavar="FILE.md",
@@ -357,9 +387,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("train needs --data and --out (or --resume RUN_DIR)")
     try:
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as e:
-        print(f"umtune: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if args.debug:
+            raise
+        return _report_error(e)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("umtune: interrupted", file=sys.stderr)
+        return 130
+
+
+def _report_error(e: Exception) -> int:
+    """One line on stderr: the message of bad input (exit 2), or the type and first line of any
+    other error (exit 1), with a pointer to --debug."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if isinstance(e, (ValueError, OSError)):
+        more = " (more with --debug)" if len(lines) > 1 else ""
+        print(f"umtune: error: {(lines or [type(e).__name__])[0]}{more}", file=sys.stderr)
         return 2
+    print(f"umtune: error: {type(e).__name__}: {(lines or ['(no message)'])[0]} (run `umtune "
+          "--debug ...` for the traceback)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
