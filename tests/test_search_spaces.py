@@ -236,3 +236,54 @@ def test_describing_spaces_does_not_import_ray():
 def test_module_describe_matches_each_space():
     """The package-level describe joins the spaces' own descriptions."""
     assert search_spaces.describe(["ablation"]) == space("ablation").describe()
+
+
+BAD_SPACES = {
+    "infinite": ("params:\n  train.aug_semitones: {type: uniform, low: 0, high: .inf}\n",
+                 "parameter train.aug_semitones: value inf is not a finite number"),
+    "twice": ("params:\n  train.seed: {type: grid, values: [0, 1]}\n"
+              "  train.seed: {type: grid, values: [2]}\n",
+              "line 3, column 3: found the key 'train.seed' twice (first on line 2)"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_SPACES)
+def test_spaces_and_sweep_refuse_infinite_ranges_and_keys_given_twice(name, tmp_path, capsys,
+                                                                     tiny_dataset):
+    """A range up to .inf and a field named twice (PyYAML keeps the last) are one-line errors
+    of `umtune spaces --file` and of `umtune sweep` (before Ray starts, nothing written)."""
+    import ray
+
+    text, message = BAD_SPACES[name]
+    file = tmp_path / f"{name}.yaml"
+    file.write_text(text)
+    assert main(["spaces", "--file", str(file)]) == 2
+    err = capsys.readouterr().err
+    assert f"{file}: " in err and message in err and err.count("\n") == 1
+    assert main(["sweep", "--space", str(file), "--data", str(tiny_dataset), "--storage",
+                 str(tmp_path / "sweeps"), "--name", "s"]) == 2
+    assert message in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "sweeps").exists()
+
+
+def test_a_grid_too_large_to_enumerate_is_refused_before_ray_starts(tmp_path, capsys,
+                                                                    tiny_dataset):
+    """An int range 1..1e11 under a grid search would be a MemoryError inside Tune; it is an
+    error naming the parameter, with nothing written and Ray not started, and the name stays
+    free for the corrected sweep."""
+    import ray
+
+    file = tmp_path / "huge.yaml"
+    file.write_text("params:\n  train.seed: {type: int, low: 1, high: 100000000000}\n")
+    assert main(["spaces", "--file", str(file)]) == 0  # random search samples it fine
+    capsys.readouterr()
+    assert main(["sweep", "--space", str(file), "--search", "grid", "--data", str(tiny_dataset),
+                 "--storage", str(tmp_path / "sweeps"), "--name", "s"]) == 2
+    err = capsys.readouterr().err
+    assert "parameter train.seed is an int range of 100,000,000,000 values; a grid search " \
+           "enumerates at most 10,000 points" in err
+    assert not ray.is_initialized() and not (tmp_path / "sweeps").exists()
+    many = {"params": {f"train.{k}": {"type": "grid", "values": list(range(1, 200))}
+                        for k in ("seed", "max_epochs")}}
+    with pytest.raises(ValueError, match="a grid search of 39,601 points per sample"):
+        space(many).tune_config("grid")

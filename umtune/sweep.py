@@ -88,17 +88,17 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
 
     from umtune.trainable import ray_train
 
+    if "://" not in base.data.path:  # trials run in their own working directories
+        base = replace(base, data=replace(base.data, path=str(Path(base.data.path).resolve())))
+    # The space is built (and so checked) before Ray starts and before anything is written.
+    domains = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
     ray_train.connect(address)
     storage = ray_train.check_storage(storage, ray_train.alive_nodes())
     path = f"{storage}/{name}"
     if _sweep_file_exists(path):
         raise FileExistsError(f"{path} already holds a sweep: resume it (--resume) or choose "
                               "another name")
-    if "://" not in base.data.path:  # trials run in their own working directories
-        base = replace(base, data=replace(base.data, path=str(Path(base.data.path).resolve())))
-    space(opts.space, base)  # validate before anything is written
-    _write_sweep_file(path, {"options": asdict(opts), BASE_KEY: base.to_dict(), "name": name})
-    param_space = {**get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search),
+    param_space = {**domains,
                    "trial": {"workers": opts.trial_workers, "gpu": opts.gpu,
                              "cpus_per_worker": _cpus_per_worker(opts),
                              "max_failures": opts.train_failures,
@@ -114,6 +114,8 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
                                     trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=name, storage_path=storage,
                                   failure_config=tune.FailureConfig(max_failures=0)))
+    # Written last: it claims the name, and `--resume` needs it once Tune has started.
+    _write_sweep_file(path, {"options": asdict(opts), BASE_KEY: base.to_dict(), "name": name})
     return _finish(tuner.fit(), path, opts, base)
 
 

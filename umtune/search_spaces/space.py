@@ -21,6 +21,9 @@ RANGE_KINDS = ("loguniform", "uniform", "int")
 KINDS = (*RANGE_KINDS, "choice", "grid")
 SEARCHES = ("random", "grid", "optuna")
 SWITCH_SUFFIX = ":enabled"  # key of the on/off switch of a parameter with an `off_value`
+# Points a grid search may enumerate per sample (Tune materialises every one before the first
+# trial starts; an int range of 1..1e11 would not fit in memory).
+MAX_GRID_POINTS = 10_000
 
 
 def field_type(dotted: str) -> Any:
@@ -44,15 +47,18 @@ def _type_name(type_: Any) -> str:
 
 def _typed(value: Any, type_: Any) -> Any:
     """`value` as the field's type, or a ValueError. YAML 1.1 reads `1e-3` as a string, so float
-    fields accept numeric strings."""
+    fields accept numeric strings; they refuse `.inf` and `.nan`, which no range can sample."""
     if isinstance(value, bool):
         if type_ is bool:
             return value
-    elif type_ is float and isinstance(value, (int, float)):
-        return float(value)
-    elif type_ is float and isinstance(value, str):
+    elif type_ is float and isinstance(value, (int, float, str)):
+        number = None
         with contextlib.suppress(ValueError):
-            return float(value)
+            number = float(value)
+        if number is not None and not math.isfinite(number):
+            raise ValueError(f"value {value!r} is not a finite number")
+        if number is not None:
+            return number
     elif type_ is int and isinstance(value, int):
         return value
     elif isinstance(value, str) and str in (type_, *get_args(type_)):
@@ -198,6 +204,11 @@ class SearchSpace:
         if p.kind in ("grid", "choice"):
             return list(p.values)
         if p.kind == "int":
+            if p.high - p.low + 1 > MAX_GRID_POINTS:
+                raise ValueError(f"space {self.name!r}: parameter {p.field} is an int range of "
+                                 f"{p.high - p.low + 1:,} values; a grid search enumerates at "
+                                 f"most {MAX_GRID_POINTS:,} points (use search='random' or "
+                                 "'optuna', or a shorter range)")
             return list(range(p.low, p.high + 1))
         raise ValueError(f"space {self.name!r}: parameter {p.field} is {p.kind}; a grid search "
                          "enumerates only grid, choice and int parameters (use search='random' "
@@ -209,6 +220,7 @@ class SearchSpace:
         samples every param (OptunaSearch takes no grid_search, so grid becomes choice)."""
         from ray import tune
 
+        self.grid_size(search)  # refuses a grid too large to enumerate, before Tune tries
         out = {}
         for p in self.params:
             grid = self._grid(p, search)
@@ -218,8 +230,14 @@ class SearchSpace:
         return out
 
     def grid_size(self, search: str = "grid") -> int:
-        """Trials per sample under `search`: the product of the enumerated params' sizes."""
-        return math.prod(len(g) for g in (self._grid(p, search) for p in self.params) if g)
+        """Trials per sample under `search`: the product of the enumerated params' sizes (a
+        ValueError above MAX_GRID_POINTS)."""
+        size = math.prod(len(g) for g in (self._grid(p, search) for p in self.params) if g)
+        if size > MAX_GRID_POINTS:
+            raise ValueError(f"space {self.name!r}: a grid search of {size:,} points per sample; "
+                             f"expected at most {MAX_GRID_POINTS:,} (use search='random' or "
+                             "'optuna', or fewer values)")
+        return size
 
     def to_config(self, base: RunConfig, point: dict) -> RunConfig:
         """The frozen config of a sampled point (keys other than `keys` are ignored)."""

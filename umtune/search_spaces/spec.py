@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from umtune import strict_yaml
 from umtune.config import RunConfig
 from umtune.search_spaces.space import Param, SearchSpace
 
@@ -14,14 +15,9 @@ TYPE_ALIASES = {"randint": "int"}
 
 
 def load(path: str | Path, base: RunConfig) -> SearchSpace:
-    """The space in a YAML file, checked against `base`."""
-    import yaml
-
+    """The space in a YAML file, checked against `base` (a key given twice is an error)."""
     path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    spec = strict_yaml.load(path.read_text(), str(path))
     return from_spec(spec, base, source=str(path), default_name=path.stem)
 
 
