@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +107,19 @@ BAD_FILES = {
                     "silent"),
     "too short": ("bad.flac", lambda p: sf.write(p, _tone(0.5, 16000), 16000),
                   "0.50 s long; expected at least 0.75 s"),
+    # resampling from 999,983 Hz would build a 64 GB kernel; 1 Hz is three seconds of junk
+    "absurd rate": ("bad.wav", lambda p: sf.write(p, _tone(0.1, 999983), 999983),
+                    "declares a sample rate of 999,983 Hz; expected 4,000 to 384,000 Hz"),
+    "1 Hz": ("bad.wav", lambda p: sf.write(p, np.array([0.5, -0.5, 0.2], np.float32), 1),
+             "declares a sample rate of 1 Hz"),
+    "truncated WAV": ("bad.wav", lambda p: (sf.write(p, _tone(2.0, 16000), 16000),
+                                            p.write_bytes(p.read_bytes()[:30000])),
+                      "truncated WAV, its data chunk declares 64,000 bytes but the file holds "
+                      "29,956"),
+    "float beyond full scale": ("bad.wav", lambda p: sf.write(p, 5 * _tone(1.0, 16000), 16000,
+                                                              subtype="FLOAT"),
+                                "float samples peak at 2.5, beyond full scale (1.0), and would "
+                                "be clipped"),
 }
 
 
@@ -133,6 +150,67 @@ def test_skip_bad_skips_and_lists_every_bad_file(src, tmp_path, capsys):
     assert {s["reason"].split(" ")[0] for s in manifest["skipped"]} >= {"corrupt", "silent"}
     ds = Dataset.open(tmp_path / "ds")
     assert sum(len(ds.files(d, s)) for d in ds.domains for s in ("train", "heldout")) == 10
+
+
+def test_a_file_at_an_awkward_rate_is_resampled_without_a_huge_kernel(src, tmp_path):
+    """44,101 Hz shares no factor with 16 kHz (torchaudio's kernel would be 16000 x 44101):
+    scipy's polyphase filter resamples it to the right length and pitch."""
+    sf.write(src / "bells" / "odd.wav", _tone(1.5, 44101), 44101)
+    ds = Dataset.open(import_folders(src, tmp_path / "ds", progress=False, heldout_fraction=0))
+    entry = next(e for e in ds.files("bells", "train") if e.piece.endswith("odd.wav"))
+    assert abs(entry.num_samples - 1.5 * 16000) <= 1
+    audio = ds.audio(entry)
+    peak = np.fft.rfftfreq(len(audio), 1 / 16000)[np.argmax(np.abs(np.fft.rfft(audio)))]
+    assert peak == pytest.approx(440, abs=2)
+
+
+def test_a_killed_import_leaves_nothing_that_the_next_import_keeps(src, tmp_path):
+    """`kill -9` during `data import` leaves its hidden staging folder; the next import of the
+    same target removes it and succeeds, leaving only the dataset."""
+    for i in range(150):
+        sf.write(src / "bells" / f"long{i:03d}.wav", _tone(3.0, 44100), 44100)
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-m", "umtune.cli", "data", "import", str(src),
+                             "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(2400):  # until the first audio file is staged (at most 2 minutes)
+            if list(tmp_path.glob(".ds.partial-*/audio/*/*.npy")) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the import ended before it could be killed"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert list(tmp_path.glob(".ds.partial-*")) and not out.exists()
+    assert import_folders(src, out, progress=False) == out.absolute()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src"]
+
+
+def test_two_writers_of_one_target_refuse_each_other(src, tmp_path):
+    """While one writer holds the target, a second fails at once naming it and the lock."""
+    from umtune.data.writer import DatasetWriter
+
+    out = tmp_path / "ds"
+    with DatasetWriter(out) as first:
+        with pytest.raises(DatasetError, match=f"output directory {out}: another umtune process "
+                                               "is writing it"):
+            import_folders(src, out, progress=False)
+        first.abort()
+    assert import_folders(src, out, progress=False) == out.absolute()
+
+
+def test_a_replacement_cut_between_its_two_renames_is_put_back(src, tmp_path, capsys):
+    """--force moves the old dataset aside, then the new one in; killed in between, the target
+    is missing: the next writer puts the old dataset back before anything else."""
+    out = tmp_path / "ds"
+    import_folders(src, out, progress=False)
+    manifest = (out / "manifest.json").read_bytes()
+    (tmp_path / ".ds.old-x1").mkdir()
+    os.replace(out, tmp_path / ".ds.old-x1" / "dataset")
+    _assert_refused(_run_import(src, out), capsys, str(out), "already exists")
+    assert (out / "manifest.json").read_bytes() == manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "src"]
 
 
 def test_skip_bad_still_refuses_a_domain_with_no_usable_file(src, tmp_path, capsys):

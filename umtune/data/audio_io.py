@@ -3,12 +3,17 @@
 `load_audio` decodes WAV, FLAC or OGG with soundfile, mixes down to mono, resamples with
 `torchaudio.functional.resample`, and checks the result. Every way a file can be unusable is a
 `DatasetError` naming the file and what was expected: empty file, a file whose bytes are not the
-format its extension claims (a text file named .wav), audio soundfile cannot decode (corrupt),
-non-finite samples, silence, and a file shorter than one training segment.
+format its extension claims (a text file named .wav), audio soundfile cannot decode (corrupt), a
+WAV file cut short of the length its header declares (libsndfile reads what is there without a
+word), a sample rate outside FILE_RATES (999,983 Hz would need a 64 GB resampling kernel; 1 Hz
+is no audio), non-finite samples, float samples beyond full scale (which would be clipped),
+silence, and a file shorter than one training segment.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,10 @@ AUDIO_FORMATS = {
     ".ogg": ("OGG", (b"OggS",)),
 }
 SILENCE = 1e-4  # peak amplitude below which a file counts as silent (-80 dBFS)
+FILE_RATES = (4000, 384000)  # Hz: the sample rates a file may declare (both included)
+# torchaudio's resampler builds a (new/g) x (orig/g) kernel (g: the rates' gcd); above this many
+# elements (256 MB of float32) a polyphase filter of length ~ max(orig, new) / g is used instead.
+KERNEL_ELEMENTS = 2**26
 
 
 def is_audio_name(path: Path) -> bool:
@@ -43,10 +52,37 @@ def _sniff(path: Path) -> None:
                            f"{name} audio, as its {path.suffix} extension says")
 
 
+def _wav_cut(path: Path) -> tuple[int, int] | None:
+    """(declared, present) bytes of a RIFF WAV's data chunk when the file ends inside it; None
+    when the file is whole, or keeps its sizes elsewhere (RF64) or leaves them open (0, ~0)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None
+        order = "<" if head[:4] == b"RIFF" else ">"
+        size, pos = path.stat().st_size, 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, length = struct.unpack(f"{order}4sI", f.read(8))
+            if chunk == b"data":
+                present = size - pos - 8
+                unknown = length in (0, 0xFFFFFFFF)
+                return None if unknown or length <= present else (length, present)
+            pos += 8 + length + (length & 1)
+    return None
+
+
 def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Mono float32 audio from `orig_rate` to `new_rate` with torchaudio (band-limited sinc)."""
+    """Mono float32 audio from `orig_rate` to `new_rate` with torchaudio (band-limited sinc);
+    rates with a small common divisor (44,101 Hz to 16 kHz) with scipy's polyphase filter,
+    whose cost does not grow with the product of the two rates."""
     if orig_rate == new_rate:
         return audio
+    g = math.gcd(orig_rate, new_rate)
+    if (orig_rate // g) * (new_rate // g) > KERNEL_ELEMENTS:
+        from scipy.signal import resample_poly
+
+        return resample_poly(audio, new_rate // g, orig_rate // g).astype(np.float32)
     import torch
     from torchaudio.functional import resample as ta_resample
 
@@ -58,9 +94,18 @@ def load_audio(path: Path | str, sample_rate: int, *, min_seconds: float = 0.0) 
     """Decode, downmix, resample and check one file; float32 mono samples in [-1, 1]."""
     path = Path(path)
     _sniff(path)
+    if (cut := _wav_cut(path)) is not None:
+        raise DatasetError(f"{path}: truncated WAV, its data chunk declares {cut[0]:,} bytes but "
+                           f"the file holds {cut[1]:,}; expected a complete file")
     try:
+        info = sf.info(path)
+        if not FILE_RATES[0] <= info.samplerate <= FILE_RATES[1]:
+            raise DatasetError(f"{path}: declares a sample rate of {info.samplerate:,} Hz; "
+                               f"expected {FILE_RATES[0]:,} to {FILE_RATES[1]:,} Hz")
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as e:
+        if isinstance(e, DatasetError):
+            raise
         raise DatasetError(f"{path}: corrupt audio, soundfile cannot decode it ({e}); expected "
                            f"a readable {AUDIO_FORMATS[path.suffix.lower()][0]} file") from e
     if audio.shape[0] == 0:
@@ -68,6 +113,12 @@ def load_audio(path: Path | str, sample_rate: int, *, min_seconds: float = 0.0) 
     if not np.isfinite(audio).all():
         raise DatasetError(f"{path}: corrupt audio (NaN or infinite samples); expected finite "
                            f"samples")
+    peak = float(np.abs(audio).max())
+    if peak > 1.0:  # only float formats can: integer PCM is full scale at most
+        raise DatasetError(f"{path}: float samples peak at {peak:.3g}, beyond full scale (1.0), "
+                           f"and would be clipped; expected samples in [-1, 1] (scale the file "
+                           f"by 1/{peak:.3g} first)")
+    # The resampler's ringing can overshoot full scale by a little: that much is clipped.
     audio = np.clip(resample(audio.mean(axis=1), rate, sample_rate), -1.0, 1.0)
     peak = float(np.abs(audio).max())
     if peak < SILENCE:

@@ -5,10 +5,17 @@ audio there as int16 `.npy` arrays and the manifest last, then renames the stagi
 place. If anything fails (bad input, a crash, Ctrl-C) the staging directory is removed, so no
 half-written dataset is ever left where a reader would find it. `--force` replaces an existing
 dataset only once the new one is complete, and never replaces a directory that is not a dataset.
+
+A writer holds an exclusive lock (`flock` on `.NAME.lock` beside the target) from start to end,
+so two writers of one target refuse each other, and what a killed writer (`kill -9`, a power
+cut) left beside the target is known to be dead: the next writer of that target removes its
+staging directory, and puts back a dataset that a replacement (`--force`) had moved aside.
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import json
 import os
 import shutil
@@ -44,6 +51,25 @@ def write_json_atomic(path: Path, data: dict) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
+def _lock(path: Path, out: Path) -> int:
+    """An exclusive `flock` on the file `path` (created if need be), held by the returned file
+    descriptor; DatasetError when another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DatasetError(f"output directory {out}: another umtune process is writing it "
+                               f"(it holds {path}); expected one writer at a time") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder before us removed the file as we opened it: take the new one
+
+
 class DatasetWriter:
     """Stage a dataset next to `out` and move it into place on `commit()`.
 
@@ -54,6 +80,30 @@ class DatasetWriter:
 
     def __init__(self, out: Path | str, *, force: bool = False):
         self.out = Path(out).absolute()
+        self._check_target(force)
+        self._created_parents: list[Path] = []
+        self._lock: int | None = None
+        self.lock_file = self.out.with_name(f".{self.out.name}.lock")
+        try:
+            missing = [p for p in reversed(self.out.parents) if not p.exists()]
+            for p in missing:
+                p.mkdir()
+                self._created_parents.append(p)
+            self._lock = _lock(self.lock_file, self.out)
+            self._remove_leftovers()
+            self._check_target(force)  # again: a leftover may have been a moved-aside dataset
+            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-",
+                                                 dir=self.out.parent))
+        except (OSError, DatasetError) as e:
+            self._release()
+            self._remove_created_parents()
+            if isinstance(e, DatasetError):
+                raise
+            raise DatasetError(f"output directory {self.out}: cannot write there "
+                               f"({e.strerror or e}); expected a writable location") from e
+        self.files: list[dict] = []
+
+    def _check_target(self, force: bool) -> None:
         if self.out.exists() or self.out.is_symlink():
             if not force:
                 raise DatasetError(f"output directory {self.out} already exists; expected a new "
@@ -63,19 +113,19 @@ class DatasetWriter:
                 raise DatasetError(f"output {self.out} exists and is not a umtune dataset (no "
                                    f"{MANIFEST}); expected a dataset or an empty directory, "
                                    f"refusing to replace it even with --force")
-        self._created_parents: list[Path] = []
-        try:
-            missing = [p for p in reversed(self.out.parents) if not p.exists()]
-            for p in missing:
-                p.mkdir()
-                self._created_parents.append(p)
-            self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-",
-                                                 dir=self.out.parent))
-        except OSError as e:
-            self._remove_created_parents()
-            raise DatasetError(f"output directory {self.out}: cannot write there "
-                               f"({e.strerror or e}); expected a writable location") from e
-        self.files: list[dict] = []
+
+    def _remove_leftovers(self) -> None:
+        """What writers of this target that died left beside it (we hold the lock, so every
+        other writer is gone): staging directories, and the aside-folder of a replacement cut
+        between its two renames, whose dataset goes back to the target if that is missing."""
+        pattern = glob.escape(str(self.out.parent / f".{self.out.name}"))
+        for aside in map(Path, glob.glob(f"{pattern}.old-*")):
+            kept = aside / "dataset"
+            if kept.is_dir() and not (self.out.exists() or self.out.is_symlink()):
+                os.replace(kept, self.out)
+            shutil.rmtree(aside, ignore_errors=True)
+        for staging in map(Path, glob.glob(f"{pattern}.partial-*")):
+            shutil.rmtree(staging, ignore_errors=True)
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -120,12 +170,20 @@ class DatasetWriter:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(self.staging, self.out)
+        self._release()
         return self.out
 
     def abort(self) -> None:
         """Remove everything this writer created."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._release()
         self._remove_created_parents()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self.lock_file.unlink(missing_ok=True)  # while still held: the next writer's is new
+            os.close(self._lock)
+            self._lock = None
 
     def _remove_created_parents(self) -> None:
         for p in reversed(self._created_parents):
