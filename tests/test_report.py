@@ -455,3 +455,129 @@ def test_cli_report_table_says_whether_each_component_helps(sweep_dir, tiny_data
     assert "no component (lambda, augmentation) was evaluated both on and off" in \
         " ".join(unavailable_notes((tmp_path / "on.html").read_text()))
 
+
+
+# Markup a hostile sweep folder puts where the report shows names: each would set window.pwned
+# if it ran. File names cannot hold "/", so trial names carry the first and the third.
+PAYLOADS = ("<img src=x onerror=window.pwned=1>", "<script>window.pwned=2</script>",
+            '"><svg onload=window.pwned=3>', "</script><script>window.pwned=4</script>")
+
+
+def make_hostile_sweep(root: Path, dataset: Path) -> Path:
+    """The fixture sweep with markup in a trial's name, a domain, a clip id, the space, a
+    failure reason, a parameter's name and a metric's name."""
+    trials = dict(TRIALS)
+    trials[f"trial_{PAYLOADS[0]}"] = trials.pop("trial_a_00002")
+    trials[f"trial_{PAYLOADS[2]}"] = trials.pop("trial_a_00003")
+    sweep = make_sweep(root, dataset, trials=trials)
+    table = pd.read_parquet(sweep / "trials.parquet")
+    table.loc[table["status"] == "failed", "reason"] = PAYLOADS[1] + PAYLOADS[3]
+    table[f"train.{PAYLOADS[0]}"] = [float(i % 3) for i in range(len(table))]
+    table.to_parquet(sweep / "trials.parquet")
+    saved = json.loads((sweep / "sweep.json").read_text())
+    saved["options"]["space"] = PAYLOADS[3]
+    (sweep / "sweep.json").write_text(json.dumps(saved))
+    best = table.set_index("trial").loc["trial_a_00000", "run_path"]
+    metrics_file = Path(best) / "evaluation" / "metrics.json"
+    text = metrics_file.read_text().replace('"flute"', json.dumps(PAYLOADS[1]))
+    metrics = json.loads(text)
+    metrics["summary"][PAYLOADS[3]] = 0.5
+    for entry in metrics["audio"]:
+        entry["clip"] = PAYLOADS[2] if entry["clip"] == 0 else entry["clip"]
+    metrics_file.write_text(json.dumps(metrics))
+    return sweep
+
+
+NOTHING_LIVE = """
+(() => ({
+  pwned: window.pwned === undefined ? null : window.pwned,
+  injected: Array.from(document.querySelectorAll('img, svg[onload]')).map(e => e.outerHTML),
+  handlers: Array.from(document.querySelectorAll('*')).flatMap(
+    e => Array.from(e.attributes).filter(a => a.name.startsWith('on')).map(a => a.name)),
+  scripts: document.querySelectorAll('script').length,
+  text: document.body.innerText,
+}))()
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make system-deps` "
+                    "installs the Debian package)")
+def test_markup_in_a_sweep_folder_is_shown_as_text_never_run(tiny_dataset, tmp_path):
+    """A sweep whose trial, domain, clip, space, reason, parameter and metric names hold markup:
+    Chromium runs none of it (no handler, no injected element, window.pwned unset, no error),
+    and the names read as written."""
+    sweep = make_hostile_sweep(tmp_path / "sweeps", tiny_dataset)
+    out = build_report(sweep, tmp_path / "report.html")
+    html = out.read_text()
+    assert html.count("<script") == 1 + 1 + html.count('class="plotly-graph-div"')
+    browser = Chromium(tmp_path / "profile")
+    try:
+        for domain in ("Runtime", "Log", "Page"):
+            browser.send(f"{domain}.enable")
+        browser.send("Page.navigate", url=out.resolve().as_uri())
+        browser.wait_for("Page.loadEventFired", timeout=40)
+        browser.evaluate(CHECKS)  # every plot drawn: the figures' labels are in the page
+        found = browser.evaluate(NOTHING_LIVE)
+        errors = browser.errors()
+    finally:
+        browser.close()
+    assert found["pwned"] is None and errors == []
+    assert found["injected"] == [] and found["handlers"] == []
+    assert found["scripts"] == html.count("<script")
+    for shown in (f"Clip {PAYLOADS[2]} ({DOMAINS[0]})", f"trial_{PAYLOADS[0]}", PAYLOADS[3],
+                  PAYLOADS[1] + PAYLOADS[3], f"train.{PAYLOADS[0]}"):
+        assert shown in found["text"], shown
+
+
+def test_audio_and_folders_outside_the_sweep_folder_are_never_read(tiny_dataset, tmp_path):
+    """An evaluation naming ../outside.wav, an absolute path or a symbolic link out of the sweep,
+    and a trial table pointing a run at a folder elsewhere: none of those bytes reach the page,
+    and the gallery says why."""
+    sweep = make_sweep(tmp_path / "sweeps", tiny_dataset)
+    outside = tmp_path / "secret.wav"
+    sf.write(outside, np.sin(np.arange(8000) / 5).astype(np.float32) * 0.3, 16000)
+    secret = base64.b64encode(outside.read_bytes()).decode()[200:400]
+    table = pd.read_parquet(sweep / "trials.parquet").set_index("trial")
+    evaluation = Path(table.loc["trial_a_00000", "run_path"]) / "evaluation"
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    (evaluation / "audio" / "link.wav").symlink_to(outside)
+    escapes = [os.path.relpath(outside, evaluation), str(outside), "audio/link.wav"]
+    for entry, path in zip(metrics["audio"], escapes, strict=False):
+        entry["path"] = path
+    (evaluation / "metrics.json").write_text(json.dumps(metrics))
+    elsewhere = tmp_path / "elsewhere" / "train-a_00001"  # an evaluation outside the sweep
+    write_evaluation(elsewhere / "evaluation", tiny_dataset, 0.9)
+    shutil.copy(outside, elsewhere / "evaluation" / "audio" / "0_piano_source.wav")
+    table.loc["trial_a_00001", "run_path"] = str(elsewhere)
+    table.reset_index().to_parquet(sweep / "trials.parquet")
+
+    data = load_sweep(sweep)  # the run of the same name inside the sweep folder instead
+    assert data.evaluations["trial_a_00001"].location.startswith(str(sweep))
+    assert data.evaluations["trial_a_00001"].metrics["summary"]["translation_gain"] == 0.12
+    html = build_report(sweep, tmp_path / "r.html").read_text()
+    assert secret not in html
+    assert html.count("lies outside the sweep folder") == 3
+    assert 'src="data:audio/wav;base64,' in html  # the clips inside are still there
+
+
+def test_a_corrupt_result_or_metrics_file_is_named_and_the_rest_is_reported(tiny_dataset,
+                                                                          tmp_path, capsys):
+    """Garbage in one trial's result.json and another's metrics.json: the page is written,
+    its summary names both files, and the other trials' curves and evaluation are shown."""
+    from umtune.cli import main
+
+    sweep = make_sweep(tmp_path / "sweeps", tiny_dataset)
+    table = pd.read_parquet(sweep / "trials.parquet").set_index("trial")
+    bad_result = sweep / "trial_a_00002" / "result.json"
+    bad_result.write_text('{"epoch": 1, "heldout_ce": 5.1}\n{not json')
+    bad_metrics = Path(table.loc["trial_a_00001", "run_path"]) / "evaluation" / "metrics.json"
+    bad_metrics.write_bytes(b"\xff\xfe[")
+    (sweep / "sweep.json").write_text("[1, 2]")
+    assert main(["report", str(sweep), "-o", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert f"unreadable {bad_result}" in html and f"unreadable {bad_metrics}" in html
+    assert "unreadable" in html and "sweep.json" in html
+    data = load_sweep(sweep)
+    assert "trial_a_00002" not in data.curves and len(data.curves) == len(TRIALS) - 1
+    assert set(data.evaluations) == {"trial_a_00000"}
+    assert 'src="data:audio/wav;base64,' in html and unavailable_notes(html) != []

@@ -18,6 +18,7 @@ each trial's `<run_path>/evaluation/metrics.json` (written by `analysis/evaluate
 from __future__ import annotations
 
 import io
+from html import escape
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -26,6 +27,7 @@ import soundfile as sf
 from umtune.analysis import report_figures as figures
 from umtune.analysis.report_data import (
     SWITCH_SUFFIX,
+    OutsideSweep,
     SweepData,
     Unavailable,
     load_sweep,
@@ -82,6 +84,9 @@ def render(data: SweepData, *, clips: int = GALLERY_CLIPS) -> str:
             body = build()
         except Unavailable as e:
             body = note(str(e))
+        except (KeyError, TypeError, ValueError) as e:  # a file of the sweep holds odd values
+            body = note(f"this section could not be drawn from the sweep's files "
+                        f"({type(e).__name__}: {e})")
         sections.append((title, anchor, body))
     return page(f"umtune sweep {data.name}", _summary(data, best, rule, ablation), sections)
 
@@ -163,7 +168,7 @@ def _gallery(data: SweepData, best: str, ablation: tuple[str, str] | None, clips
         mine = [e for e in entries if e["clip"] == clip]
         source = next((e for e in mine if e["kind"] == "source"), None)
         domain = source["source"] if source else mine[0].get("source")
-        parts.append(f"<h3>Clip {clip} ({domain})</h3>")
+        parts.append(f"<h3>Clip {escape(str(clip))} ({escape(str(domain))})</h3>")
         cells = [cell(h, head=True) for h in heads]
         cells += [cell("source", head=True),
                   _player(data, fig, best, source, f"{domain} source") if source else
@@ -183,7 +188,7 @@ def _gallery(data: SweepData, best: str, ablation: tuple[str, str] | None, clips
         parts.append(f'<div class="gallery">{"".join(cells)}</div>')
     if len(clip_ids) > clips:
         parts.append(f"<p>{len(clip_ids) - clips} more clip(s) in the evaluation folder of "
-                     f"{best}.</p>")
+                     f"{escape(best)}.</p>")
     return "\n".join(parts)
 
 
@@ -199,6 +204,8 @@ def _player(data: SweepData, fig: Figures, trial: str, entry: dict, caption: str
         audio = evaluation.audio_bytes(entry)
     except FileNotFoundError:
         return cell(f"missing: {entry['path']}")
+    except OutsideSweep as e:
+        return cell(f"not embedded: {e}")
     try:
         samples, rate = sf.read(io.BytesIO(audio), dtype="float32", always_2d=True)
     except sf.LibsndfileError as e:

@@ -7,6 +7,11 @@ the few names it shares with it are spelled again here (they mirror umtune.sweep
 umtune.search_spaces). Locations may be local paths or URIs (`file://`, `s3://`: read with
 pyarrow.fs); a trial whose recorded folders are gone (a sweep folder moved or copied elsewhere)
 is looked up at the same place inside the sweep folder.
+
+A sweep folder may come from someone else, so nothing outside it is read: a recorded trial or
+run folder, or an audio path in an evaluation, that leads outside the sweep folder (`..`, an
+absolute path, a symbolic link) is not followed. A file that cannot be parsed is left out and
+named in `SweepData.notes`; only an unreadable trial table stops the report.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +46,16 @@ CURVE_METRICS = ("epoch", "heldout_ce", "train_ce")
 OFF = "off"  # the shown value of a parameter whose switch is false
 
 
+# An audio entry of an evaluation: the keys the gallery reads and the types they must have.
+AUDIO_KEYS = {"clip": (str, int), "kind": (str,), "path": (str,)}
+
+
 class Unavailable(Exception):
     """A report section's data is absent; the message says why, for the reader."""
+
+
+class OutsideSweep(ValueError):
+    """A file named in the sweep folder lies outside it, so it is not read."""
 
 
 @dataclass(frozen=True)
@@ -51,12 +65,21 @@ class Evaluation:
     trial: str
     location: str  # the evaluation folder
     metrics: dict
+    root: str = ""  # the sweep folder: audio is read only from inside it
 
     def audio(self) -> list[dict]:
-        return list(self.metrics.get("audio") or [])
+        """The audio entries that name a clip, a kind and a path (others are ignored)."""
+        return [e for e in self.metrics.get("audio") or [] if isinstance(e, dict)
+                and all(isinstance(e.get(k), t) and not isinstance(e.get(k), bool)
+                        for k, t in AUDIO_KEYS.items())
+                and all(isinstance(e.get(k), (str, type(None))) for k in ("source", "target"))]
 
     def audio_bytes(self, entry: dict) -> bytes:
-        return read_bytes(join(self.location, entry["path"]))
+        location = join(self.location, entry["path"])
+        if entry["path"].startswith("/") or "://" in entry["path"] or \
+                not inside(location, self.root or self.location):
+            raise OutsideSweep(f"{entry['path']} lies outside the sweep folder")
+        return read_bytes(location)
 
 
 @dataclass
@@ -153,43 +176,74 @@ class SweepData:
 def load_sweep(location: str | Path) -> SweepData:
     """Read a sweep folder written by `umtune sweep` (its trial table must exist)."""
     location = _plain_location(location)
+    file = join(location, TRIALS_FILE)
     try:
-        trials = pd.read_parquet(io.BytesIO(read_bytes(join(location, TRIALS_FILE))))
+        trials = pd.read_parquet(io.BytesIO(read_bytes(file)))
     except FileNotFoundError:
         raise FileNotFoundError(f"{location}: no {TRIALS_FILE}; expected a sweep folder written "
                                 "by `umtune sweep` (finish an interrupted one with "
                                 "`umtune sweep --resume`)") from None
-    notes = []
-    try:
-        saved = json.loads(read_bytes(join(location, SWEEP_FILE)))
-    except FileNotFoundError:
-        saved = {}
+    except (OSError, ValueError) as e:  # pyarrow's errors are both
+        raise ValueError(f"{file}: not a readable trial table ({_first_line(e)}); expected the "
+                         "parquet file `umtune sweep` writes") from None
+    missing = [c for c in ("trial", "status") if c not in trials.columns]
+    if missing:
+        raise ValueError(f"{file}: no {' or '.join(missing)} column; expected the trial table "
+                         "`umtune sweep` writes")
+    notes: list[str] = []
+    trials = trials.reset_index(drop=True).astype({"trial": str, "status": str})
+    saved = _read_json(join(location, SWEEP_FILE), notes, "the sweep's options are unknown")
+    if saved is None and not exists(join(location, SWEEP_FILE)):
         notes.append(f"no {SWEEP_FILE}: the sweep's options are unknown")
-    name = saved.get("name") or location.rstrip("/").rpartition("/")[2]
-    trials = trials.reset_index(drop=True)
+    saved = saved or {}
+    name = str(saved.get("name") or location.rstrip("/").rpartition("/")[2])
     curves = {}
     evaluations = {}
     for _, row in trials.iterrows():
         trial = row["trial"]
-        folder = _found(row.get("path"), join(location, trial))
-        if folder is not None:
-            curves[trial] = _curve(folder)
+        folder = _found(row.get("path"), join(location, trial), location)
+        if folder is not None and (curve := _curve(folder, notes)) is not None:
+            curves[trial] = curve
         run = row.get("run_path")
         run_name = str(run).rstrip("/").rpartition("/")[2] if isinstance(run, str) else ""
-        run = _found(run, join(location, TRAIN_RUNS_DIR, run_name) if run_name else None)
+        run = _found(run, join(location, TRAIN_RUNS_DIR, run_name) if run_name else None,
+                     location)
         if run is not None:
-            try:
-                metrics = json.loads(read_bytes(join(run, EVALUATION_FILE)))
-            except FileNotFoundError:
-                continue
-            evaluations[trial] = Evaluation(trial, join(run, EVALUATION_FILE.rpartition("/")[0]),
-                                            metrics)
+            metrics = _read_json(join(run, EVALUATION_FILE), notes,
+                                 f"{trial}'s evaluation is left out")
+            if metrics is not None:
+                evaluations[trial] = Evaluation(trial, join(run, EVALUATION_FILE.rpartition("/")
+                                                            [0]), metrics, root=location)
     missing = [t for t in trials["trial"] if t not in curves]
     if missing:
-        notes.append(f"no {RESULT_FILE} for {len(missing)} trial(s): {', '.join(missing[:5])}")
-    return SweepData(location=location, name=name, options=saved.get("options") or {},
+        notes.append(f"no readable {RESULT_FILE} for {len(missing)} trial(s): "
+                     f"{', '.join(missing[:5])}")
+    options = saved.get("options")
+    return SweepData(location=location, name=name,
+                     options=options if isinstance(options, dict) else {},
                      trials=_with_evaluations(trials, evaluations), curves=curves,
                      evaluations=evaluations, notes=notes)
+
+
+def _read_json(file: str, notes: list[str], consequence: str) -> dict | None:
+    """A JSON object from `file`; None when the file is absent, or (with a note naming it) when
+    it is not a JSON object."""
+    try:
+        value = json.loads(read_bytes(file))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        notes.append(f"unreadable {file} ({_first_line(e)}): {consequence}")
+        return None
+    if not isinstance(value, dict):
+        notes.append(f"unreadable {file} (a JSON {type(value).__name__}, expected an object): "
+                     f"{consequence}")
+        return None
+    return value
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def study_file(data: SweepData) -> Path | None:
@@ -210,9 +264,9 @@ def _is_number(value) -> bool:
 
 def _with_evaluations(trials: pd.DataFrame, evaluations: dict[str, Evaluation]) -> pd.DataFrame:
     """`eval/<name>` columns from each evaluation's summary, where the table has no value."""
-    rows = {t: {f"{EVAL_PREFIX}{k}": v for k, v in (e.metrics.get("summary") or {}).items()
-                if _is_number(v) or v is None}
-            for t, e in evaluations.items()}
+    summaries = {t: e.metrics.get("summary") for t, e in evaluations.items()}
+    rows = {t: {f"{EVAL_PREFIX}{k}": v for k, v in summary.items() if _is_number(v) or v is None}
+            for t, summary in summaries.items() if isinstance(summary, dict)}
     columns = sorted({c for r in rows.values() for c in r})
     trials = trials.copy()
     for c in columns:
@@ -221,24 +275,48 @@ def _with_evaluations(trials: pd.DataFrame, evaluations: dict[str, Evaluation]) 
     return trials
 
 
-def _curve(folder: str) -> pd.DataFrame:
+def _curve(folder: str, notes: list[str]) -> pd.DataFrame | None:
+    """A trial's per-epoch reports from Tune's result.json; None (and a note naming the file)
+    when it cannot be parsed."""
+    file = join(folder, RESULT_FILE)
     try:
-        text = read_bytes(join(folder, RESULT_FILE)).decode()
+        text = read_bytes(file).decode()
+        reports = [json.loads(line) for line in text.splitlines() if line.strip()]
     except FileNotFoundError:
         return pd.DataFrame(columns=list(CURVE_METRICS))
-    reports = [json.loads(line) for line in text.splitlines() if line.strip()]
-    rows = [{k: r.get(k, math.nan) for k in CURVE_METRICS} for r in reports if "epoch" in r]
+    except (OSError, ValueError) as e:
+        notes.append(f"unreadable {file} ({_first_line(e)}): its learning curve is left out")
+        return None
+    rows = [{k: r.get(k, math.nan) for k in CURVE_METRICS} for r in reports
+            if isinstance(r, dict) and _is_number(r.get("epoch"))]
     curve = pd.DataFrame(rows, columns=list(CURVE_METRICS))
     # a trial restored after a driver failure may report an epoch twice: keep the latest report
     return curve.drop_duplicates("epoch", keep="last").sort_values("epoch", ignore_index=True)
 
 
-def _found(recorded, fallback: str | None) -> str | None:
-    """The recorded folder if it exists, else the fallback inside the sweep folder, else None."""
+def _found(recorded, fallback: str | None, root: str) -> str | None:
+    """The recorded folder if it exists inside the sweep folder `root`, else the fallback (the
+    same place inside it), else None."""
     for candidate in (recorded, fallback):
-        if isinstance(candidate, str) and candidate and exists(_plain_location(candidate)):
-            return _plain_location(candidate)
+        if isinstance(candidate, str) and candidate:
+            candidate = _plain_location(candidate)
+            if inside(candidate, root) and exists(candidate):
+                return candidate
     return None
+
+
+def inside(location: str, root: str) -> bool:
+    """Whether `location` lies in the folder `root` (or is it), after `..` and, on a local file
+    system, symbolic links are resolved; a URI only inside a URI of the same scheme."""
+    location, root = _plain_location(location), _plain_location(root)
+    if "://" not in location and "://" not in root:
+        return Path(location).resolve().is_relative_to(Path(root).resolve())
+    scheme, _, path = location.partition("://")
+    root_scheme, _, root_path = root.partition("://")
+    if "://" not in location or "://" not in root or scheme != root_scheme:
+        return False
+    path, root_path = posixpath.normpath("/" + path), posixpath.normpath("/" + root_path)
+    return path == root_path or path.startswith(root_path.rstrip("/") + "/")
 
 
 def _plain_location(location: str | Path) -> str:

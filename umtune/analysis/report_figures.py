@@ -2,10 +2,15 @@
 
 A function whose data is absent raises `Unavailable` with the reason, which the report shows in
 the figure's place. No HTML here (report_html.py) and no file reading (report_data.py).
+
+Plotly reads titles, labels, legend names and hover text as a subset of HTML, so every string
+that comes from the sweep folder (trial, parameter, metric, status and domain names, sampled
+values) goes through `_text` first: the reader sees the text, markup in it stays inert.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import warnings
 
@@ -33,6 +38,15 @@ PAIR_METRICS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "spectral_d
 TEMPLATE = "plotly_white"
 
 
+def _text(value) -> str:
+    """A string from the sweep folder as plotly text: shown as written, never read as markup."""
+    return html.escape(str(value), quote=False)
+
+
+def _texts(values) -> list[str]:
+    return [_text(v) for v in values]
+
+
 def parallel_coordinates(data: SweepData) -> go.Figure:
     """Every trial with a finite held-out CE as a line through its sampled values and metrics."""
     varied = data.varied()
@@ -52,11 +66,11 @@ def parallel_coordinates(data: SweepData) -> go.Figure:
         switch = f"{key}{SWITCH_SUFFIX}"
         if switch in rows.columns and rows[switch].nunique() > 1:
             dims.append(_dimension(switch, rows[switch]))
-    dims += [dict(label=m, values=finite(rows[m])) for m in metrics]
+    dims += [dict(label=_text(m), values=finite(rows[m])) for m in metrics]
     title = f"Hyperparameters and final metrics of {len(rows)} trials (colour: held-out CE)"
     if left_out:
         title += (f"<br><sup>{len(left_out)} metric(s) left out that not every trial has "
-                  f"(e.g. {left_out[0]}): see the effects below</sup>")
+                  f"(e.g. {_text(left_out[0])}): see the effects below</sup>")
     fig = go.Figure(go.Parcoords(
         dimensions=dims,
         line=dict(color=finite(rows["heldout_ce"]), colorscale="Viridis", reversescale=True,
@@ -82,7 +96,7 @@ def _effect(data: SweepData, key: str, metrics: list[str]) -> go.Figure:
     values = data.effective(key)
     cols = min(3, len(metrics))
     nrows = math.ceil(len(metrics) / cols)
-    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=metrics,
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=_texts(metrics),
                         horizontal_spacing=0.08, vertical_spacing=_spacing(nrows))
     categories = _categories(values)
     shown = ("completed", "stopped early")
@@ -98,9 +112,11 @@ def _effect(data: SweepData, key: str, metrics: list[str]) -> go.Figure:
             if not rows.any():
                 continue
             common = dict(name=status, legendgroup=status, showlegend=i == 0,
-                          marker=dict(color=STATUS_COLORS[status]), text=t.loc[rows, "trial"])
+                          marker=dict(color=STATUS_COLORS[status]),
+                          text=_texts(t.loc[rows, "trial"]))
             if categories is not None:
-                fig.add_trace(go.Box(x=values[rows].map(_label), y=y[rows], boxpoints="all",
+                fig.add_trace(go.Box(x=values[rows].map(_label).map(_text), y=y[rows],
+                                     boxpoints="all",
                                      jitter=0.3, pointpos=0, hovertemplate="%{text}: %{y:.4g}",
                                      **common), row=r, col=c)
             else:
@@ -111,15 +127,16 @@ def _effect(data: SweepData, key: str, metrics: list[str]) -> go.Figure:
             for trial, v in zip(t.loc[values == OFF, "trial"], y[values == OFF], strict=True):
                 if not math.isnan(v):
                     fig.add_hline(y=v, line_dash="dot", line_color="#2ca02c", row=r, col=c,
-                                  annotation_text=f"{OFF}: {trial}", annotation_font_size=9)
+                                  annotation_text=f"{OFF}: {_text(trial)}",
+                                  annotation_font_size=9)
         if categories is not None:
-            fig.update_xaxes(categoryorder="array", categoryarray=categories, type="category",
-                             row=r, col=c)
+            fig.update_xaxes(categoryorder="array", categoryarray=_texts(categories),
+                             type="category", row=r, col=c)
         elif _log_scale(values):
             fig.update_xaxes(type="log", row=r, col=c)
-    title = f"Effect of {key} on each metric"
+    title = f"Effect of {_text(key)} on each metric"
     if categories is None and (values == OFF).any():
-        title += f" (dotted lines: trials with {key}{SWITCH_SUFFIX} false)"
+        title += f" (dotted lines: trials with {_text(key)}{SWITCH_SUFFIX} false)"
     fig.update_layout(title=title, template=TEMPLATE, boxmode="group", height=260 * nrows + 80,
                       margin=dict(t=90, b=40))
     return fig
@@ -159,11 +176,12 @@ def _dimension(key: str, column: pd.Series) -> dict:
     if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
         labels = sorted({_label(v) for v in column.dropna()})
         codes = column.map(lambda v: labels.index(_label(v)) if pd.notna(v) else None)
-        return dict(label=key, values=codes, tickvals=list(range(len(labels))), ticktext=labels)
+        return dict(label=_text(key), values=codes, tickvals=list(range(len(labels))),
+                    ticktext=_texts(labels))
     values = finite(column)
     if _log_scale(column):
-        return dict(label=f"log10 {key}", values=np.log10(values))
-    return dict(label=key, values=values)
+        return dict(label=f"log10 {_text(key)}", values=np.log10(values))
+    return dict(label=_text(key), values=values)
 
 
 def learning_curves(data: SweepData) -> go.Figure:
@@ -182,11 +200,12 @@ def learning_curves(data: SweepData) -> go.Figure:
         if status in ("stopped early", "diverged"):
             symbols[-1] = "x"
         fig.add_trace(go.Scatter(
-            x=points["epoch"], y=ce[ce.notna()], mode="lines+markers", name=trial,
-            legendgroup=status, legendgrouptitle_text=status, line=dict(color=color),
+            x=points["epoch"], y=ce[ce.notna()], mode="lines+markers", name=_text(trial),
+            legendgroup=status, legendgrouptitle_text=_text(status), line=dict(color=color),
             marker=dict(symbol=symbols, size=[6] * (len(points) - 1) + [12 if symbols[-1] == "x"
                                                                          else 6]),
-            hovertemplate=f"{trial} ({status})<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>"))
+            text=[f"{_text(trial)} ({_text(status)})"] * len(points),
+            hovertemplate="%{text}<br>epoch %{x}: %{y:.4g}<extra></extra>"))
         drawn += 1
         last_epoch = max(last_epoch, int(points["epoch"].max()))
     if not drawn:
@@ -230,7 +249,7 @@ def _optuna_importance(data: SweepData, file: str) -> go.Figure:
         scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
     target = (" ".join(m for m, _ in data.objectives) if len(study.directions) == 1 else
               "reaching the Pareto front of " + " and ".join(m for m, _ in data.objectives))
-    fig = go.Figure(go.Bar(x=list(scores.values())[::-1], y=list(scores)[::-1],
+    fig = go.Figure(go.Bar(x=list(scores.values())[::-1], y=_texts(scores)[::-1],
                            orientation="h"))
     return fig.update_layout(
         title=f"Parameter importance: Optuna PED-ANOVA for {target} ({n} completed trials)",
@@ -254,7 +273,7 @@ def _correlation_importance(data: SweepData, varied: list[str], done: pd.DataFra
         raise Unavailable(f"no metric varied among {MIN_CORRELATION_TRIALS} or more of the "
                           f"{len(done)} completed trials")
     z = [[None if math.isnan(v) else v for v in row] for row in scores.to_numpy()]
-    fig = go.Figure(go.Heatmap(z=z, x=list(scores.columns), y=varied, zmin=0, zmax=1,
+    fig = go.Figure(go.Heatmap(z=z, x=_texts(scores.columns), y=_texts(varied), zmin=0, zmax=1,
                                colorscale="Blues", texttemplate="%{z:.2f}",
                                colorbar=dict(title="0 to 1"),
                                hovertemplate="%{y} and %{x}: %{z:.3f}<extra></extra>"))
@@ -304,20 +323,20 @@ def translation_heatmaps(data: SweepData, trial: str) -> go.Figure:
     targets = [d for d in domains if d in set(pairs["target"])] or sorted(set(pairs["target"]))
     cols = min(3, len(names))
     nrows = math.ceil(len(names) / cols)
-    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=names, horizontal_spacing=0.1,
-                        vertical_spacing=_spacing(nrows))
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=_texts(names),
+                        horizontal_spacing=0.1, vertical_spacing=_spacing(nrows))
     for i, name in enumerate(names):
         grid = (pairs.assign(value=finite(pairs[name]))
                 .pivot_table(index="source", columns="target", values="value", dropna=False)
                 .reindex(index=sources, columns=targets))
         z = [[None if math.isnan(v) else v for v in row] for row in grid.to_numpy(float)]
-        fig.add_trace(go.Heatmap(z=z, x=targets, y=sources, colorscale="Viridis",
+        fig.add_trace(go.Heatmap(z=z, x=_texts(targets), y=_texts(sources), colorscale="Viridis",
                                  showscale=False, texttemplate="%{z:.3g}",
-                                 hovertemplate="%{y} → %{x}: %{z:.4g}<extra>" + name +
+                                 hovertemplate="%{y} → %{x}: %{z:.4g}<extra>" + _text(name) +
                                  "</extra>"), row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(title_text="target", type="category")
     fig.update_yaxes(title_text="source", type="category")
-    return fig.update_layout(title=f"Translation metrics of {trial} per source → target",
+    return fig.update_layout(title=f"Translation metrics of {_text(trial)} per source → target",
                              template=TEMPLATE, height=280 * nrows + 100, margin=dict(t=100))
 
 
@@ -339,12 +358,13 @@ def pareto(data: SweepData) -> go.Figure:
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x[ok & ~front], y=y[ok & ~front], mode="markers",
                              name="dominated", marker=dict(color="#aaaaaa", size=8),
-                             text=t.loc[ok & ~front, "trial"],
+                             text=_texts(t.loc[ok & ~front, "trial"]),
                              hovertemplate="%{text}: %{x:.4g}, %{y:.4g}<extra></extra>"))
     order = x[front].sort_values().index
     fig.add_trace(go.Scatter(x=x[order], y=y[order], mode="lines+markers", name="Pareto front",
                              line=dict(shape="hv", color="#d62728"),
-                             marker=dict(color="#d62728", size=10), text=t.loc[order, "trial"],
+                             marker=dict(color="#d62728", size=10),
+                             text=_texts(t.loc[order, "trial"]),
                              hovertemplate="%{text}: %{x:.4g}, %{y:.4g}<extra></extra>"))
     return fig.update_layout(
         title=f"Pareto front: {quality} ({q_mode}) against {cost} ({c_mode}), "
