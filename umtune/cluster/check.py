@@ -1,28 +1,31 @@
-"""Check a Ray cluster launcher file (`ray up FILE`) before anyone pays for its instances.
+"""Check a Ray cluster launcher file (`ray up FILE`) or a KubeRay manifest before anyone pays
+for its instances.
 
-Two layers. First Ray's own JSON schema, read from the installed ray package: the schema
-`ray up` itself validates against, so a file that passes here is not refused there for its
-shape. Then umtune's rules, which the schema cannot know: the head node type exists and worker
-counts are consistent, every node installs umtune (and the Ray version umtune pins), GPU worker
-types exist when sweeps will ask for GPUs, a multi-node cluster has storage every node sees,
-no placeholder is left unfilled, and nothing but SSH is open to the world.
+Two layers for a launcher file. First Ray's own JSON schema, read from the installed ray package:
+the schema `ray up` itself validates against, so a file that passes here is not refused there for
+its shape. Then umtune's rules, which the schema cannot know: the head node type exists and
+worker counts are consistent, every node installs umtune (and the Ray version umtune pins), GPU
+worker types exist when sweeps will ask for GPUs, a multi-node cluster has storage every node
+sees, no placeholder is left unfilled, and the security rules of security.py (token auth, the
+dashboard, exposure, secrets, the head's IAM profile). A KubeRay `RayCluster` gets the same
+rules in Kubernetes' terms (kuberay.py).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
-import yaml
 
+from umtune import strict_yaml
+from umtune.cluster import kuberay, security
+from umtune.cluster.findings import PLACEHOLDER, RAY_VERSION, Finding, placeholders
 from umtune.storage import SHARED_SCHEMES
 
-RAY_VERSION = "2.60.0"  # pyproject.toml's pin; a cluster on another Ray cannot run umtune's code
-PLACEHOLDER = "REPLACE_ME"
+__all__ = ["PLACEHOLDER", "RAY_VERSION", "Finding", "check", "format_findings", "load"]
 # A command that mounts a filesystem every node can see (NFS/EFS/Lustre, or a bucket via FUSE).
 SHARED_MOUNT = re.compile(r"\bmount\b[^;&|]*-t\s*(nfs4?|efs|lustre|cifs|ceph)\b"
                           r"|\bmount\.efs\b|\bmount-s3\b|\bs3fs\b|\bgcsfuse\b|\bgoofys\b")
@@ -32,29 +35,14 @@ RAY_IMAGE = re.compile(r"^rayproject/ray(?:-ml)?:(\d+\.\d+\.\d+)")
 AWS_GPU_INSTANCE = re.compile(r"^(p\d|g\d)")  # p3/p4d/p5 (V100/A100/H100), g4dn/g5/g6 (T4/A10G/L4)
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One problem: `where` is the dotted field path it concerns ("" for the whole file)."""
-
-    level: str  # "error" stops `ray up` or the sweep; "warning" is risky but runs
-    where: str
-    message: str
-
-
 def load(path: str | Path) -> dict:
-    """The file's mapping, or ValueError naming the file and what is wrong with it."""
+    """The file's mapping, or ValueError naming the file and what is wrong with it (a key given
+    twice included)."""
     path = Path(path)
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    config = strict_yaml.load(path.read_text(), str(path))
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a mapping of cluster fields, got "
                          f"{type(config).__name__}")
-    if str(config.get("apiVersion", "")).startswith("ray.io/"):
-        raise ValueError(f"{path}: a KubeRay {config.get('kind', 'manifest')}, not a `ray up` "
-                         "file; Kubernetes validates it: kubectl apply --dry-run=server -f "
-                         f"{path}")
     return config
 
 
@@ -72,11 +60,15 @@ def project_findings(config: dict, *, gpu: bool = False,
                      storage: str | None = None) -> list[Finding]:
     """umtune's rules; `gpu`: sweeps will run with --gpu; `storage`: their --storage."""
     return [*_node_types(config), *_installs(config), *(_gpus(config) if gpu else []),
-            *_storage(config, storage), *_placeholders(config), *_exposure(config)]
+            *_storage(config, storage), *placeholders(config),
+            *security.launcher_findings(config)]
 
 
 def check(path: str | Path, *, gpu: bool = False, storage: str | None = None) -> list[Finding]:
+    """The findings of a `ray up` file or (apiVersion ray.io/...) a KubeRay manifest."""
     config = load(path)
+    if kuberay.is_manifest(config):
+        return kuberay.findings(config, gpu=gpu, storage=storage)
     schema = schema_findings(config)
     # Rules read fields whose shape the schema guarantees: skip them when the shape is wrong.
     return schema or project_findings(config, gpu=gpu, storage=storage)
@@ -184,36 +176,3 @@ def _storage(config: dict, storage: str | None) -> list[Finding]:
                     "storage they all see: checkpoints and the dataset must be on a filesystem "
                     "every node mounts (an EFS/NFS mount in initialization_commands) or "
                     "--storage a URI (s3://..., file:///mnt/shared/...)")]
-
-
-def _placeholders(config: dict, where: str = "") -> list[Finding]:
-    if isinstance(config, dict):
-        return [f for k, v in config.items()
-                for f in _placeholders(v, f"{where}.{k}" if where else str(k))]
-    if isinstance(config, list):
-        return [f for i, v in enumerate(config) for f in _placeholders(v, f"{where}.{i}")]
-    if PLACEHOLDER in str(config):
-        return [Finding("error", where, f"fill in {PLACEHOLDER} ({str(config)[:80]!r})")]
-    return []
-
-
-def _exposure(config: dict) -> list[Finding]:
-    """Ports open to the whole internet other than SSH, and a dashboard on every interface."""
-    found = []
-    rules = (config["provider"].get("security_group") or {}).get("IpPermissions", [])
-    for i, rule in enumerate(rules):
-        ranges = [r.get("CidrIp") for r in rule.get("IpRanges", [])] + \
-                 [r.get("CidrIpv6") for r in rule.get("Ipv6Ranges", [])]
-        if {"0.0.0.0/0", "::/0"} & set(ranges) and \
-                (rule.get("FromPort"), rule.get("ToPort")) != (22, 22):
-            found.append(Finding("error", f"provider.security_group.IpPermissions.{i}",
-                                 f"ports {rule.get('FromPort')}-{rule.get('ToPort')} open to the "
-                                 "world; only SSH (22) should be: reach the dashboard with "
-                                 "`ray dashboard FILE`"))
-    for i, command in enumerate(config.get("head_start_ray_commands", [])):
-        if re.search(r"--dashboard-host[= ]0\.0\.0\.0", str(command)):
-            found.append(Finding("warning", f"head_start_ray_commands.{i}",
-                                 "the dashboard (and its job submission API) listens on every "
-                                 "interface: anyone who reaches port 8265 can run code; keep "
-                                 "the default 127.0.0.1 and use `ray dashboard FILE`"))
-    return found
