@@ -1,4 +1,5 @@
-"""Shared fixtures: a real tiny built-in dataset, rendered once per test session.
+"""Shared fixtures: a real tiny built-in dataset, rendered once per test session, and the Ray
+token of the session (below).
 
 `tiny_dataset` is the path of a dataset rendered with FluidSynth from two short Bach pieces per
 instrument on two instruments (piano, flute), one held-out piece on both and on the unseen
@@ -8,13 +9,27 @@ seconds to render. Tests that train use it as their data; the data tests check i
 
 from __future__ import annotations
 
+import atexit
 import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 # Ray 2.60 clusters (`ray start`, `ray.init()`) require token auth, and a client joining one by
-# address sends its token only in token mode; Ray reads the mode when it is first imported.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
+# address sends its token only in token mode; Ray reads the mode and the token when it is first
+# imported. The session makes its own token (`ray start` refuses to start without one) and
+# points Ray and every process the tests start at it: nothing depends on ~/.ray/auth_token, so a
+# fresh machine or an empty home passes the first time, and the user's own token is not touched.
+_token_dir = Path(tempfile.mkdtemp(prefix="umtune-test-ray-"))
+atexit.register(shutil.rmtree, _token_dir, ignore_errors=True)
+(_token_dir / "auth_token").write_text(secrets.token_hex(32))
+(_token_dir / "auth_token").chmod(0o600)
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(_token_dir / "auth_token")
+os.environ.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the file
 
 TINY_DATASET_OPTIONS = dict(domains=("piano", "flute"), sample_rate=16000, pieces_per_domain=2,
                             heldout_pieces=1, seed=0, note_pitches=(48, 60, 72, 84),

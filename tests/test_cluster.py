@@ -41,6 +41,22 @@ def _completed(storage: Path, name: str) -> pd.DataFrame:
     return table
 
 
+def test_ray_start_needs_nothing_in_the_home_folder(monkeypatch, tmp_path):
+    """`ray start --head` with token auth starts with an empty home (a fresh machine or CI
+    runner): the tests bring their own token; nothing comes from ~/.ray."""
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+    (tmp_path / "empty-home").mkdir()
+    nodes = RayNodes()
+    try:
+        nodes.start_head(cpus=1)
+        status = subprocess.run([RAY, "status", "--address", nodes.address], env=ENV | {
+            "HOME": str(tmp_path / "empty-home")}, capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0, status.stdout[-2000:] + status.stderr[-2000:]
+    finally:
+        nodes.stop()
+    assert not (tmp_path / "empty-home" / ".ray").exists()
+
+
 def test_a_sweep_with_address_runs_train_workers_on_both_nodes(two_nodes, tiny_dataset,
                                                                tmp_path):
     nodes = {n.node_id for n in list_nodes(address=two_nodes.address) if n.state == "ALIVE"}

@@ -69,10 +69,11 @@ def sshd(tmp_path):
 
 def _cluster_file(path: Path, head: RayNodes, port: int, key: Path) -> Path:
     """A `provider: local` file for one head on 127.0.0.1 that, like ray_cluster.yaml, copies
-    this checkout to the node with file_mounts and pip-installs it there (into a folder of the
-    test's, put first on the PYTHONPATH of the head's Ray and of the sweep)."""
+    this checkout and the Ray token to the node with file_mounts and pip-installs umtune there
+    (into a folder of the test's, put first on the PYTHONPATH of the head's Ray and of the
+    sweep); the node's Ray reads the token it was given (RAY_AUTH_TOKEN_PATH)."""
     node = path.parent / "node"
-    env = {**head.env, "PYTHONPATH": str(node / "site")}
+    env = {**head.env, **_on_node(node)}
     start = " ".join(map(shlex.quote, head.head_command(cpus=2)))
     config = {
         "cluster_name": f"umtune-test-{port}",
@@ -81,7 +82,8 @@ def _cluster_file(path: Path, head: RayNodes, port: int, key: Path) -> Path:
                  # Ray's SSH runner has no port option: reach the test's sshd through nc.
                  "ssh_proxy_command": f"nc %h {port}"},
         "max_workers": 0,
-        "file_mounts": {str(node / "umtune"): str(ROOT)},
+        "file_mounts": {str(node / "umtune"): str(ROOT),
+                        str(node / "auth_token"): os.environ["RAY_AUTH_TOKEN_PATH"]},
         "rsync_exclude": [".venv", ".git", ".*_cache", "data", "sweeps", "reports", "*.egg-info"],
         # The venv already holds umtune's pinned dependencies: install umtune alone.
         "setup_commands": [f"{BIN / 'pip'} install --quiet --no-deps --no-build-isolation "
@@ -91,6 +93,13 @@ def _cluster_file(path: Path, head: RayNodes, port: int, key: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def _on_node(node: Path) -> dict[str, str]:
+    """What commands on the node run with: token auth with the token file_mounts copied there,
+    and the umtune the setup commands installed."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(node / "auth_token"),
+            "PYTHONPATH": str(node / "site")}
 
 
 def _exports(env: dict[str, str]) -> str:
@@ -111,7 +120,7 @@ def test_ray_up_exec_down_on_localhost(sshd, tiny_dataset, tmp_path):
     assert [f for f in check(cluster) if f.level == "error"] == []
     try:
         _ray("up", "-y", "--no-config-cache", "--disable-usage-stats", str(cluster))
-        installed = {"RAY_AUTH_MODE": "token", "PYTHONPATH": str(tmp_path / "node" / "site")}
+        installed = _on_node(tmp_path / "node")
         where = _ray("exec", str(cluster), f"{_exports(installed)} {sys.executable} -c "
                      "'import umtune; print(umtune.__file__)'")
         assert f"{tmp_path}/node/site/umtune/__init__.py" in where, where

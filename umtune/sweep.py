@@ -121,7 +121,10 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
 
 def resume_sweep(path: str | Path, *, address: str | None = None) -> SweepResult:
     """Finish the sweep at `path` after its driver died: finished trials are kept as they are,
-    unfinished ones continue their Train runs from their latest checkpoints."""
+    unfinished ones continue their Train runs from their latest checkpoints.
+
+    Tune's saved state is pickled: restoring it runs whatever code a crafted sweep folder
+    holds, so resume only sweep folders you trust (the CLI's --help and the README say so)."""
     from ray import tune
 
     from umtune.trainable import ray_train
