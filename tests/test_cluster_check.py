@@ -88,7 +88,7 @@ def _pods(config: dict) -> list[dict]:
     (lambda c: c["spec"]["headGroupSpec"].update(serviceType="LoadBalancer"),
      "spec.headGroupSpec.serviceType: LoadBalancer puts the head's GCS and dashboard"),
     (lambda c: [g["template"]["spec"].pop("volumes") for g in c["spec"]["workerGroupSpecs"]],
-     "worker pods but no volume they and the head all mount"),
+     "worker pods but no storage they all see"),
     (lambda c: c["spec"].update(rayVersion="2.9.0"), "spec.rayVersion: '2.9.0'; umtune pins"),
     (lambda c: [p.update(image="rayproject/ray:2.60.0") for p in _pods(c)],
      "'rayproject/ray:2.60.0' does not hold umtune"),

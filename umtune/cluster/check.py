@@ -22,7 +22,13 @@ import jsonschema
 
 from umtune import strict_yaml
 from umtune.cluster import kuberay, security
-from umtune.cluster.findings import PLACEHOLDER, RAY_VERSION, Finding, placeholders
+from umtune.cluster.findings import (
+    PLACEHOLDER,
+    RAY_VERSION,
+    Finding,
+    no_shared_storage,
+    placeholders,
+)
 from umtune.storage import SHARED_SCHEMES
 
 __all__ = ["PLACEHOLDER", "RAY_VERSION", "Finding", "check", "format_findings", "load"]
@@ -171,8 +177,6 @@ def _storage(config: dict, storage: str | None) -> list[Finding]:
                 *_commands(config, "head"), *_commands(config, "worker")]
     if any(SHARED_MOUNT.search(c) for c in commands):
         return []
-    where = f"--storage {storage!r}: " if storage else ""
-    return [Finding("error", "", f"{where}up to {_max_nodes(config)} worker node(s) but no "
-                    "storage they all see: checkpoints and the dataset must be on a filesystem "
-                    "every node mounts (an EFS/NFS mount in initialization_commands) or "
-                    "--storage a URI (s3://..., file:///mnt/shared/...)")]
+    return [no_shared_storage("", storage, f"up to {_max_nodes(config)} worker node(s)",
+                              "a filesystem every node mounts (an EFS/NFS mount in "
+                              "initialization_commands)")]

@@ -1,9 +1,9 @@
 """What `umtune cluster check` reports, and the rules every kind of cluster file shares.
 
-A `Finding` is one problem with the field it concerns. Shared here: the Ray version umtune pins
-and the unfilled placeholders of the shipped examples. Launcher files (`ray up`) are checked in
-check.py, KubeRay manifests in kuberay.py, their security (token auth, exposure, secrets) in
-security.py.
+A `Finding` is one problem with the field it concerns. Shared here: the Ray version umtune pins,
+the unfilled placeholders of the shipped examples, and the error for nodes that share no
+storage. Launcher files (`ray up`) are checked in check.py, KubeRay manifests in kuberay.py,
+their security (token auth, exposure, secrets) in security.py.
 """
 
 from __future__ import annotations
@@ -33,3 +33,12 @@ def placeholders(config, where: str = "") -> list[Finding]:
     if PLACEHOLDER in str(config):
         return [Finding("error", where, f"fill in {PLACEHOLDER} ({str(config)[:80]!r})")]
     return []
+
+
+def no_shared_storage(where: str, storage: str | None, nodes: str, how: str) -> Finding:
+    """The error for a cluster of several nodes (`nodes` says which) that share no storage;
+    `how` names what would fix it in this kind of file."""
+    prefix = f"--storage {storage!r}: " if storage else ""
+    return Finding("error", where, f"{prefix}{nodes} but no storage they all see: checkpoints "
+                   f"and the dataset must be on {how}, or --storage a URI (s3://..., "
+                   "file:///mnt/shared/...)")

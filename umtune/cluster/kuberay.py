@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 
 from umtune.cluster import security
-from umtune.cluster.findings import RAY_VERSION, Finding, placeholders
+from umtune.cluster.findings import RAY_VERSION, Finding, no_shared_storage, placeholders
 from umtune.storage import SHARED_SCHEMES
 
 RAY_IMAGE = re.compile(r"rayproject/ray(?:-ml)?:(\d+\.\d+\.\d+)")
@@ -155,8 +155,6 @@ def _storage(groups: list, storage: str | None) -> list[Finding]:
         common &= shared(group)
     if common:
         return []
-    where = f"--storage {storage!r}: " if storage else ""
-    return [Finding("error", "spec.workerGroupSpecs", f"{where}worker pods but no volume they "
-                    "and the head all mount (a ReadWriteMany persistentVolumeClaim, NFS): "
-                    "checkpoints and the dataset must be on storage every pod sees, or --storage "
-                    "a URI (s3://...)")]
+    return [no_shared_storage("spec.workerGroupSpecs", storage, "worker pods",
+                              "a volume the head and every worker pod mount (a ReadWriteMany "
+                              "persistentVolumeClaim, NFS)")]
