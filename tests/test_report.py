@@ -515,7 +515,7 @@ def test_markup_in_a_sweep_folder_is_shown_as_text_never_run(tiny_dataset, tmp_p
         for domain in ("Runtime", "Log", "Page"):
             browser.send(f"{domain}.enable")
         browser.send("Page.navigate", url=out.resolve().as_uri())
-        browser.wait_for("Page.loadEventFired", timeout=40)
+        browser.wait_for("Page.loadEventFired", timeout=120)  # a wait, not a measurement
         browser.evaluate(CHECKS)  # every plot drawn: the figures' labels are in the page
         found = browser.evaluate(NOTHING_LIVE)
         errors = browser.errors()
