@@ -22,7 +22,7 @@ from umtune.cluster.findings import Finding
 
 START = re.compile(r"(?:^|[\s;&|/])ray\s+start\b")
 TOKEN_MODE = re.compile(r"\bRAY_AUTH_MODE=([\"']?)token\1(?=[\s;&|\"']|$)")
-OTHER_MODE = re.compile(r"\bRAY_AUTH_MODE=([\"']?)(?!token\b)([\w-]*)")
+OTHER_MODE = re.compile(r"\bRAY_AUTH_MODE=([\"']?)(?!token\b|[$`])([\w-]*)")
 TOKEN_FILE = re.compile(r"(?:^|/)\.ray/auth_token$")
 TOKEN_PATH = re.compile(r"\bRAY_AUTH_TOKEN_PATH=([\"']?)([^\s\"';&|]+)")
 # NAME=literal where NAME says secret (a path or a $reference is no secret)

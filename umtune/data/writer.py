@@ -82,14 +82,14 @@ class DatasetWriter:
         self.out = Path(out).absolute()
         self._check_target(force)
         self._created_parents: list[Path] = []
-        self._lock: int | None = None
+        self._lock_fd: int | None = None
         self.lock_file = self.out.with_name(f".{self.out.name}.lock")
         try:
             missing = [p for p in reversed(self.out.parents) if not p.exists()]
             for p in missing:
                 p.mkdir()
                 self._created_parents.append(p)
-            self._lock = _lock(self.lock_file, self.out)
+            self._lock_fd = _lock(self.lock_file, self.out)
             self._remove_leftovers()
             self._check_target(force)  # again: a leftover may have been a moved-aside dataset
             self.staging = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-",
@@ -180,10 +180,10 @@ class DatasetWriter:
         self._remove_created_parents()
 
     def _release(self) -> None:
-        if self._lock is not None:
+        if self._lock_fd is not None:
             self.lock_file.unlink(missing_ok=True)  # while still held: the next writer's is new
-            os.close(self._lock)
-            self._lock = None
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _remove_created_parents(self) -> None:
         for p in reversed(self._created_parents):
