@@ -12,10 +12,10 @@
   including the unseen one) every audible latent frame of a note's first half second (frame RMS
   within 20 dB of its loudest) is an example; the same kind of linear probe learns the pitch
   from the frames of all trained domains but one and is scored on the one left out, in turn
-  for every domain (the
-  unseen one is only ever scored). Chance is 1 / (number of pitches). The paper's own check of
-  this (section 4, NSynth) compares embedding distances; a probe scored on an instrument it
-  never saw says directly whether pitch is readable apart from timbre.
+  for every domain (the unseen one is only ever scored). Chance is 1 / (number of pitches).
+  The paper's own check of this (section 4, NSynth) compares embedding distances; a probe
+  scored on an instrument it never saw says directly whether pitch is readable apart from
+  timbre.
 - `note_latent_gain`: whether the decoders use that pitch: the latent gain on the note set with
   each note's latent swapped for another pitch's on the same instrument. The latent gain of
   music clips also counts loudness and rests; between two notes of one instrument only the
