@@ -16,6 +16,7 @@ from umtune.trainable.loop import (
     decoder_mask_fraction,
     draw_batch,
     span_mask,
+    splice,
     train,
 )
 
@@ -244,3 +245,42 @@ def test_decoder_mask_silences_the_decoders_past_only_in_training_and_decays(tin
         rows = [k * 4 + i for k in range(2) for i in range(rank, 4, 2)]
         assert torch.equal(part.decoder_inputs, whole.decoder_inputs[rows])
         assert torch.equal(part.inputs, whole.inputs[rows])
+
+
+def test_splice_continues_chosen_rows_as_their_partners_from_the_cut():
+    """Before the crossfade a spliced row is its own audio, from the cut on its partner's; rows
+    not chosen are untouched."""
+    audio, partners = torch.randn(3, 100), torch.randn(3, 100)
+    cuts, chosen = torch.tensor([40, 50, 60]), torch.tensor([True, False, True])
+    out = splice(audio, partners, cuts, chosen, fade=10)
+    assert torch.equal(out[1], audio[1])
+    for row, cut in ((0, 40), (2, 60)):
+        assert torch.equal(out[row, :cut - 10], audio[row, :cut - 10])
+        torch.testing.assert_close(out[row, cut:], partners[row, cut:])
+        middle = out[row, cut - 10:cut]
+        low = torch.minimum(audio[row, cut - 10:cut], partners[row, cut - 10:cut])
+        high = torch.maximum(audio[row, cut - 10:cut], partners[row, cut - 10:cut])
+        assert bool(((middle >= low - 1e-6) & (middle <= high + 1e-6)).all())
+
+
+def test_splices_are_drawn_for_the_global_batch_and_only_in_training(tiny_dataset):
+    """With `splice_fraction` 1 every training row differs from the unspliced batch in its
+    second half only; held-out batches are unspliced; two ranks get their rows of the
+    one-worker batch; with 0 nothing extra is drawn (the batch is as before)."""
+    cfg = tiny_run(tiny_dataset, splice_fraction=1.0, aug_semitones=0.0)
+    cfg = replace(cfg, data=replace(cfg.data, batch_per_domain=4, segment_samples=2000))
+    data = Dataset.open(tiny_dataset)
+    plain_cfg = replace(cfg, train=replace(cfg.train, splice_fraction=0.0))
+    spliced = draw_batch(cfg, data, step=5, split="train", augment=True)
+    plain = draw_batch(plain_cfg, data, step=5, split="train", augment=True)
+    assert torch.equal(spliced.targets[:, :400], plain.targets[:, :400])
+    assert not torch.equal(spliced.targets[:, 1600:], plain.targets[:, 1600:])
+    assert torch.equal(spliced.inputs, spliced.clean_inputs)  # encoder sees the splice too
+    heldout = draw_batch(cfg, data, step=5, split="heldout", augment=False)
+    assert torch.equal(heldout.targets, draw_batch(plain_cfg, data, step=5, split="heldout",
+                                                   augment=False).targets)
+    for rank in (0, 1):
+        part = draw_batch(cfg, data, step=5, split="train", augment=True, rank=rank,
+                          world_size=2)
+        rows = [k * 4 + i for k in range(2) for i in range(rank, 4, 2)]
+        assert torch.equal(part.targets, spliced.targets[rows])

@@ -172,6 +172,10 @@ class TrainConfig:
     decoder_mask_fraction: float = 0.0
     decoder_mask_span: int = 64
     decoder_mask_steps: int = 0
+    # Share of training segments spliced: from a random point in their middle half on, another
+    # segment of the same domain (loop.splice). The latent changes notes there before the
+    # decoders' past does, as at a note onset. 0 (the paper) disables it.
+    splice_fraction: float = 0.0
     steps_per_epoch: int = 50
     max_epochs: int = 1000
     max_minutes: float = 0.0  # time in training steps (not held-out eval or checkpoints), summed
@@ -196,6 +200,8 @@ class TrainConfig:
                self.decoder_input_noise, ">= 0")
         _check(0 <= self.decoder_mask_fraction < 1, "train.decoder_mask_fraction",
                self.decoder_mask_fraction, "in [0, 1)")
+        _check(0 <= self.splice_fraction <= 1, "train.splice_fraction", self.splice_fraction,
+               "in [0, 1]")
         _check(self.decoder_mask_span >= 1, "train.decoder_mask_span", self.decoder_mask_span,
                ">= 1")
         _check(self.decoder_mask_steps >= 0, "train.decoder_mask_steps",

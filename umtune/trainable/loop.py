@@ -95,6 +95,14 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
     # Random draws are made for the global batch and this rank's rows picked from them.
     mine = torch.cat([torch.arange(k * b, (k + 1) * b)[rank::world_size]
                       for k in range(len(cfg.model.domains))])
+    if augment and cfg.train.splice_fraction > 0:
+        partners = torch.from_numpy(np.concatenate([
+            data.segments(domain, split, b, length, rng, rank=rank, world_size=world_size)
+            for domain in cfg.model.domains]))  # other segments of the same domains
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        chosen = torch.rand(rows, generator=gen) < cfg.train.splice_fraction
+        cuts = torch.randint(length // 4, 3 * length // 4 + 1, (rows,), generator=gen)
+        audio = splice(audio, partners, cuts[mine], chosen[mine], round(SPLICE_FADE * sr))
     targets = mu_law_encode(audio, classes)
     clean = codes_to_input(targets, classes)
     inputs = decoder_inputs = clean
@@ -117,6 +125,24 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         decoder_inputs = decoder_inputs.masked_fill(masked, 0.0)
     return Batch(inputs=inputs, clean_inputs=clean, decoder_inputs=decoder_inputs,
                  targets=targets, labels=labels)
+
+
+SPLICE_FADE = 0.005  # seconds of crossfade at a splice
+
+
+def splice(audio: torch.Tensor, partners: torch.Tensor, cuts: torch.Tensor,
+           chosen: torch.Tensor, fade: int) -> torch.Tensor:
+    """Rows (B, T) where `chosen` continue from their cut on as the partner row does (a
+    raised-cosine crossfade of `fade` samples ending at the cut); the others are unchanged.
+
+    Encoder and decoders see the same spliced audio, so at the cut the latent jumps to other
+    notes while the decoders' past still holds the old ones: a note change (`train.
+    splice_fraction`) that only the latent announces, to teach the decoders to follow it.
+    """
+    t = torch.arange(audio.shape[1])
+    ramp = ((t[None] - (cuts[:, None] - fade)) / max(fade, 1)).clamp(0, 1)  # 0 .. 1 at the cut
+    weight = (0.5 - 0.5 * torch.cos(torch.pi * ramp)) * chosen[:, None]  # (B, T)
+    return audio + weight.to(audio.dtype) * (partners - audio)
 
 
 def decoder_mask_fraction(cfg: RunConfig, step: int) -> float:
