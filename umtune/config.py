@@ -126,6 +126,9 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     confusion: ConfusionConfig = field(default_factory=ConfusionConfig)
     classes: int = 256  # mu-law quantisation levels
+    # A 1x1 head on the latent predicting the input's chroma, trained by
+    # train.content_loss_weight (trainable/content.py); not in the paper.
+    content_head: bool = False
 
     def __post_init__(self):
         if isinstance(self.domains, list):
@@ -176,6 +179,9 @@ class TrainConfig:
     # segment of the same domain (loop.splice). The latent changes notes there before the
     # decoders' past does, as at a note onset. 0 (the paper) disables it.
     splice_fraction: float = 0.0
+    # Weight of the content loss: the latent's head must name the input's pitch classes
+    # (trainable/content.py; needs model.content_head). 0 (the paper) disables it.
+    content_loss_weight: float = 0.0
     steps_per_epoch: int = 50
     max_epochs: int = 1000
     max_minutes: float = 0.0  # time in training steps (not held-out eval or checkpoints), summed
@@ -200,6 +206,8 @@ class TrainConfig:
                self.decoder_input_noise, ">= 0")
         _check(0 <= self.decoder_mask_fraction < 1, "train.decoder_mask_fraction",
                self.decoder_mask_fraction, "in [0, 1)")
+        _check(self.content_loss_weight >= 0, "train.content_loss_weight",
+               self.content_loss_weight, ">= 0")
         _check(0 <= self.splice_fraction <= 1, "train.splice_fraction", self.splice_fraction,
                "in [0, 1]")
         _check(self.decoder_mask_span >= 1, "train.decoder_mask_span", self.decoder_mask_span,
@@ -229,6 +237,9 @@ class RunConfig:
         _check(self.data.segment_samples % self.model.encoder.pool == 0, "data.segment_samples",
                self.data.segment_samples,
                f"a multiple of model.encoder.pool={self.model.encoder.pool}")
+        _check(self.train.content_loss_weight == 0 or self.model.content_head,
+               "train.content_loss_weight", self.train.content_loss_weight,
+               "0 unless model.content_head is true (the loss trains that head)")
 
     def to_dict(self) -> dict:
         return {"version": CONFIG_VERSION, **asdict(self)}
@@ -245,6 +256,7 @@ class RunConfig:
                 decoder=_build(DecoderConfig, d["model"]["decoder"], "model.decoder"),
                 confusion=_build(ConfusionConfig, d["model"]["confusion"], "model.confusion"),
                 classes=d["model"]["classes"],
+                content_head=d["model"].get("content_head", False),
             ),
             train=_build(TrainConfig, d["train"], "train"),
         )

@@ -38,12 +38,14 @@ from umtune.trainable.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from umtune.trainable.content import content_loss
 from umtune.trainable.model import (
     UniversalTranslator,
     codes_to_input,
     decoder_receptive_field,
     encoder_receptive_field,
     latent_use,
+    mu_law_decode,
     mu_law_encode,
     parameter_count,
 )
@@ -252,6 +254,12 @@ class Trainer:
             adv_loss = F.cross_entropy(_unwrap(self.confusion)(z).float(), batch.labels)
         ce = ce_per_domain.mean()
         loss = ce - cfg.confusion_lambda * adv_loss
+        content = None
+        if cfg.content_loss_weight > 0:  # on the clean audio: the notes, not the shifted ones
+            clean = mu_law_decode(batch.targets, self.cfg.model.classes)
+            content = content_loss(self.model.autoencoder.content(z.float()), clean,
+                                   self.cfg.data.sample_rate, self.cfg.model.encoder.pool)
+            loss = loss + cfg.content_loss_weight * content
         if _global_mean(torch.isfinite(loss.detach()).float()) < 1:  # on every rank
             raise DivergenceError(f"loss is {loss.item()} at step {self.step_count} "
                                   f"(reconstruction CE {ce.item()}, confusion CE "
@@ -264,7 +272,8 @@ class Trainer:
         self.step_count += 1
         accuracy = (conf_logits.argmax(-1) == batch.labels).float().mean()
         return {"train_ce": ce.item(), "confusion_ce": conf_loss.item(),
-                "confusion_acc": accuracy.item()}
+                "confusion_acc": accuracy.item(),
+                **({"content_loss": content.item()} if content is not None else {})}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
