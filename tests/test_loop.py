@@ -8,7 +8,7 @@ import torch
 from test_model import TINY
 
 from umtune.cli import main
-from umtune.config import DataConfig, RunConfig, TrainConfig, preset
+from umtune.config import PRESETS, DataConfig, RunConfig, TrainConfig, preset
 from umtune.data import Dataset
 from umtune.trainable.checkpoint import LocalRun, load_checkpoint, save_checkpoint
 from umtune.trainable.loop import (
@@ -19,6 +19,7 @@ from umtune.trainable.loop import (
     splice,
     train,
 )
+from umtune.trainable.model import encoder_receptive_field
 
 
 def tiny_run(data_path, **train) -> RunConfig:
@@ -164,15 +165,19 @@ def test_bf16_autocast_runs_the_convolutions_in_bf16_and_still_learns(tiny_datas
     assert history[-1]["heldout_ce"] < history[0]["heldout_ce"] - 0.5
 
 
-def test_cpu_preset_is_tiny_with_twice_the_decoder_width_a_standardized_latent_in_bf16():
+def test_cpu_preset_is_tiny_at_8khz_with_a_long_field_the_content_loss_and_no_standardising():
+    """No preset removes the clip's absolute pitch (issue 19): the latent is never standardised."""
     tiny, cpu = preset("tiny"), preset("cpu")
-    assert not tiny.model.encoder.normalize_latent
-    assert not preset("paper").model.encoder.normalize_latent
-    assert cpu.model.encoder == replace(tiny.model.encoder, normalize_latent=True)
-    assert cpu.data == tiny.data
+    assert not any(preset(name).model.encoder.normalize_latent for name in PRESETS)
+    assert cpu.model.encoder == replace(tiny.model.encoder, blocks=1, layers_per_block=11)
+    assert encoder_receptive_field(cpu.model.encoder) == 4097
+    assert cpu.data == replace(tiny.data, sample_rate=8000)
     assert (cpu.model.decoder.residual_channels, cpu.model.decoder.gate_channels,
             cpu.model.decoder.skip_channels) == (64, 128, 64)
-    assert cpu.train == replace(tiny.train, precision="bf16")
+    assert cpu.model.content_head and cpu.train.content_loss_weight == 1.0
+    assert cpu.train == replace(tiny.train, precision="bf16", steps_per_epoch=100,
+                                content_loss_weight=1.0, decoder_mask_fraction=0.25,
+                                decoder_mask_span=512, decoder_mask_steps=1500)
 
 
 def test_decoder_input_noise_is_drawn_for_the_global_batch_and_only_in_training(tiny_dataset):
