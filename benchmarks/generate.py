@@ -1,5 +1,8 @@
 """Generation speed: cached (one step per layer per sample) vs naive (a full pass over the
-receptive field per sample), for the `tiny` and `paper` presets, with the real-time factor.
+receptive field per sample), for the `tiny` and `paper` presets, with the real-time factor;
+then what translation costs: a clip translated into every domain with the decoders stepped one
+after another vs together (`DecoderStack`), and chunks entered through a lead-in vs restarting
+from silence (the price of no false attacks).
 
     .venv/bin/python benchmarks/generate.py
 """
@@ -12,7 +15,7 @@ import time
 import torch
 
 from umtune.config import preset
-from umtune.trainable.generate import generate
+from umtune.trainable.generate import Sampling, Translator, generate
 from umtune.trainable.model import UniversalTranslator, decoder_receptive_field
 
 
@@ -38,11 +41,48 @@ def naive_rate(model: UniversalTranslator, pool: int, reps: int = 2) -> float:
     return reps / (time.perf_counter() - start)
 
 
+def translation_seconds(translator: Translator, seconds: float, sampling: Sampling,
+                        stacked: bool) -> float:
+    """Wall time to translate one clip of noise into every domain of the translator."""
+    clip = torch.rand(round(seconds * translator.sample_rate)) - 0.5
+    sr = translator.sample_rate
+    start = time.perf_counter()
+    if stacked:
+        translator.translate_many({d: [clip] for d in translator.domains}, sr, sampling)
+    else:
+        for d in translator.domains:
+            translator.translate_batch([clip], sr, d, sampling)
+    return time.perf_counter() - start
+
+
+def translation_table(name: str, seconds: float, chunk: float, lead: float) -> None:
+    cfg = preset(name)
+    torch.manual_seed(0)
+    translator = Translator(UniversalTranslator(cfg.model).eval(), cfg)
+    k = len(cfg.model.domains)
+    print(f"\ntranslating a {seconds:g} s clip into all {k} domains, `{name}` preset, "
+          f"{chunk:g} s chunks")
+    print(f"{'decoders':9} {'lead-in':>8} {'seconds':>8} {'x real time':>11}")
+    times = {}
+    for stacked, lead_s in ((False, lead), (True, 0.0), (True, lead)):
+        t = translation_seconds(translator, seconds, Sampling(chunk_seconds=chunk,
+                                                             lead_seconds=lead_s), stacked)
+        times[stacked, lead_s] = t
+        print(f"{'stacked' if stacked else 'one by one':9} {lead_s:7.2f}s {t:8.1f} "
+              f"{k * seconds / t:11.2f}")
+    print(f"stacked vs one by one: {times[False, lead] / times[True, lead]:.1f}x faster; "
+          f"lead-in {lead:g} s costs {times[True, lead] / times[True, 0.0]:.2f}x "
+          f"(samples: {(chunk + lead) / chunk:.2f}x)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", default="tiny,paper")
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--seconds", type=float, default=0.1, help="audio generated per batch row")
+    p.add_argument("--clip-seconds", type=float, default=10.0,
+                   help="the translated clip (0: skip the translation table)")
+    p.add_argument("--translate-preset", default="cpu")
     args = p.parse_args()
     sr = 16000
     print(f"threads: {torch.get_num_threads()}; real-time factor = generated samples/s / {sr}")
@@ -60,6 +100,8 @@ def main() -> None:
             rate = cached_rate(model, pool, batch, frames)
             print(f"{name:7} {'cached':7} {batch:5d} {rate:10.0f} {rate / sr:11.3f} "
                   f"{rate / naive:12.0f}")
+    if args.clip_seconds:
+        translation_table(args.translate_preset, args.clip_seconds, chunk=0.5, lead=0.1)
 
 
 if __name__ == "__main__":

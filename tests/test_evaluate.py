@@ -5,12 +5,13 @@ import json
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from test_loop import tiny_run
 
-from umtune.analysis.evaluate import SUMMARY_KEYS, evaluate, evaluate_checkpoint
+from umtune.analysis.evaluate import SEED_METRICS, SUMMARY_KEYS, evaluate, evaluate_checkpoint
 from umtune.analysis.results import heldout_curve, target_rows
 from umtune.cli import main
 from umtune.data import Dataset, DatasetError
@@ -191,3 +192,23 @@ def test_heldout_curve_marks_every_ten_minutes_and_the_end():
     epochs = [{"elapsed_s": t, "heldout_ce": ce} for t, ce in
               ((300, 4.0), (600, 3.5), (700, 3.4), (1250, 3.2), (1300, 3.1))]
     assert heldout_curve(epochs) == "10 min 3.500, 21 min 3.200, 22 min 3.100"
+
+
+def test_several_seeds_average_the_translation_metrics_and_give_their_spread(tiny_dataset):
+    """With two seeds, each translation metric of the summary is the mean of the two seeds'
+    (other clips, other samples) and `summary_sd` their sd; the model-only metrics are measured
+    once; the pairs carry their seed."""
+    cfg = tiny_run(tiny_dataset)
+    torch.manual_seed(0)
+    model = UniversalTranslator(cfg.model)
+    result = evaluate(model, cfg, tiny_dataset, clips=1, seconds=0.5, seeds=(0, 1))
+    assert result["seeds"] == [0, 1] and [r["seed"] for r in result["per_seed"]] == [0, 1]
+    for k in SEED_METRICS:
+        values = [r[k] for r in result["per_seed"]]
+        assert result["summary"][k] == pytest.approx(np.mean(values)), k
+        assert result["summary_sd"][k] == pytest.approx(np.std(values, ddof=1)), k
+    assert {p["seed"] for p in result["pairs"]} == {0, 1}
+    single = evaluate(model, cfg, tiny_dataset, clips=1, seconds=0.5, seeds=(1,))
+    assert single["summary"]["timbre_acc"] == result["per_seed"][1]["timbre_acc"]
+    assert single["summary"]["latent_domain_acc"] == result["summary"]["latent_domain_acc"]
+    assert all(v is None for v in single["summary_sd"].values())

@@ -8,7 +8,7 @@ import torch
 from test_model import TINY
 
 from umtune.cli import main
-from umtune.config import DataConfig, RunConfig, TrainConfig, preset
+from umtune.config import PRESETS, DataConfig, RunConfig, TrainConfig, preset
 from umtune.data import Dataset
 from umtune.trainable.checkpoint import LocalRun, load_checkpoint, save_checkpoint
 from umtune.trainable.loop import (
@@ -16,8 +16,10 @@ from umtune.trainable.loop import (
     decoder_mask_fraction,
     draw_batch,
     span_mask,
+    splice,
     train,
 )
+from umtune.trainable.model import encoder_receptive_field
 
 
 def tiny_run(data_path, **train) -> RunConfig:
@@ -163,15 +165,19 @@ def test_bf16_autocast_runs_the_convolutions_in_bf16_and_still_learns(tiny_datas
     assert history[-1]["heldout_ce"] < history[0]["heldout_ce"] - 0.5
 
 
-def test_cpu_preset_is_tiny_with_twice_the_decoder_width_a_standardized_latent_in_bf16():
+def test_cpu_preset_is_tiny_at_8khz_with_a_long_field_the_content_loss_and_no_standardising():
+    """No preset removes the clip's absolute pitch (issue 19): the latent is never standardised."""
     tiny, cpu = preset("tiny"), preset("cpu")
-    assert not tiny.model.encoder.normalize_latent
-    assert not preset("paper").model.encoder.normalize_latent
-    assert cpu.model.encoder == replace(tiny.model.encoder, normalize_latent=True)
-    assert cpu.data == tiny.data
+    assert not any(preset(name).model.encoder.normalize_latent for name in PRESETS)
+    assert cpu.model.encoder == replace(tiny.model.encoder, blocks=1, layers_per_block=11)
+    assert encoder_receptive_field(cpu.model.encoder) == 4097
+    assert cpu.data == replace(tiny.data, sample_rate=8000)
     assert (cpu.model.decoder.residual_channels, cpu.model.decoder.gate_channels,
             cpu.model.decoder.skip_channels) == (64, 128, 64)
-    assert cpu.train == replace(tiny.train, precision="bf16")
+    assert cpu.model.content_head and cpu.train.content_loss_weight == 1.0
+    assert cpu.train == replace(tiny.train, precision="bf16", steps_per_epoch=100,
+                                content_loss_weight=1.0, decoder_mask_fraction=0.25,
+                                decoder_mask_span=512, decoder_mask_steps=1500)
 
 
 def test_decoder_input_noise_is_drawn_for_the_global_batch_and_only_in_training(tiny_dataset):
@@ -244,3 +250,42 @@ def test_decoder_mask_silences_the_decoders_past_only_in_training_and_decays(tin
         rows = [k * 4 + i for k in range(2) for i in range(rank, 4, 2)]
         assert torch.equal(part.decoder_inputs, whole.decoder_inputs[rows])
         assert torch.equal(part.inputs, whole.inputs[rows])
+
+
+def test_splice_continues_chosen_rows_as_their_partners_from_the_cut():
+    """Before the crossfade a spliced row is its own audio, from the cut on its partner's; rows
+    not chosen are untouched."""
+    audio, partners = torch.randn(3, 100), torch.randn(3, 100)
+    cuts, chosen = torch.tensor([40, 50, 60]), torch.tensor([True, False, True])
+    out = splice(audio, partners, cuts, chosen, fade=10)
+    assert torch.equal(out[1], audio[1])
+    for row, cut in ((0, 40), (2, 60)):
+        assert torch.equal(out[row, :cut - 10], audio[row, :cut - 10])
+        torch.testing.assert_close(out[row, cut:], partners[row, cut:])
+        middle = out[row, cut - 10:cut]
+        low = torch.minimum(audio[row, cut - 10:cut], partners[row, cut - 10:cut])
+        high = torch.maximum(audio[row, cut - 10:cut], partners[row, cut - 10:cut])
+        assert bool(((middle >= low - 1e-6) & (middle <= high + 1e-6)).all())
+
+
+def test_splices_are_drawn_for_the_global_batch_and_only_in_training(tiny_dataset):
+    """With `splice_fraction` 1 every training row differs from the unspliced batch in its
+    second half only; held-out batches are unspliced; two ranks get their rows of the
+    one-worker batch; with 0 nothing extra is drawn (the batch is as before)."""
+    cfg = tiny_run(tiny_dataset, splice_fraction=1.0, aug_semitones=0.0)
+    cfg = replace(cfg, data=replace(cfg.data, batch_per_domain=4, segment_samples=2000))
+    data = Dataset.open(tiny_dataset)
+    plain_cfg = replace(cfg, train=replace(cfg.train, splice_fraction=0.0))
+    spliced = draw_batch(cfg, data, step=5, split="train", augment=True)
+    plain = draw_batch(plain_cfg, data, step=5, split="train", augment=True)
+    assert torch.equal(spliced.targets[:, :400], plain.targets[:, :400])
+    assert not torch.equal(spliced.targets[:, 1600:], plain.targets[:, 1600:])
+    assert torch.equal(spliced.inputs, spliced.clean_inputs)  # encoder sees the splice too
+    heldout = draw_batch(cfg, data, step=5, split="heldout", augment=False)
+    assert torch.equal(heldout.targets, draw_batch(plain_cfg, data, step=5, split="heldout",
+                                                   augment=False).targets)
+    for rank in (0, 1):
+        part = draw_batch(cfg, data, step=5, split="train", augment=True, rank=rank,
+                          world_size=2)
+        rows = [k * 4 + i for k in range(2) for i in range(rank, 4, 2)]
+        assert torch.equal(part.targets, spliced.targets[rows])

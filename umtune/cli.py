@@ -178,8 +178,8 @@ def _evaluate(a: argparse.Namespace) -> None:
 
     out = a.output or Path(a.checkpoint).absolute().parent / "evaluation"
     result = evaluate_checkpoint(a.checkpoint, a.data, clips=a.clips, seconds=a.seconds,
-                                 seed=a.seed, out_dir=out, sampling=_sampling(a, EVAL_SAMPLING),
-                                 progress=True)
+                                 seeds=range(a.seed, a.seed + a.seeds), out_dir=out,
+                                 sampling=_sampling(a, EVAL_SAMPLING), progress=True)
     print(format_evaluation(result) + f"\nwritten: {out}/metrics.json")
     if a.table:
         from umtune.analysis.results import write_results_table
@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", type=Path, help="dataset (default: the checkpoint's data.path)")
     ev.add_argument("--clips", type=int, default=2, help="held-out clips per domain pair")
     ev.add_argument("--seconds", type=_number, default=1.0, help="length of each clip")
+    ev.add_argument("--seeds", type=int, default=1,
+                    help="evaluate with this many seeds from --seed on (other clips, other "
+                    "samples); the summary averages them and gives their spread")
     ev.add_argument("-o", "--output", type=Path,
                     help="folder for metrics.json and audio/ (default: CHECKPOINT/../evaluation)")
     ev.add_argument("--table", type=Path, metavar="FILE.md",

@@ -47,7 +47,8 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,12 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _sd(values) -> float | None:
+    """Standard deviation over seeds (n - 1 in the denominator); None for fewer than two."""
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
 def timbre_accuracy(classifier: DomainClassifier, audio: torch.Tensor, domain: str) -> float:
     """Share of the clips (B, T) that the classifier labels `domain`."""
     return (classifier.predict(audio) == classifier.domains.index(domain)).float().mean().item()
@@ -197,18 +204,25 @@ def reconstruction_ce(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
             use.gain_cold.mean().item())
 
 
+# Metrics of the translations, which change with the evaluation seed (clips and sampling);
+# the rest of the summary measures the model alone and is computed once.
+SEED_METRICS = (*PAIR_METRICS, "self_timbre_acc", "recon_chroma", "unseen_timbre_acc")
+
+
 def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, *, clips: int = 2,
-             seconds: float = 1.0, seed: int = 0, out_dir: str | Path | None = None,
+             seconds: float = 1.0, seeds: Sequence[int] = (0,), out_dir: str | Path | None = None,
              device: str | torch.device = "cpu", sampling: Sampling = EVAL_SAMPLING,
              checkpoint: str | None = None, progress: bool = False) -> dict:
     """Score `model` (moved to `device`, left in its train/eval mode) on the dataset's held-out
-    clips chosen by `seed`, generating with `sampling`; returns the metrics dict and, with
-    `out_dir`, writes it as `out_dir/metrics.json` with the audio gallery in `out_dir/audio/`.
-    `checkpoint` is only recorded in the result."""
+    clips, once per seed in `seeds` (each chooses its clips and seeds the sampling); returns the
+    metrics dict (the summary averages the seeds, `summary_sd` is their spread) and, with
+    `out_dir`, writes it as `out_dir/metrics.json` with the first seed's audio gallery in
+    `out_dir/audio/`. `checkpoint` is only recorded in the result."""
     started = time.perf_counter()
-    if clips < 1 or not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"clips={clips}, seconds={seconds}: expected clips >= 1 and a finite "
-                         f"positive duration")
+    seeds = tuple(int(s) for s in seeds)
+    if clips < 1 or not (math.isfinite(seconds) and seconds > 0) or not seeds:
+        raise ValueError(f"clips={clips}, seconds={seconds}, seeds={seeds}: expected clips >= 1, "
+                         f"a finite positive duration and at least one seed")
     data = Dataset.open(data_path)
     domains = tuple(cfg.model.domains)
     _check_dataset(data, cfg, domains)
@@ -216,35 +230,78 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
                    if d not in domains and data.files(d, "heldout"))
     sr, pool = data.sample_rate, cfg.model.encoder.pool
     length = max(1, round(seconds * sr / pool)) * pool
-    chosen = select_clips(data, domains + unseen, clips, length, seed)
-    parallel = chosen[0].parallel
-    skipped = []
-    if not parallel:
-        skipped.append(f"truth metrics (chroma_to_truth, chroma_ceiling, spectral): dataset "
-                       f"{data.path} has no held-out pieces rendered on every domain")
-    if not unseen:
-        skipped.append(f"unseen domain: dataset {data.path} has no held-out audio of an unseen "
-                       f"domain")
     classifier = domain_classifier(data)
 
     was_training = model.training
     model.to(device).eval()
     try:
-        translations = _translate_all(Translator(model=model, config=cfg), chosen, domains,
-                                      unseen, sr, sampling, progress)
-        own = {d: translations.pop((d, d)) for d in domains}
-        stacked = {d: torch.from_numpy(np.stack([c.audio[d] for c in chosen]))
-                   for d in domains + unseen}
+        runs = [_score_seed(model, cfg, data, classifier, domains, unseen, clips, length, seed,
+                            replace(sampling, seed=seed), progress) for seed in seeds]
         recon, latent_gain, latent_gain_cold = reconstruction_ce(model, cfg, data, device)
         latent_acc = latent_domain_accuracy(model, data, domains, device=device)
         pitch = pitch_probe_accuracy(model, data, domains, device)
         note_gain = note_latent_gain(model, data, domains, device)
-        if pitch is None:
-            skipped.append(f"pitch metrics: dataset {data.path} has no note set (split 'notes' "
-                           f"with isolated notes of at least two pitches on two domains)")
     finally:
         model.train(was_training)
 
+    skipped = []
+    if not runs[0]["parallel"]:
+        skipped.append(f"truth metrics (chroma_to_truth, chroma_ceiling, spectral): dataset "
+                       f"{data.path} has no held-out pieces rendered on every domain")
+    if not unseen:
+        skipped.append(f"unseen domain: dataset {data.path} has no held-out audio of an unseen "
+                       f"domain")
+    if pitch is None:
+        skipped.append(f"pitch metrics: dataset {data.path} has no note set (split 'notes' "
+                       f"with isolated notes of at least two pitches on two domains)")
+    summary = {k: _mean(r["summary"][k] for r in runs) for k in SEED_METRICS}
+    summary.update(latent_domain_acc=latent_acc, latent_chance=1 / len(domains),
+                   pitch_probe_acc=pitch[0] if pitch else None,
+                   pitch_probe_chance=pitch[1] if pitch else None,
+                   note_latent_gain=note_gain[0] if note_gain else None,
+                   note_latent_gain_onset=note_gain[1] if note_gain else None,
+                   recon_ce=_mean(recon.values()),
+                   latent_gain=_mean(latent_gain.values()),
+                   latent_gain_cold=latent_gain_cold,
+                   classifier_heldout_acc=classifier.heldout_acc)
+    result = {
+        "summary": {k: summary[k] for k in SUMMARY_KEYS},
+        "summary_sd": {k: _sd(r["summary"][k] for r in runs) for k in SEED_METRICS},
+        "per_seed": [{"seed": seed, **r["summary"]} for seed, r in zip(seeds, runs, strict=True)],
+        "pairs": [{"seed": seed, **p} for seed, r in zip(seeds, runs, strict=True)
+                  for p in r["pairs"]],
+        "recon_ce": recon,
+        "audio": runs[0]["gallery"],
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "clips": clips, "seconds": length / sr, "sample_rate": sr, "domains": list(domains),
+        "unseen_domains": list(unseen), "clip_names": runs[0]["clip_names"],
+        "seed": seeds[0], "seeds": list(seeds),
+        "chunk_seconds": sampling.chunk_seconds, "lead_seconds": sampling.lead_seconds,
+        "temperature": sampling.temperature,
+        "classifier": {"domains": list(classifier.domains), "heldout_acc": classifier.heldout_acc,
+                       "chance": 1 / len(classifier.domains)},
+        "skipped": skipped,
+        "elapsed_s": time.perf_counter() - started,
+    }
+    result = _finite(result)
+    if out_dir is not None:
+        write_evaluation(result, runs[0]["files"], Path(out_dir), sr)
+    return result
+
+
+def _score_seed(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
+                classifier: DomainClassifier, domains: tuple[str, ...], unseen: tuple[str, ...],
+                clips: int, length: int, seed: int, sampling: Sampling, progress: bool) -> dict:
+    """The translation metrics of one evaluation seed: its clips translated between every pair
+    (and into each clip's own domain), scored; with the gallery of its first clip."""
+    sr = data.sample_rate
+    chosen = select_clips(data, domains + unseen, clips, length, seed)
+    parallel = chosen[0].parallel
+    translations = _translate_all(Translator(model=model, config=cfg), chosen, domains, unseen,
+                                  sr, sampling, progress)
+    own = {d: translations.pop((d, d)) for d in domains}
+    stacked = {d: torch.from_numpy(np.stack([c.audio[d] for c in chosen]))
+               for d in domains + unseen}
     pairs = []
     for (source, target), audio in translations.items():
         truths = stacked[target] if parallel else None
@@ -257,37 +314,11 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
                                          for d, audio in own.items()),
                    recon_chroma=_mean(chroma_similarity(audio, stacked[d], sr).mean().item()
                                       for d, audio in own.items()),
-                   latent_domain_acc=latent_acc, latent_chance=1 / len(domains),
-                   pitch_probe_acc=pitch[0] if pitch else None,
-                   pitch_probe_chance=pitch[1] if pitch else None,
-                   note_latent_gain=note_gain[0] if note_gain else None,
-                   note_latent_gain_onset=note_gain[1] if note_gain else None,
                    unseen_timbre_acc=_mean(p["timbre_acc"] for p in pairs
-                                           if p["source"] in unseen),
-                   recon_ce=_mean(recon.values()),
-                   latent_gain=_mean(latent_gain.values()),
-                   latent_gain_cold=latent_gain_cold,
-                   classifier_heldout_acc=classifier.heldout_acc)
+                                           if p["source"] in unseen))
     gallery, files = _gallery(chosen[0], translations, domains, unseen, parallel)
-    result = {
-        "summary": {k: summary[k] for k in SUMMARY_KEYS},
-        "pairs": pairs,
-        "recon_ce": recon,
-        "audio": gallery,
-        "checkpoint": None if checkpoint is None else str(checkpoint),
-        "clips": clips, "seconds": length / sr, "sample_rate": sr, "domains": list(domains),
-        "unseen_domains": list(unseen), "clip_names": [c.name for c in chosen], "seed": seed,
-        "chunk_seconds": sampling.chunk_seconds, "lead_seconds": sampling.lead_seconds,
-        "temperature": sampling.temperature,
-        "classifier": {"domains": list(classifier.domains), "heldout_acc": classifier.heldout_acc,
-                       "chance": 1 / len(classifier.domains)},
-        "skipped": skipped,
-        "elapsed_s": time.perf_counter() - started,
-    }
-    result = _finite(result)
-    if out_dir is not None:
-        write_evaluation(result, files, Path(out_dir), sr)
-    return result
+    return {"summary": summary, "pairs": pairs, "parallel": parallel, "gallery": gallery,
+            "files": files, "clip_names": [c.name for c in chosen]}
 
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, data_path: str | Path | None = None,
@@ -405,19 +436,23 @@ def format_evaluation(result: dict) -> str:
     """A readable report: the pair table, per-domain reconstruction CE and the summary."""
     import pandas as pd
 
-    table = pd.DataFrame(result["pairs"])[["source", "target", *PAIR_METRICS]]
+    table = (pd.DataFrame(result["pairs"]).groupby(["source", "target"], sort=False)
+             [list(PAIR_METRICS)].mean().reset_index())  # averaged over the seeds
     table.columns = ["source", "target", "timbre", "chroma>src", "chroma>truth", "ceiling",
                      "spec dB", "ident dB", "gain"]
     lines = [f"evaluation of {result['checkpoint'] or 'the model'}: {result['clips']} clip(s) x "
-             f"{result['seconds']:.2f} s per pair, {result['sample_rate']} Hz, "
-             f"{result['elapsed_s']:.0f} s",
+             f"{result['seconds']:.2f} s per pair, seeds {result['seeds']}, "
+             f"{result['sample_rate']} Hz, {result['elapsed_s']:.0f} s",
              table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"),
              "",
              "reconstruction CE (nats/sample): " + "  ".join(
                  f"{d} {v:.3f}" for d, v in result["recon_ce"].items()),
              "summary:"]
     width = max(map(len, result["summary"]))
+    spread = result.get("summary_sd", {})
     for k, v in result["summary"].items():
-        lines.append(f"  {k.ljust(width)}  {'-' if v is None else f'{v:.4f}'}")
+        sd = f"  +- {spread[k]:.4f} (sd over {len(result['seeds'])} seeds)" \
+            if spread.get(k) is not None else ""
+        lines.append(f"  {k.ljust(width)}  {'-' if v is None else f'{v:.4f}'}{sd}")
     lines += [f"skipped: {s}" for s in result["skipped"]]
     return "\n".join(lines)

@@ -29,13 +29,14 @@ import torch
 import torchaudio.transforms as T
 from torch import Tensor
 
+from umtune.trainable.content import chroma_frames
+
 N_MELS = 64
 MEL_WINDOW_SECONDS = 0.064
 MEL_HOP_SECONDS = 0.016
 DB_FLOOR = -80.0  # dB: quieter mel bands count as this (a fixed floor, not per clip)
 CHROMA_WINDOW_SECONDS = 0.256
 CHROMA_HOP_SECONDS = 0.032
-CHROMA_FMIN, CHROMA_FMAX = 55.0, 5000.0  # Hz: A1 .. about D#8
 AUDIBLE_DB = 40.0  # chroma frames quieter than the loudest by more than this are skipped
 
 
@@ -67,46 +68,14 @@ def logmel_distance(a: Tensor, b: Tensor, sample_rate: int) -> Tensor:
         .mean(dim=(-2, -1))
 
 
-@functools.lru_cache(maxsize=8)
-def _chroma_setup(sample_rate: int) -> tuple[int, int, Tensor]:
-    """(n_fft, hop, folding matrix (12, bins)).
-
-    Bins are linear in frequency, semitones are not: a semitone at 4 kHz holds 64 times the bins
-    of one at 62 Hz. Each bin is weighted by 1 / (its semitone's width in bins), so every semitone
-    counts once, and each pitch class's row is scaled to one total weight, so that white noise
-    folds to a flat chroma (0 after centring) however the band's edges fall.
-    """
-    n_fft = _pow2(CHROMA_WINDOW_SECONDS, sample_rate)
-    hop = max(1, round(CHROMA_HOP_SECONDS * sample_rate))
-    freqs = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft
-    fold = torch.zeros(12, freqs.numel(), dtype=torch.float64)
-    band = (freqs >= CHROMA_FMIN) & (freqs <= min(CHROMA_FMAX, sample_rate / 2))
-    midi = 69.0 + 12.0 * torch.log2(freqs[band] / 440.0)  # fractional MIDI pitch of each bin
-    low = torch.floor(midi)
-    frac = midi - low  # share of the bin that goes to the upper neighbour
-    cols = torch.nonzero(band)[:, 0]
-    per_semitone = n_fft / sample_rate * freqs[band] * (2 ** (1 / 12) - 1)  # bins a semitone
-    weight = 1.0 / per_semitone.clamp_min(1.0)
-    fold[(low.long() % 12), cols] += (1.0 - frac) * weight
-    fold[((low.long() + 1) % 12), cols] += frac * weight
-    fold /= fold.sum(dim=1, keepdim=True)
-    return n_fft, hop, fold.float()
-
-
 def chroma(audio: Tensor, sample_rate: int) -> tuple[Tensor, Tensor]:
     """(..., T) waveform -> centred unit-norm chroma (..., 12, frames) and frame energy
-    (..., frames); a silent frame's chroma is 0."""
-    n_fft, hop, fold = _chroma_setup(sample_rate)
+    (..., frames); a silent frame's chroma is 0 (trainable.content.chroma_frames)."""
+    n_fft = _pow2(CHROMA_WINDOW_SECONDS, sample_rate)
+    hop = max(1, round(CHROMA_HOP_SECONDS * sample_rate))
     audio = audio.float().cpu()
     shape = audio.shape[:-1]
-    spec = torch.stft(audio.reshape(-1, audio.shape[-1]), n_fft=n_fft, hop_length=hop,
-                      window=torch.hann_window(n_fft), center=True, pad_mode="constant",
-                      return_complex=True)
-    power = spec.abs().square()  # (B, bins, frames)
-    c = fold @ power  # (B, 12, frames)
-    energy = c.sum(dim=1)
-    c = c - c.mean(dim=1, keepdim=True)
-    c = c / c.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    c, energy = chroma_frames(audio.reshape(-1, audio.shape[-1]), sample_rate, n_fft, hop)
     return c.reshape(*shape, 12, -1), energy.reshape(*shape, -1)
 
 

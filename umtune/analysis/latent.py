@@ -9,12 +9,13 @@
   a probe at chance means the latent hides the domain.
 - `pitch_probe_accuracy`: a translation can only keep the notes if the latent holds them. From
   the dataset's note set (isolated notes labelled with their MIDI pitch, on every domain
-  including the unseen one) every audible latent frame (frame RMS within 20 dB of the note's
-  loudest) is an example; the same kind of linear probe learns the pitch from the frames of all
-  trained domains but one and is scored on the one left out, in turn for every domain (the
-  unseen one is only ever scored). Chance is 1 / (number of pitches). The paper's own check of
-  this (section 4, NSynth) compares embedding distances; a probe scored on an instrument it
-  never saw says directly whether pitch is readable apart from timbre.
+  including the unseen one) every audible latent frame of a note's first half second (frame RMS
+  within 20 dB of its loudest) is an example; the same kind of linear probe learns the pitch
+  from the frames of all trained domains but one and is scored on the one left out, in turn
+  for every domain (the unseen one is only ever scored). Chance is 1 / (number of pitches).
+  The paper's own check of this (section 4, NSynth) compares embedding distances; a probe
+  scored on an instrument it never saw says directly whether pitch is readable apart from
+  timbre.
 - `note_latent_gain`: whether the decoders use that pitch: the latent gain on the note set with
   each note's latent swapped for another pitch's on the same instrument. The latent gain of
   music clips also counts loudness and rests; between two notes of one instrument only the
@@ -41,6 +42,7 @@ PROBE_WINDOW_SECONDS = 0.1
 PROBE_TRAIN_SHARE = 0.7
 PROBE_STEPS = 300
 AUDIBLE_NOTE_DB = 20.0
+NOTE_PROBE_SECONDS = 0.5  # of each note, from its onset: the attack and the sustain
 
 
 @torch.no_grad()
@@ -108,22 +110,23 @@ def latent_domain_accuracy(model: UniversalTranslator, data: Dataset, domains: t
 
 def note_frames(model: UniversalTranslator, data: Dataset, device="cpu",
                 ) -> list[tuple[str, int, Tensor]]:
-    """(domain, MIDI pitch, audible latent frames (n, L)) of every file of the note set."""
+    """(domain, MIDI pitch, audible latent frames (n, L)) of the first NOTE_PROBE_SECONDS of
+    every file of the note set, encoded as one batch."""
     pool = model.cfg.encoder.pool
-    out = []
-    for domain in data.domains + data.unseen_domains:
-        for entry in data.files(domain, "notes"):
-            audio = data.audio(entry)
-            n = audio.shape[0] // pool
-            rms = np.sqrt((audio[:n * pool].astype(np.float64) ** 2).reshape(n, pool)
-                          .mean(axis=1))
-            audible = rms >= rms.max() * 10 ** (-AUDIBLE_NOTE_DB / 20) if n else rms > 0
-            if not audible.any():
-                continue
-            last = int(np.nonzero(audible)[0][-1]) + 1  # encode up to the last audible frame
-            z = encode(model, audio[:last * pool], device)  # (L, last)
-            out.append((domain, int(entry.pitch), z[:, torch.from_numpy(audible[:last])].T))
-    return out
+    entries = [e for d in data.domains + data.unseen_domains for e in data.files(d, "notes")]
+    if not entries:
+        return []
+    frames = max(1, min(min(e.num_samples for e in entries),
+                        round(NOTE_PROBE_SECONDS * data.sample_rate)) // pool)
+    audio = np.stack([data.audio(e)[:frames * pool] for e in entries])  # (N, frames * pool)
+    rms = np.sqrt((audio.astype(np.float64) ** 2).reshape(len(entries), frames, pool)
+                  .mean(axis=2))
+    audible = rms >= rms.max(axis=1, keepdims=True) * 10 ** (-AUDIBLE_NOTE_DB / 20)
+    audible &= rms > 0
+    with torch.no_grad():
+        z = model.encode(torch.from_numpy(audio).to(device)).float().cpu()  # (N, L, frames)
+    return [(e.domain, int(e.pitch), z[i][:, torch.from_numpy(audible[i])].T)
+            for i, e in enumerate(entries) if audible[i].any()]
 
 
 def pitch_probe_accuracy(model: UniversalTranslator, data: Dataset, domains: tuple[str, ...],
@@ -155,12 +158,13 @@ NOTE_GAIN_SECONDS = 0.25  # the onset and the start of each note's sustain
 def note_latent_gain(model: UniversalTranslator, data: Dataset, domains: tuple[str, ...],
                      device="cpu") -> tuple[float, float] | None:
     """How much the decoders use the latent's pitch: the latent gain (`latent_use`) on the
-    note set, where each note's latent is swapped for that of the next pitch on the same
-    instrument (same envelope and loudness, 3 semitones away in the built-in note set), over
+    note set, where each note's latent is swapped for that of another pitch on the same
+    instrument (same envelope and loudness), over
     the first NOTE_GAIN_SECONDS of every note and over its first receptive field (the onset).
-    Returns (gain, onset gain) in nats/sample, or None without notes of two pitches on every
-    trained domain."""
-    notes = {d: sorted(data.files(d, "notes"), key=lambda e: e.pitch) for d in domains}
+    Every other pitch of the note set is used (half the cost; 6 semitones apart in the built-in
+    one). Returns (gain, onset gain) in nats/sample, or None without notes of two such pitches
+    on every trained domain."""
+    notes = {d: sorted(data.files(d, "notes"), key=lambda e: e.pitch)[::2] for d in domains}
     counts = {len(n) for n in notes.values()}
     if len(counts) != 1 or min(counts) < 2:
         return None

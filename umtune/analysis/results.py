@@ -124,7 +124,7 @@ def results_markdown(evaluation: dict, checkpoint: str | Path, state: TrainingSt
           if epochs else []),
         f"- machine: {machine()}",
         f"- evaluation: {evaluation['clips']} held-out clip(s) x {evaluation['seconds']:.2f} s "
-        f"per domain pair, seed {evaluation['seed']}, sampling temperature "
+        f"per domain pair, {_seeds(evaluation)}, sampling temperature "
         f"{evaluation['temperature']:g}, {evaluation['sample_rate']} Hz; the timbre "
         f"judge's own accuracy on real held-out renderings "
         f"{_number(evaluation['classifier']['heldout_acc'])}",
@@ -132,12 +132,12 @@ def results_markdown(evaluation: dict, checkpoint: str | Path, state: TrainingSt
         "",
         "| target | metric | value | required | met |",
         "|---|---|---|---|---|",
-        *(f"| {r['label']} | `{r['metric']}` | {_number(r['value'])} | {r['target']} | "
-          f"{_verdict(r['met'])} |" for r in rows),
+        *(f"| {r['label']} | `{r['metric']}` | {_spread(evaluation, r['metric'], r['value'])} | "
+          f"{r['target']} | {_verdict(r['met'])} |" for r in rows),
         "",
         "| other metric | value |",
         "|---|---|",
-        *(f"| `{k}` | {_number(v)} |" for k, v in s.items()
+        *(f"| `{k}` | {_spread(evaluation, k, v)} |" for k, v in s.items()
           if k not in {t.metric for t in TARGETS}),
     ]
     return "\n".join(lines) + "\n"
@@ -228,6 +228,18 @@ def _number(value, signed: bool = False) -> str:
     if isinstance(value, float):
         return f"{value:+.3f}" if signed else f"{value:.3f}"
     return str(value)
+
+
+def _seeds(evaluation: dict) -> str:
+    seeds = evaluation.get("seeds", [evaluation["seed"]])
+    return f"seed {seeds[0]}" if len(seeds) == 1 else \
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}; value +- sd over them)"
+
+
+def _spread(evaluation: dict, metric: str, value) -> str:
+    """The value, with its sd over the evaluation seeds when there are several."""
+    sd = evaluation.get("summary_sd", {}).get(metric)
+    return _number(value) + (f" +- {sd:.3f}" if sd is not None else "")
 
 
 def _verdict(met: bool | None) -> str:

@@ -37,12 +37,14 @@ from umtune.trainable.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from umtune.trainable.content import content_loss
 from umtune.trainable.model import (
     UniversalTranslator,
     codes_to_input,
     decoder_receptive_field,
     encoder_receptive_field,
     latent_use,
+    mu_law_decode,
     mu_law_encode,
     parameter_count,
 )
@@ -94,6 +96,14 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
     # Random draws are made for the global batch and this rank's rows picked from them.
     mine = torch.cat([torch.arange(k * b, (k + 1) * b)[rank::world_size]
                       for k in range(len(cfg.model.domains))])
+    if augment and cfg.train.splice_fraction > 0:
+        partners = torch.from_numpy(np.concatenate([
+            data.segments(domain, split, b, length, rng, rank=rank, world_size=world_size)
+            for domain in cfg.model.domains]))  # other segments of the same domains
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        chosen = torch.rand(rows, generator=gen) < cfg.train.splice_fraction
+        cuts = torch.randint(length // 4, 3 * length // 4 + 1, (rows,), generator=gen)
+        audio = splice(audio, partners, cuts[mine], chosen[mine], round(SPLICE_FADE * sr))
     targets = mu_law_encode(audio, classes)
     clean = codes_to_input(targets, classes)
     inputs = decoder_inputs = clean
@@ -116,6 +126,24 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         decoder_inputs = decoder_inputs.masked_fill(masked, 0.0)
     return Batch(inputs=inputs, clean_inputs=clean, decoder_inputs=decoder_inputs,
                  targets=targets, labels=labels)
+
+
+SPLICE_FADE = 0.005  # seconds of crossfade at a splice
+
+
+def splice(audio: torch.Tensor, partners: torch.Tensor, cuts: torch.Tensor,
+           chosen: torch.Tensor, fade: int) -> torch.Tensor:
+    """Rows (B, T) where `chosen` continue from their cut on as the partner row does (a
+    raised-cosine crossfade of `fade` samples ending at the cut); the others are unchanged.
+
+    Encoder and decoders see the same spliced audio, so at the cut the latent jumps to other
+    notes while the decoders' past still holds the old ones: a note change (`train.
+    splice_fraction`) that only the latent announces, to teach the decoders to follow it.
+    """
+    t = torch.arange(audio.shape[1])
+    ramp = ((t[None] - (cuts[:, None] - fade)) / max(fade, 1)).clamp(0, 1)  # 0 .. 1 at the cut
+    weight = (0.5 - 0.5 * torch.cos(torch.pi * ramp)) * chosen[:, None]  # (B, T)
+    return audio + weight.to(audio.dtype) * (partners - audio)
 
 
 def decoder_mask_fraction(cfg: RunConfig, step: int) -> float:
@@ -225,6 +253,12 @@ class Trainer:
             adv_loss = F.cross_entropy(_unwrap(self.confusion)(z).float(), batch.labels)
         ce = ce_per_domain.mean()
         loss = ce - cfg.confusion_lambda * adv_loss
+        content = None
+        if cfg.content_loss_weight > 0:  # on the clean audio: the notes, not the shifted ones
+            clean = mu_law_decode(batch.targets, self.cfg.model.classes)
+            content = content_loss(self.model.autoencoder.content(z.float()), clean,
+                                   self.cfg.data.sample_rate, self.cfg.model.encoder.pool)
+            loss = loss + cfg.content_loss_weight * content
         if _global_mean(torch.isfinite(loss.detach()).float()) < 1:  # on every rank
             raise DivergenceError(f"loss is {loss.item()} at step {self.step_count} "
                                   f"(reconstruction CE {ce.item()}, confusion CE "
@@ -237,7 +271,8 @@ class Trainer:
         self.step_count += 1
         accuracy = (conf_logits.argmax(-1) == batch.labels).float().mean()
         return {"train_ce": ce.item(), "confusion_ce": conf_loss.item(),
-                "confusion_acc": accuracy.item()}
+                "confusion_acc": accuracy.item(),
+                **({"content_loss": content.item()} if content is not None else {})}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

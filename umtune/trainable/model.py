@@ -250,6 +250,9 @@ class Autoencoder(nn.Module):
         self.decoders = nn.ModuleDict({
             d: WaveNetDecoder(cfg.decoder, cfg.encoder.latent_channels, cfg.classes)
             for d in cfg.domains})
+        # Predicts the input's chroma from each latent frame (trainable/content.py).
+        self.content = nn.Conv1d(cfg.encoder.latent_channels, 12, 1) if cfg.content_head \
+            else None
 
     def forward(self, inputs: Tensor, targets: Tensor, decoder_inputs: Tensor | None = None,
                 ) -> tuple[Tensor, Tensor]:
