@@ -76,14 +76,15 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
 def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
         cluster, tiny_dataset, tmp_path, capsys):
     """A grid of 4: one good trial, one with lr 1e30 (diverges), two with a missing dataset
-    (raise). The sweep finishes, the table says why each failed, the exit code is 1."""
+    (raise). The sweep finishes, the table says why each failed, the exit code is 1; the good
+    trial is evaluated with two seeds."""
     space = tmp_path / "failing.yaml"
     space.write_text(f"params:\n  train.lr: {{type: grid, values: [0.003, 1.0e+30]}}\n"
                      f"  data.path: {{type: grid, values: ['{tiny_dataset}', "
                      f"'{tmp_path / 'missing'}']}}\n")
     code = main(["sweep", "--space", str(space), "--data", str(tiny_dataset), "--search", "grid",
                  "--scheduler", "none", "--storage", str(tmp_path), "--name", "failing",
-                 "--address", cluster, *_sets()])
+                 "--address", cluster, "--eval-seeds", "2", *_sets()])
     out = capsys.readouterr().out
     assert code == 1 and "4 trials" in out and "3 failed" in out
     table = pd.read_parquet(tmp_path / "failing" / "trials.parquet")
@@ -92,6 +93,7 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
     assert good["status"] == "completed" and good["epoch"] == 2 and good["pareto"]
     evaluation = json.loads((Path(good["run_path"]) / "evaluation" / "metrics.json").read_text())
     assert good["eval/timbre_acc"] == evaluation["summary"]["timbre_acc"]  # scored at the end
+    assert [s["seed"] for s in evaluation["per_seed"]] == [0, 1]  # --eval-seeds 2
     assert {(p["source"], p["target"]) for p in evaluation["pairs"]} >= {("piano", "flute")}
     diverged = by_case[(1e30, Path(tiny_dataset).name)]
     assert diverged["status"] == "diverged" and "loss is" in diverged["reason"]

@@ -129,6 +129,7 @@ def _sweep(a: argparse.Namespace) -> int:
                             trial_workers=a.trial_workers, gpu=a.gpu,
                             cpus_per_worker=a.cpus_per_worker, max_concurrent=a.max_concurrent,
                             seed=a.seed, eval_clips=a.eval_clips, eval_seconds=a.eval_seconds,
+                            eval_seeds=a.eval_seeds,
                             grace_epochs=a.grace_epochs)
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = run_sweep(overrides(_new_config(a), sets), opts, storage=a.storage, name=name,
@@ -322,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--eval-clips", type=int, default=1, help="held-out clips per domain pair "
                     "translated and scored at each trial's end (0: no evaluation)")
     sw.add_argument("--eval-seconds", type=_number, default=1.0, help="length of those clips")
+    sw.add_argument("--eval-seeds", type=int, default=1, help="evaluation seeds averaged at "
+                    "each trial's end (other clips, other samples)")
     sw.add_argument("--resume", metavar="SWEEP_DIR",
                     help="finish the sweep in SWEEP_DIR after its driver stopped. "
                     + RESUME_TRUST)

@@ -54,6 +54,7 @@ class SweepOptions:
     train_failures: int = 1  # worker-group restarts within one trial
     eval_clips: int = 1  # held-out clips per domain pair scored at each trial's end (0: none)
     eval_seconds: float = 1.0
+    eval_seeds: int = 1  # evaluation seeds averaged (other clips, other samples)
 
     def __post_init__(self):
         checks = [(self.search in SEARCHES, "search", f"one of {', '.join(SEARCHES)}"),
@@ -61,6 +62,7 @@ class SweepOptions:
                   (len(self.objectives) >= 1 and set(self.objectives) <= set(OBJECTIVES),
                    "objectives", f"some of {', '.join(OBJECTIVES)}"),
                   (self.samples >= 1, "samples", ">= 1"),
+                  (self.eval_seeds >= 1, "eval_seeds", ">= 1"),
                   (self.trial_workers >= 1, "trial_workers", ">= 1"),
                   (len(self.objectives) == 1 or self.search == "optuna", "objectives",
                    "a single objective unless search is optuna (multi-objective sampler)")]
@@ -103,6 +105,7 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
                              "cpus_per_worker": _cpus_per_worker(opts),
                              "max_failures": opts.train_failures,
                              "eval_clips": opts.eval_clips, "eval_seconds": opts.eval_seconds,
+                             "eval_seeds": opts.eval_seeds,
                              "storage": f"{path}/{ray_train.TRAIN_RUNS_DIR}"}}
     tuner = tune.Tuner(
         _trainable(), param_space=param_space,

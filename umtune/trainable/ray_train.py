@@ -112,7 +112,8 @@ def _evaluate(checkpoint_dir: Path, cfg: RunConfig, options: dict, run_path: str
     local = local_path(run_path)  # file:// is a shared file system: a plain path on every node
     out_dir = (checkpoint_dir if local is None else local) / "evaluation"
     result = evaluate_checkpoint(checkpoint_dir, cfg.data.path, out_dir=out_dir,
-                                 clips=options["clips"], seconds=options["seconds"])
+                                 clips=options["clips"], seconds=options["seconds"],
+                                 seeds=range(options.get("seeds", 1)))
     return {f"{EVAL_PREFIX}{k}": v for k, v in result["summary"].items() if v is not None}
 
 
@@ -132,8 +133,9 @@ def trainer(cfg: RunConfig, *, workers: int, storage: str, name: str, use_gpu: b
         max_failures: worker-group restarts (from the latest checkpoint) before giving up.
         keep_checkpoints: newest checkpoints to keep (None: all; the history is kept anyway).
         callbacks: Ray Train callbacks, e.g. Tune's TuneReportCallback inside a Tune trial.
-        evaluate: {"clips": N, "seconds": S}: score the final checkpoint's translations
-            (umtune.analysis) and add them to the last report; None: don't.
+        evaluate: {"clips": N, "seconds": S, "seeds": K}: score the final checkpoint's
+            translations (umtune.analysis), averaged over K seeds (default 1), and add them
+            to the last report; None: don't.
         indicators: `loop.train`'s per-epoch callback (pickled to every worker).
     """
     if cfg.data.batch_per_domain % workers:
@@ -201,7 +203,7 @@ def alive_nodes() -> int:
 # cluster of c-CPU nodes each worker can take a whole node (a driver's CPU share would not fit).
 TRIAL_RESOURCES = {"cpu": 0, "memory": 2**20}
 TRIAL_DEFAULTS = {"workers": 1, "gpu": False, "cpus_per_worker": None, "max_failures": 1,
-                  "eval_clips": 1, "eval_seconds": 1.0,  # eval_clips 0: no evaluation
+                  "eval_clips": 1, "eval_seconds": 1.0, "eval_seeds": 1,  # clips 0: none
                   "storage": str(Path("~/ray_results/umtune-train").expanduser())}
 
 
@@ -210,9 +212,9 @@ def tune_trial(config: dict) -> None:
 
     `config` is what `umtune.search_spaces.get` returns, sampled by Tune, plus optionally
     `config["trial"]`, the trial's resources and evaluation (keys of TRIAL_DEFAULTS: workers,
-    gpu, cpus_per_worker, max_failures, storage, eval_clips, eval_seconds). The Train run is
-    named after the trial id, so after `Tuner.restore` an unfinished trial continues its run
-    from its latest checkpoint. Train's per-epoch reports reach Tune through
+    gpu, cpus_per_worker, max_failures, storage, eval_clips, eval_seconds, eval_seeds). The
+    Train run is named after the trial id, so after `Tuner.restore` an unfinished trial
+    continues its run from its latest checkpoint. Train's per-epoch reports reach Tune through
     TuneReportCallback, the last one with the final checkpoint's translation-quality metrics
     (`eval/...`); a diverged run fails the trial with the reason.
     """
@@ -228,7 +230,8 @@ def tune_trial(config: dict) -> None:
     trainer(cfg, workers=opts["workers"], storage=storage, name=name, use_gpu=opts["gpu"],
             cpus_per_worker=opts["cpus_per_worker"], max_failures=opts["max_failures"],
             callbacks=[TuneReportCallback()], indicators=LeadingIndicators(cfg),
-            evaluate={"clips": opts["eval_clips"], "seconds": opts["eval_seconds"]}
+            evaluate={"clips": opts["eval_clips"], "seconds": opts["eval_seconds"],
+                      "seeds": opts["eval_seeds"]}
             if opts["eval_clips"] else None).fit()
     raise_if_diverged(f"{storage}/{name}")
 
