@@ -14,7 +14,7 @@ APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium openssh-server openssh-cl
 SYSTEM_COMMANDS := fluidsynth chromium /usr/sbin/sshd ssh rsync nc
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 
-.PHONY: setup system-deps test test-slow lint demo translation-results ablation clean
+.PHONY: setup system-deps test test-slow lint demo translation-results ablation gpu-check clean
 
 setup: $(STAMP) system-deps
 
@@ -86,6 +86,15 @@ ablation: setup $(LINES_DATA)/manifest.json
 		--data $(LINES_DATA) \
 		--storage sweeps --name $(ABLATION_SWEEP)
 	$(VENV)/bin/umtune report sweeps/$(ABLATION_SWEEP) --clips 1 -o reports/$(ABLATION_SWEEP).html --table results/ablation.md
+
+# The GPU check (benchmarks/gpu_check.py): the paper preset's step, generation, DDP over nccl
+# and the fast tests on this machine's NVIDIA GPUs; on a CPU-only machine its CPU part, then it
+# says the GPU part was skipped (exit 0). It installs nothing and needs no Ray: it runs with
+# .venv's python where `make setup` made one, else with python3 and the torch already there.
+GPU_CHECK_PY := $(if $(wildcard $(PY)),$(PY),python3)
+
+gpu-check:
+	$(GPU_CHECK_PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

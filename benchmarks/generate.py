@@ -20,10 +20,12 @@ from umtune.trainable.model import UniversalTranslator, decoder_receptive_field
 
 
 def cached_rate(model: UniversalTranslator, pool: int, batch: int, frames: int) -> float:
+    """Samples/s of cached generation, all rows together, on the model's device."""
     decoder = next(iter(model.decoders.values()))
-    z = torch.randn(batch, model.cfg.encoder.latent_channels, frames)
+    z = torch.randn(batch, model.cfg.encoder.latent_channels, frames,
+                    device=next(model.parameters()).device)
     start = time.perf_counter()
-    generate(decoder, z, pool)
+    generate(decoder, z, pool).cpu()  # .cpu() waits for the GPU
     return batch * frames * pool / (time.perf_counter() - start)
 
 

@@ -16,36 +16,52 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from umtune.config import preset
+from umtune.config import RunConfig, preset
 from umtune.data import Dataset
 from umtune.trainable.loop import Trainer
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a = torch.randn(n, n).to(dtype)
+def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of an n x n matmul: the peak this machine reaches in `dtype`, measured."""
+    a = torch.randn(n, n, device=device).to(dtype)
     a @ a
+    if a.is_cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(reps):
-        a @ a
+        b = a @ a
+    b.sum().item()  # waits for the GPU
     return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
 
 
-def measure(name: str, data: Dataset, args, precision: str) -> dict:
-    cfg = preset(name, data.domains[: args.domains])
-    cfg = replace(cfg, data=replace(cfg.data, path=str(data.path),
-                                    batch_per_domain=args.batch_per_domain,
-                                    segment_samples=args.segment or cfg.data.segment_samples),
-                  train=replace(cfg.train, precision=precision))
-    trainer = Trainer(cfg, data)
+def step_config(name: str, data: Dataset, *, domains: int | None = None,
+                batch_per_domain: int | None = None, segment: int = 0,
+                precision: str | None = None) -> RunConfig:
+    """Preset `name` on `data`'s first `domains` domains, sized for a benchmark (None and 0 keep
+    the preset's)."""
+    cfg = preset(name, data.domains[:domains])
+    return replace(cfg, data=replace(cfg.data, path=str(data.path),
+                                     batch_per_domain=batch_per_domain or cfg.data.batch_per_domain,
+                                     segment_samples=segment or cfg.data.segment_samples),
+                   train=replace(cfg.train, precision=precision or cfg.train.precision))
+
+
+def measure(cfg: RunConfig, data: Dataset, steps: int, **trainer_options) -> dict:
+    """Seconds and FLOPs of `Trainer.step()`: one step counted, one warm-up, `steps` timed.
+
+    `trainer_options` (device, wrap, rank, world_size) place the trainer; under DDP the rates
+    are of the global batch and the FLOPs of this process's share.
+    """
+    trainer = Trainer(cfg, data, **trainer_options)
     with FlopCounterMode(display=False) as counter:
         trainer.step()
     trainer.step()  # warm-up
     start = time.perf_counter()
-    for _ in range(args.steps):
-        trainer.step()
-    seconds = (time.perf_counter() - start) / args.steps
+    for _ in range(steps):
+        trainer.step()  # returns floats: waits for the GPU
+    seconds = (time.perf_counter() - start) / steps
     samples = cfg.data.batch_per_domain * len(cfg.model.domains) * cfg.data.segment_samples
-    return {"preset": name, "precision": precision,
+    return {"precision": cfg.train.precision,
             "batch": f"{len(cfg.model.domains)}x{cfg.data.batch_per_domain}x"
                      f"{cfg.data.segment_samples}",
             "s/step": seconds, "samples/s": samples / seconds,
@@ -72,8 +88,11 @@ def main() -> None:
     print(header)
     for name in args.presets.split(","):
         for precision in args.precisions.split(","):
-            r = measure(name, data, args, precision)
-            print(f"{r['preset']:7} {r['precision']:5} {r['batch']:>12} {r['s/step']:7.3f} "
+            cfg = step_config(name, data, domains=args.domains,
+                              batch_per_domain=args.batch_per_domain, segment=args.segment,
+                              precision=precision)
+            r = measure(cfg, data, args.steps)
+            print(f"{name:7} {r['precision']:5} {r['batch']:>12} {r['s/step']:7.3f} "
                   f"{r['samples/s']:10.0f} {r['GFLOP/step']:10.1f} {r['GFLOP/s']:8.1f} "
                   f"{100 * r['GFLOP/s'] / peaks['fp32']:10.0f}%")
 
