@@ -32,7 +32,7 @@ import soundfile as sf
 
 from umtune.analysis.report import build_report
 from umtune.analysis.report_data import load_sweep
-from umtune.analysis.report_figures import importance
+from umtune.analysis.report_figures import effects, importance, learning_curves
 from umtune.analysis.results import component_effects, effect_verdict
 from umtune.config import tiny
 
@@ -379,15 +379,53 @@ def test_nothing_varied_and_nothing_finished_is_reported_not_raised(tmp_path):
     assert any("no best trial" in n for n in notes)
 
 
+def many_trials(n: int = 24) -> dict:
+    """n completed trials with lambda log-uniform (a numeric axis), switched off in every 4th."""
+    rng = np.random.default_rng(0)
+    return {f"trial_c_{i:05d}": ("completed", float(10 ** rng.uniform(-3, -1)), bool(i % 4),
+                                 float(rng.uniform(0, 1)), DILATIONS[i % 2], 16,
+                                 5.0 + float(rng.uniform(0, 0.5)), 3) for i in range(n)}
+
+
 def test_optuna_importance_with_enough_completed_trials(tmp_path):
     """With 20+ completed trials the importance comes from the study (Optuna's PED-ANOVA)."""
-    rng = np.random.default_rng(0)
-    many = {f"trial_c_{i:05d}": ("completed", float(10 ** rng.uniform(-3, -1)), bool(i % 4),
-                                 float(rng.uniform(0, 1)), DILATIONS[i % 2], 16,
-                                 5.0 + float(rng.uniform(0, 0.5)), 3) for i in range(24)}
-    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=many, evaluated={})
+    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=many_trials(),
+                       evaluated={})
     assert (importance(load_sweep(sweep)).layout.title.text ==
             "Parameter importance: Optuna PED-ANOVA for heldout_ce (24 completed trials)")
+
+
+def test_switched_off_trials_are_one_dotted_trace_per_metric_not_a_shape_each(tmp_path):
+    """On lambda's numeric axis the trials with its switch off are one trace of dotted lines
+    per metric, a line at each one's value across the axis; no shape or annotation per trial
+    (each of those made the report quadratic in the trials)."""
+    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=many_trials(),
+                       evaluated={}, study=False)
+    data = load_sweep(sweep)
+    fig = dict(effects(data))["train.confusion_lambda"]
+    metrics = data.metrics()
+    assert fig.layout.shapes == () and len(fig.layout.annotations) == len(metrics)  # titles
+    off = [trace for trace in fig.data if trace.legendgroup == "off"]
+    assert len(off) == len(metrics) and [t.showlegend for t in off].count(True) == 1
+    t = data.trials
+    enabled = t["train.confusion_lambda:enabled"]
+    on = t.loc[enabled, "train.confusion_lambda"]
+    assert (~enabled).sum() == 6
+    for trace, metric in zip(off, metrics, strict=True):
+        assert trace.line.dash == "dot" and set(trace.x) == {on.min(), on.max(), None}
+        assert list(trace.y[::3]) == list(t.loc[~enabled, metric])
+        assert list(trace.text[::3]) == list(t.loc[~enabled, "trial"])
+
+
+def test_learning_curves_are_one_trace_per_status(sweep_dir):
+    """Every trial's curve is in its status's one trace, broken between trials, so a legend of
+    four entries serves any number of trials; stopped trials end in an x."""
+    fig = learning_curves(load_sweep(sweep_dir))
+    names = {trace.name: trace for trace in fig.data}
+    assert set(names) == {"completed (4)", "stopped early (1)", "diverged (1)"}
+    stopped = names["stopped early (1)"]
+    assert list(stopped.x) == [1, None] and stopped.marker.symbol[0] == "x"
+    assert list(names["completed (4)"].y).count(None) == 4
 
 
 def test_moved_sweep_folder_still_finds_its_trials(sweep_dir, tmp_path):
