@@ -428,6 +428,23 @@ def test_learning_curves_are_one_trace_per_status(sweep_dir):
     assert list(names["completed (4)"].y).count(None) == 4
 
 
+def test_a_big_sweeps_table_shows_its_best_trials_and_says_how_many(tmp_path, monkeypatch):
+    """Past MAX_TABLE_ROWS the trial table shows that many, best first, and the count."""
+    import umtune.analysis.report as report
+
+    monkeypatch.setattr(report, "MAX_TABLE_ROWS", 5)
+    trials = many_trials()
+    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=trials, evaluated={},
+                       study=False)
+    html = build_report(sweep, tmp_path / "r.html").read_text()
+    table = html[html.index('<table class="sortable">'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r"<tr[^>]*><td>(trial_c_\d+)</td>", table)
+    best = sorted(trials, key=lambda k: trials[k][6])[:5]
+    assert rows == best and '<tr class="best"><td>' + best[0] in table
+    assert "5 of 24 trials shown" in html
+
+
 def test_moved_sweep_folder_still_finds_its_trials(sweep_dir, tmp_path):
     """Recorded trial folders that are gone are looked up inside the (moved) sweep folder."""
     moved = shutil.copytree(sweep_dir, tmp_path / "moved")
