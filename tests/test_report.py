@@ -328,6 +328,37 @@ def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
     assert screenshot.stat().st_size > 50_000
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make system-deps` "
+                    "installs the Debian package)")
+def test_a_thousand_trial_report_renders_in_headless_chromium(tiny_dataset, tmp_path):
+    """A sweep of 1,000 trials (mixed statuses, lambda switched off in a quarter, a study,
+    two evaluations): Chromium opens its report with no error, draws every plot, decodes
+    every clip and lists every trial."""
+    statuses = ("completed", "completed", "stopped early", "failed")
+    trials = {k: (statuses[i % 4], *v[1:]) for i, (k, v) in
+              enumerate(many_trials(1000).items())}
+    sweep = make_sweep(tmp_path / "sweeps", tiny_dataset, trials=trials,
+                       evaluated={"trial_c_00001": 0.3, "trial_c_00004": 0.1})
+    out = build_report(sweep, tmp_path / "report.html")
+    browser = Chromium(tmp_path / "profile")
+    try:
+        for domain in ("Runtime", "Log", "Page"):
+            browser.send(f"{domain}.enable")
+        browser.send("Page.navigate", url=out.resolve().as_uri())
+        browser.wait_for("Page.loadEventFired", timeout=120)  # a wait, not a measurement
+        found = browser.evaluate(CHECKS)
+        rows = browser.evaluate("document.querySelector('table.sortable').tBodies[0].rows"
+                                ".length")
+        errors = browser.errors()
+    finally:
+        browser.close()
+    assert errors == []
+    assert found["sections"] == 9 and found["plots"] >= 12 and found["undrawn"] == []
+    assert len(found["durations"]) == 8 and all(n > 0 for n in found["decoded"])
+    assert rows == 1000
+
+
 def test_report_is_self_contained_with_a_sort_script(sweep_dir, tmp_path):
     """One inlined plotly.js, no external script/style/image, a sortable table, all sections."""
     html = build_report(sweep_dir, tmp_path / "r.html").read_text()
