@@ -1,14 +1,14 @@
 """`umtune report`: one self-contained HTML page about a finished sweep, readable offline.
 
-Sections: the trials (a sortable table), whether each component of the method (lambda,
-augmentation) helps, hyperparameters against metrics (parallel coordinates), the effect of the
-confusion weight lambda, the augmentation range and the dilation schedules on each metric,
-learning curves, parameter importance, the best trial's source x target translation metrics, the
-Pareto front of multi-objective sweeps, and an audio gallery: a held-out clip, its true
-renderings in the other domains and the translations of the best trial and of an ablation trial
-(no confusion loss, or no augmentation: the paper's ablations), each playable with its
-spectrogram. A section whose data is absent (no evaluation yet, a single objective, nothing
-varied) says so and why instead.
+Sections: the trials (a sortable table; the best 1,000 of a bigger sweep), whether each
+component of the method (lambda, augmentation) helps, hyperparameters against metrics (parallel
+coordinates), the effect of the confusion weight lambda, the augmentation range and the dilation
+schedules on each metric, learning curves, parameter importance, the best trial's source x
+target translation metrics, the Pareto front of multi-objective sweeps, and an audio gallery: a
+held-out clip, its true renderings in the other domains and the translations of the best trial
+and of an ablation trial (no confusion loss, or no augmentation: the paper's ablations), each
+playable with its spectrogram. A section whose data is absent (no evaluation yet, a single
+objective, nothing varied) says so and why instead.
 
 The best trial is the completed trial with the highest `eval/translation_gain` once any trial
 is evaluated, else the lowest held-out CE (`SweepData.best_trial`). Evaluations are read from
