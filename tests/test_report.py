@@ -32,7 +32,7 @@ import soundfile as sf
 
 from umtune.analysis.report import build_report
 from umtune.analysis.report_data import load_sweep
-from umtune.analysis.report_figures import importance
+from umtune.analysis.report_figures import effects, importance, learning_curves
 from umtune.analysis.results import component_effects, effect_verdict
 from umtune.config import tiny
 
@@ -328,6 +328,37 @@ def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
     assert screenshot.stat().st_size > 50_000
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (`make system-deps` "
+                    "installs the Debian package)")
+def test_a_thousand_trial_report_renders_in_headless_chromium(tiny_dataset, tmp_path):
+    """A sweep of 1,000 trials (mixed statuses, lambda switched off in a quarter, a study,
+    two evaluations): Chromium opens its report with no error, draws every plot, decodes
+    every clip and lists every trial."""
+    statuses = ("completed", "completed", "stopped early", "failed")
+    trials = {k: (statuses[i % 4], *v[1:]) for i, (k, v) in
+              enumerate(many_trials(1000).items())}
+    sweep = make_sweep(tmp_path / "sweeps", tiny_dataset, trials=trials,
+                       evaluated={"trial_c_00001": 0.3, "trial_c_00004": 0.1})
+    out = build_report(sweep, tmp_path / "report.html")
+    browser = Chromium(tmp_path / "profile")
+    try:
+        for domain in ("Runtime", "Log", "Page"):
+            browser.send(f"{domain}.enable")
+        browser.send("Page.navigate", url=out.resolve().as_uri())
+        browser.wait_for("Page.loadEventFired", timeout=120)  # a wait, not a measurement
+        found = browser.evaluate(CHECKS)
+        rows = browser.evaluate("document.querySelector('table.sortable').tBodies[0].rows"
+                                ".length")
+        errors = browser.errors()
+    finally:
+        browser.close()
+    assert errors == []
+    assert found["sections"] == 9 and found["plots"] >= 12 and found["undrawn"] == []
+    assert len(found["durations"]) == 8 and all(n > 0 for n in found["decoded"])
+    assert rows == 1000
+
+
 def test_report_is_self_contained_with_a_sort_script(sweep_dir, tmp_path):
     """One inlined plotly.js, no external script/style/image, a sortable table, all sections."""
     html = build_report(sweep_dir, tmp_path / "r.html").read_text()
@@ -379,15 +410,70 @@ def test_nothing_varied_and_nothing_finished_is_reported_not_raised(tmp_path):
     assert any("no best trial" in n for n in notes)
 
 
+def many_trials(n: int = 24) -> dict:
+    """n completed trials with lambda log-uniform (a numeric axis), switched off in every 4th."""
+    rng = np.random.default_rng(0)
+    return {f"trial_c_{i:05d}": ("completed", float(10 ** rng.uniform(-3, -1)), bool(i % 4),
+                                 float(rng.uniform(0, 1)), DILATIONS[i % 2], 16,
+                                 5.0 + float(rng.uniform(0, 0.5)), 3) for i in range(n)}
+
+
 def test_optuna_importance_with_enough_completed_trials(tmp_path):
     """With 20+ completed trials the importance comes from the study (Optuna's PED-ANOVA)."""
-    rng = np.random.default_rng(0)
-    many = {f"trial_c_{i:05d}": ("completed", float(10 ** rng.uniform(-3, -1)), bool(i % 4),
-                                 float(rng.uniform(0, 1)), DILATIONS[i % 2], 16,
-                                 5.0 + float(rng.uniform(0, 0.5)), 3) for i in range(24)}
-    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=many, evaluated={})
+    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=many_trials(),
+                       evaluated={})
     assert (importance(load_sweep(sweep)).layout.title.text ==
             "Parameter importance: Optuna PED-ANOVA for heldout_ce (24 completed trials)")
+
+
+def test_switched_off_trials_are_one_dotted_trace_per_metric_not_a_shape_each(tmp_path):
+    """On lambda's numeric axis the trials with its switch off are one trace of dotted lines
+    per metric, a line at each one's value across the axis; no shape or annotation per trial
+    (each of those made the report quadratic in the trials)."""
+    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=many_trials(),
+                       evaluated={}, study=False)
+    data = load_sweep(sweep)
+    fig = dict(effects(data))["train.confusion_lambda"]
+    metrics = data.metrics()
+    assert fig.layout.shapes == () and len(fig.layout.annotations) == len(metrics)  # titles
+    off = [trace for trace in fig.data if trace.legendgroup == "off"]
+    assert len(off) == len(metrics) and [t.showlegend for t in off].count(True) == 1
+    t = data.trials
+    enabled = t["train.confusion_lambda:enabled"]
+    on = t.loc[enabled, "train.confusion_lambda"]
+    assert (~enabled).sum() == 6
+    for trace, metric in zip(off, metrics, strict=True):
+        assert trace.line.dash == "dot" and set(trace.x) == {on.min(), on.max(), None}
+        assert list(trace.y[::3]) == list(t.loc[~enabled, metric])
+        assert list(trace.text[::3]) == list(t.loc[~enabled, "trial"])
+
+
+def test_learning_curves_are_one_trace_per_status(sweep_dir):
+    """Every trial's curve is in its status's one trace, broken between trials, so a legend of
+    four entries serves any number of trials; stopped trials end in an x."""
+    fig = learning_curves(load_sweep(sweep_dir))
+    names = {trace.name: trace for trace in fig.data}
+    assert set(names) == {"completed (4)", "stopped early (1)", "diverged (1)"}
+    stopped = names["stopped early (1)"]
+    assert list(stopped.x) == [1, None] and stopped.marker.symbol[0] == "x"
+    assert list(names["completed (4)"].y).count(None) == 4
+
+
+def test_a_big_sweeps_table_shows_its_best_trials_and_says_how_many(tmp_path, monkeypatch):
+    """Past MAX_TABLE_ROWS the trial table shows that many, best first, and the count."""
+    import umtune.analysis.report as report
+
+    monkeypatch.setattr(report, "MAX_TABLE_ROWS", 5)
+    trials = many_trials()
+    sweep = make_sweep(tmp_path, None, objectives=("quality",), trials=trials, evaluated={},
+                       study=False)
+    html = build_report(sweep, tmp_path / "r.html").read_text()
+    table = html[html.index('<table class="sortable">'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r"<tr[^>]*><td>(trial_c_\d+)</td>", table)
+    best = sorted(trials, key=lambda k: trials[k][6])[:5]
+    assert rows == best and '<tr class="best"><td>' + best[0] in table
+    assert "5 of 24 trials shown" in html
 
 
 def test_moved_sweep_folder_still_finds_its_trials(sweep_dir, tmp_path):

@@ -1,14 +1,14 @@
 """`umtune report`: one self-contained HTML page about a finished sweep, readable offline.
 
-Sections: the trials (a sortable table), whether each component of the method (lambda,
-augmentation) helps, hyperparameters against metrics (parallel coordinates), the effect of the
-confusion weight lambda, the augmentation range and the dilation schedules on each metric,
-learning curves, parameter importance, the best trial's source x target translation metrics, the
-Pareto front of multi-objective sweeps, and an audio gallery: a held-out clip, its true
-renderings in the other domains and the translations of the best trial and of an ablation trial
-(no confusion loss, or no augmentation: the paper's ablations), each playable with its
-spectrogram. A section whose data is absent (no evaluation yet, a single objective, nothing
-varied) says so and why instead.
+Sections: the trials (a sortable table; the best 1,000 of a bigger sweep), whether each
+component of the method (lambda, augmentation) helps, hyperparameters against metrics (parallel
+coordinates), the effect of the confusion weight lambda, the augmentation range and the dilation
+schedules on each metric, learning curves, parameter importance, the best trial's source x
+target translation metrics, the Pareto front of multi-objective sweeps, and an audio gallery: a
+held-out clip, its true renderings in the other domains and the translations of the best trial
+and of an ablation trial (no confusion loss, or no augmentation: the paper's ablations), each
+playable with its spectrogram. A section whose data is absent (no evaluation yet, a single
+objective, nothing varied) says so and why instead.
 
 The best trial is the completed trial with the highest `eval/translation_gain` once any trial
 is evaluated, else the lowest held-out CE (`SweepData.best_trial`). Evaluations are read from
@@ -26,10 +26,13 @@ import soundfile as sf
 
 from umtune.analysis import report_figures as figures
 from umtune.analysis.report_data import (
+    BEST_EVAL_METRIC,
     SWITCH_SUFFIX,
+    TRIALS_FILE,
     OutsideSweep,
     SweepData,
     Unavailable,
+    finite,
     load_sweep,
 )
 from umtune.analysis.report_html import (
@@ -48,6 +51,7 @@ HIDDEN_COLUMNS = ("path", "run_path", "training_iteration", "time_since_restore"
                   "iterations_since_restore", "start_epoch", "threads", "world_size",
                   "trial_workers", "gpu")
 GALLERY_CLIPS = 3
+MAX_TABLE_ROWS = 1000  # a bigger sweep's table shows its best trials; trials.csv has them all
 
 
 def build_report(sweep_dir: str | Path, out: str | Path, *, clips: int = GALLERY_CLIPS) -> Path:
@@ -124,6 +128,7 @@ def _table(data: SweepData, best: str | None, ablation: tuple[str, str] | None) 
     shown = [c for c in first if c in t.columns]
     shown += [c for c in t.columns if c not in shown + last + list(HIDDEN_COLUMNS)]
     shown += [c for c in last if c in t.columns]
+    shown_rows = _leading(data, best, ablation)
     classes = {i: "best" for i in t.index[t["trial"] == best]}
     if ablation:
         classes.update({i: "ablation" for i in t.index[t["trial"] == ablation[0]]})
@@ -134,7 +139,26 @@ def _table(data: SweepData, best: str | None, ablation: tuple[str, str] | None) 
               + (" Switch columns (<code>…" + SWITCH_SUFFIX + "</code>) say whether the field "
                  "took its sampled value." if any(k.endswith(SWITCH_SUFFIX) for k in data.params)
                  else "") + "</p>")
-    return legend + sortable_table(t[shown], classes)
+    if len(shown_rows) < len(t):
+        legend += (f"<p>{len(shown_rows):,} of {len(t):,} trials shown: the best and the "
+                   "ablation trial, then completed trials before the others, each group by "
+                   f"{escape(BEST_EVAL_METRIC)} (highest first) and held-out CE (lowest first). "
+                   f"Every trial is in the sweep folder's {TRIALS_FILE} and trials.csv.</p>")
+    return legend + sortable_table(t.loc[shown_rows, shown], classes)
+
+
+def _leading(data: SweepData, best: str | None, ablation: tuple[str, str] | None) -> list:
+    """The index of the table's rows: all of them in the table's order, or for a big sweep the
+    MAX_TABLE_ROWS most worth reading, in that order."""
+    t = data.trials
+    if len(t) <= MAX_TABLE_ROWS:
+        return list(t.index)
+    rank = t.assign(_named=~t["trial"].isin([best, ablation[0] if ablation else best]),
+                    _open=t["status"] != "completed",
+                    _gain=-finite(t[BEST_EVAL_METRIC]) if BEST_EVAL_METRIC in t else 0.0,
+                    _ce=finite(t["heldout_ce"]) if "heldout_ce" in t else 0.0)
+    return list(rank.sort_values(["_named", "_open", "_gain", "_ce"], kind="stable",
+                                 na_position="last").index[:MAX_TABLE_ROWS])
 
 
 def _components(data: SweepData) -> str:

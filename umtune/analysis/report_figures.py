@@ -31,6 +31,7 @@ from umtune.analysis.report_data import (
 STATUS_COLORS = {"completed": "#1f77b4", "stopped early": "#ff7f0e", "diverged": "#d62728",
                  "failed": "#7f7f7f"}
 MAX_CATEGORIES = 6  # numeric parameters with at most this many values are shown as categories
+MAX_BOX_POINTS = 500  # a box of more trials draws only its outliers: the box says the rest
 MIN_OPTUNA_TRIALS = 20  # completed trials for Optuna's importance; rank correlation below
 MIN_CORRELATION_TRIALS = 3
 PAIR_METRICS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "spectral_distance",
@@ -116,19 +117,17 @@ def _effect(data: SweepData, key: str, metrics: list[str]) -> go.Figure:
                           text=_texts(t.loc[rows, "trial"]))
             if categories is not None:
                 fig.add_trace(go.Box(x=values[rows].map(_label).map(_text), y=y[rows],
-                                     boxpoints="all",
+                                     boxpoints="all" if rows.sum() <= MAX_BOX_POINTS
+                                     else "outliers",
                                      jitter=0.3, pointpos=0, hovertemplate="%{text}: %{y:.4g}",
                                      **common), row=r, col=c)
             else:
                 fig.add_trace(go.Scatter(x=values[rows].astype(float), y=y[rows], mode="markers",
                                          hovertemplate="%{text}: %{x:.3g}, %{y:.4g}", **common),
                               row=r, col=c)
-        if categories is None:  # the switched-off trials, which have no value on the x axis
-            for trial, v in zip(t.loc[values == OFF, "trial"], y[values == OFF], strict=True):
-                if not math.isnan(v):
-                    fig.add_hline(y=v, line_dash="dot", line_color="#2ca02c", row=r, col=c,
-                                  annotation_text=f"{OFF}: {_text(trial)}",
-                                  annotation_font_size=9)
+        if categories is None and (off := (values == OFF) & y.notna()).any():
+            fig.add_trace(_off_lines(values, y[off], t.loc[off, "trial"], f"{key}{SWITCH_SUFFIX}",
+                                     showlegend=i == 0), row=r, col=c)
         if categories is not None:
             fig.update_xaxes(categoryorder="array", categoryarray=_texts(categories),
                              type="category", row=r, col=c)
@@ -140,6 +139,19 @@ def _effect(data: SweepData, key: str, metrics: list[str]) -> go.Figure:
     fig.update_layout(title=title, template=TEMPLATE, boxmode="group", height=260 * nrows + 80,
                       margin=dict(t=90, b=40))
     return fig
+
+
+def _off_lines(values: pd.Series, y: pd.Series, trials: pd.Series, switch: str, *,
+               showlegend: bool) -> go.Scatter:
+    """The trials with `switch` false, which have no place on the numeric x axis: one dotted
+    line across the axis per trial, all in one trace (a shape each would cost quadratic time)."""
+    numbers = finite(values[values.map(lambda v: v != OFF)])
+    ends = [numbers.min(), numbers.max(), None]
+    return go.Scatter(x=ends * len(y), y=np.repeat(y.to_numpy(), 3), mode="lines",
+                      line=dict(dash="dot", color="#2ca02c", width=1), opacity=0.6,
+                      name=f"{_text(switch)} false", legendgroup=OFF, showlegend=showlegend,
+                      text=np.repeat(_texts(trials), 3),
+                      hovertemplate=f"{OFF}: %{{text}}: %{{y:.4g}}<extra></extra>")
 
 
 def _spacing(rows: int) -> float:
@@ -185,36 +197,41 @@ def _dimension(key: str, column: pd.Series) -> dict:
 
 
 def learning_curves(data: SweepData) -> go.Figure:
-    """Held-out CE against epoch for every trial; an x where the scheduler stopped a trial."""
-    fig = go.Figure()
+    """Held-out CE against epoch for every trial, one trace per status (a trace per trial would
+    make a legend of thousands); an x where the scheduler stopped a trial."""
     statuses = dict(zip(data.trials["trial"], data.trials["status"], strict=True))
-    drawn, last_epoch = 0, 0
+    lines: dict[str, dict[str, list]] = {}
+    last_epoch = 0
     for trial, curve in data.curves.items():
         ce = finite(curve["heldout_ce"])
         points = curve[ce.notna()]
         if points.empty:
             continue
         status = statuses.get(trial, "failed")
-        color = STATUS_COLORS.get(status, "#7f7f7f")
-        symbols = ["circle"] * len(points)
-        if status in ("stopped early", "diverged"):
-            symbols[-1] = "x"
-        fig.add_trace(go.Scatter(
-            x=points["epoch"], y=ce[ce.notna()], mode="lines+markers", name=_text(trial),
-            legendgroup=status, legendgrouptitle_text=_text(status), line=dict(color=color),
-            marker=dict(symbol=symbols, size=[6] * (len(points) - 1) + [12 if symbols[-1] == "x"
-                                                                         else 6]),
-            text=[f"{_text(trial)} ({_text(status)})"] * len(points),
-            hovertemplate="%{text}<br>epoch %{x}: %{y:.4g}<extra></extra>"))
-        drawn += 1
+        line = lines.setdefault(status, {k: [] for k in ("x", "y", "text", "symbol", "size")})
+        stopped = status in ("stopped early", "diverged")
+        n = len(points)
+        line["x"] += [*points["epoch"], None]  # None: the line breaks between trials
+        line["y"] += [*ce[ce.notna()], None]
+        line["text"] += [f"{_text(trial)} ({_text(status)})"] * n + [""]
+        line["symbol"] += ["circle"] * (n - 1) + ["x" if stopped else "circle", "circle"]
+        line["size"] += [4] * (n - 1) + [10 if stopped else 4, 0]
         last_epoch = max(last_epoch, int(points["epoch"].max()))
-    if not drawn:
+    if not lines:
         raise Unavailable("no trial reported a finite held-out CE at any epoch")
+    fig = go.Figure()
+    for status, line in lines.items():
+        color = STATUS_COLORS.get(status, "#7f7f7f")
+        count = line["x"].count(None)
+        fig.add_trace(go.Scatter(
+            x=line["x"], y=line["y"], mode="lines+markers", name=f"{_text(status)} ({count})",
+            line=dict(color=color, width=1), opacity=0.7,
+            marker=dict(symbol=line["symbol"], size=line["size"]), text=line["text"],
+            hovertemplate="%{text}<br>epoch %{x}: %{y:.4g}<extra></extra>"))
     return fig.update_layout(
         title="Held-out CE per epoch (x: the last epoch of a trial stopped early or diverged)",
         xaxis=dict(title="epoch", dtick=1 if last_epoch <= 20 else None),
-        yaxis_title="heldout_ce", template=TEMPLATE, height=440,
-        legend=dict(groupclick="toggleitem"))
+        yaxis_title="heldout_ce", template=TEMPLATE, height=440)
 
 
 def importance(data: SweepData) -> go.Figure:
