@@ -209,6 +209,16 @@ class Chromium:
             self.events.append(json.loads(self.ws.recv()))
         raise TimeoutError(method)
 
+    def open(self, page: Path, width: int = 1400, height: int = 1000) -> None:
+        """Load `page`, recording its errors; the wait is generous because a loaded 2-core
+        machine can take a minute to lay out plotly's figures (a wait, not a measurement)."""
+        for domain in ("Runtime", "Log", "Page"):
+            self.send(f"{domain}.enable")
+        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+        self.send("Page.navigate", url=page.resolve().as_uri())
+        self.wait_for("Page.loadEventFired", timeout=120)
+
     def evaluate(self, expression: str):
         result = self.send("Runtime.evaluate", expression=expression, awaitPromise=True,
                            returnByValue=True)
@@ -297,12 +307,7 @@ def test_report_renders_in_headless_chromium(sweep_dir, tmp_path):
     out = build_report(sweep_dir, tmp_path / "report.html")
     browser = Chromium(tmp_path / "profile")
     try:
-        for domain in ("Runtime", "Log", "Page"):
-            browser.send(f"{domain}.enable")
-        browser.send("Emulation.setDeviceMetricsOverride", width=1400, height=1000,
-                     deviceScaleFactor=1, mobile=False)
-        browser.send("Page.navigate", url=out.resolve().as_uri())
-        browser.wait_for("Page.loadEventFired", timeout=40)
+        browser.open(out)
         found = browser.evaluate(CHECKS)
         height = browser.send("Page.getLayoutMetrics")["cssContentSize"]["height"]
         shot = browser.send("Page.captureScreenshot", format="png", captureBeyondViewport=True,
@@ -343,10 +348,7 @@ def test_a_thousand_trial_report_renders_in_headless_chromium(tiny_dataset, tmp_
     out = build_report(sweep, tmp_path / "report.html")
     browser = Chromium(tmp_path / "profile")
     try:
-        for domain in ("Runtime", "Log", "Page"):
-            browser.send(f"{domain}.enable")
-        browser.send("Page.navigate", url=out.resolve().as_uri())
-        browser.wait_for("Page.loadEventFired", timeout=120)  # a wait, not a measurement
+        browser.open(out)
         found = browser.evaluate(CHECKS)
         rows = browser.evaluate("document.querySelector('table.sortable').tBodies[0].rows"
                                 ".length")
@@ -598,10 +600,7 @@ def test_markup_in_a_sweep_folder_is_shown_as_text_never_run(tiny_dataset, tmp_p
     assert html.count("<script") == 1 + 1 + html.count('class="plotly-graph-div"')
     browser = Chromium(tmp_path / "profile")
     try:
-        for domain in ("Runtime", "Log", "Page"):
-            browser.send(f"{domain}.enable")
-        browser.send("Page.navigate", url=out.resolve().as_uri())
-        browser.wait_for("Page.loadEventFired", timeout=120)  # a wait, not a measurement
+        browser.open(out)
         browser.evaluate(CHECKS)  # every plot drawn: the figures' labels are in the page
         found = browser.evaluate(NOTHING_LIVE)
         errors = browser.errors()
