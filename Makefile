@@ -65,13 +65,16 @@ demo: setup $(DEMO_DATA)/manifest.json
 
 # The translation recipe (README "Translation results"): the `cpu` preset trained for
 # RESULTS_MINUTES minutes of training steps on this machine, then evaluated on held-out clips;
-# writes the results table against the translation targets to results/cpu.md.
+# writes the results table against the translation targets to results/cpu.md, and the same
+# model's translations of four-voice chorales to results/cpu-four-voice.md.
 RESULTS_MINUTES ?= 60
 RESULTS_RUN ?= runs/cpu-$(shell date +%Y%m%d-%H%M%S)
 
-translation-results: setup $(LINES_DATA)/manifest.json
+translation-results: setup $(LINES_DATA)/manifest.json $(FOUR_VOICE_DATA)/manifest.json
 	$(VENV)/bin/umtune train --preset cpu --data $(LINES_DATA) --minutes $(RESULTS_MINUTES) --out $(RESULTS_RUN)
 	$(VENV)/bin/umtune evaluate $(RESULTS_RUN)/checkpoint --clips 4 --seeds 2 --table results/cpu.md
+	$(VENV)/bin/umtune evaluate $(RESULTS_RUN)/checkpoint --data $(FOUR_VOICE_DATA) --clips 2 \
+		-o $(RESULTS_RUN)/eval-four-voice --table results/cpu-four-voice.md
 
 # The paper's ablation with the `cpu` preset: lambda in {0, 1e-2} x augmentation in {0, 0.5}
 # semitones, two trials at a time on one core each, ABLATION_MINUTES of training each, every
