@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from umtune.config import DEFAULT_DOMAINS
-from umtune.data import Dataset, render_chorales
+from umtune.data import ChoraleOptions, Dataset, render_chorales
 from umtune.data.chorales import bach_corpus
 from umtune.data.midi import end_time, score_notes, write_midi
 from umtune.data.render import DEFAULT_SOUNDFONT, render_midi
@@ -69,9 +69,10 @@ def main() -> None:
         out = a.keep if a.keep is not None else tmp / "bach"
         fs_audio, fs_wall = bench_fluidsynth(tmp, a.sample_rate)
         start = time.perf_counter()
-        render_chorales(out, domains=DEFAULT_DOMAINS, sample_rate=a.sample_rate,
-                        pieces_per_domain=a.pieces, heldout_pieces=a.heldout, force=True,
-                        progress=False)
+        render_chorales(out, ChoraleOptions(domains=DEFAULT_DOMAINS, sample_rate=a.sample_rate,
+                                            pieces_per_domain=a.pieces,
+                                            heldout_pieces=a.heldout),
+                        force=True, progress=False)
         wall = time.perf_counter() - start
         ds = Dataset.open(out)
         audio = sum(e.duration for d in ds.domains + ds.unseen_domains

@@ -62,8 +62,9 @@ def run(cfg, workers: int, cpus_per_worker: int, storage: str) -> dict:
     """Train on Ray; the post-first-epoch rate and what the workers reported."""
     name = f"w{workers}x{cpus_per_worker}-{time.monotonic_ns()}"
     start = time.perf_counter()
-    ray_train.fit(cfg, workers=workers, storage=storage, name=name,
-                  cpus_per_worker=cpus_per_worker, keep_checkpoints=1, max_failures=0)
+    ray_train.fit(cfg, ray_train.Resources(workers=workers, cpus_per_worker=cpus_per_worker,
+                                           max_failures=0),
+                  run_dir=f"{storage}/{name}", keep_checkpoints=1)
     wall = time.perf_counter() - start
     _, history = ray_train.latest(f"{storage}/{name}")
     later = history[1:]

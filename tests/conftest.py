@@ -33,13 +33,15 @@ os.environ.pop("RAY_AUTH_TOKEN", None)  # it would take precedence over the file
 
 TINY_DATASET_OPTIONS = dict(domains=("piano", "flute"), sample_rate=16000, pieces_per_domain=2,
                             heldout_pieces=1, seed=0, note_pitches=(48, 60, 72, 84),
-                            max_piece_seconds=4.0, progress=False)
+                            max_piece_seconds=4.0)
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset_options() -> dict:
-    """The `render_chorales` keyword arguments `tiny_dataset` was rendered with."""
-    return dict(TINY_DATASET_OPTIONS)
+    """The `ChoraleOptions` `tiny_dataset` was rendered with."""
+    from umtune.data import ChoraleOptions
+
+    return ChoraleOptions(**TINY_DATASET_OPTIONS)
 
 
 @pytest.fixture(scope="session")
@@ -47,4 +49,5 @@ def tiny_dataset(tmp_path_factory, tiny_dataset_options):
     """Path of a real tiny chorale dataset (2 pieces x 2 instruments, held-out, note set)."""
     from umtune.data import render_chorales
 
-    return render_chorales(tmp_path_factory.mktemp("data") / "tiny", **tiny_dataset_options)
+    return render_chorales(tmp_path_factory.mktemp("data") / "tiny", tiny_dataset_options,
+                           progress=False)

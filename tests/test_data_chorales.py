@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def fundamental(x: np.ndarray, sr: int, harmonics: int = 4) -> float:
 
 def test_manifest_lists_training_and_unseen_domains(ds, tiny_dataset_options):
     """The manifest names the requested training domains, whistle as unseen, and the rate."""
-    assert ds.domains == tiny_dataset_options["domains"]
+    assert ds.domains == tiny_dataset_options.domains
     assert ds.unseen_domains == (UNSEEN_DOMAIN,)
     assert ds.sample_rate == 16000
     prov = ds.manifest["provenance"]
@@ -103,7 +104,7 @@ def test_heldout_renders_differ_by_instrument(ds):
 
 def test_note_set_fundamentals_match_their_midi_pitch(ds, tiny_dataset_options):
     """Each note file's measured fundamental is within a semitone of its labelled MIDI pitch."""
-    pitches = tiny_dataset_options["note_pitches"]
+    pitches = tiny_dataset_options.note_pitches
     for domain in ds.domains + ds.unseen_domains:
         entries = ds.files(domain, "notes")
         assert [e.pitch for e in entries] == list(pitches)
@@ -116,7 +117,7 @@ def test_note_set_fundamentals_match_their_midi_pitch(ds, tiny_dataset_options):
 def test_same_seed_and_options_give_byte_identical_audio(tiny_dataset, tiny_dataset_options,
                                                          tmp_path):
     """A second render with the same seed and options writes identical arrays and manifest."""
-    again = render_chorales(tmp_path / "again", **tiny_dataset_options)
+    again = render_chorales(tmp_path / "again", tiny_dataset_options, progress=False)
     first = json.loads((tiny_dataset / "manifest.json").read_text())
     second = json.loads((again / "manifest.json").read_text())
     assert first == second
@@ -131,8 +132,8 @@ def test_lines_render_each_voice_as_its_own_parallel_file(tiny_dataset_options, 
     """With `lines`, every piece becomes one file per voice ("#partN"), each voice rendered on
     every held-out domain at the piece's length (parallel ground truth), and the voices of a
     piece together hold the piece's notes."""
-    options = {**tiny_dataset_options, "lines": True, "note_pitches": (), "pieces_per_domain": 1}
-    ds = Dataset.open(render_chorales(tmp_path / "lines", **options))
+    options = replace(tiny_dataset_options, lines=True, note_pitches=(), pieces_per_domain=1)
+    ds = Dataset.open(render_chorales(tmp_path / "lines", options, progress=False))
     held = {d: {e.piece: e.num_samples for e in ds.files(d, "heldout")}
             for d in ds.domains + ds.unseen_domains}
     pieces = held["piano"]

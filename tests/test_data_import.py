@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 
 from umtune.cli import main
-from umtune.data import Dataset, DatasetError, import_folders, render_chorales
+from umtune.data import ChoraleOptions, Dataset, DatasetError, import_folders, render_chorales
 
 
 def _tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1) -> np.ndarray:
@@ -308,7 +308,8 @@ def test_library_raises_dataset_error_for_bad_input(src, tmp_path):
     with pytest.raises(DatasetError, match="heldout_fraction"):
         import_folders(src, tmp_path / "ds", heldout_fraction=1.5)
     with pytest.raises(DatasetError, match="pieces_per_domain=0"):
-        render_chorales(tmp_path / "ds", domains=("piano", "flute"), pieces_per_domain=0)
+        render_chorales(tmp_path / "ds", ChoraleOptions(domains=("piano", "flute"),
+                                                        pieces_per_domain=0))
     assert issubclass(DatasetError, ValueError)
     assert not (tmp_path / "ds").exists()
 
@@ -323,6 +324,7 @@ def test_a_failed_render_leaves_no_output(tmp_path, monkeypatch):
     monkeypatch.setattr(chorales, "render_midi", broken)
     outs = tmp_path / "outs"
     with pytest.raises(DatasetError, match="simulated"):
-        render_chorales(outs / "ds", domains=("piano", "flute"), pieces_per_domain=1,
-                        heldout_pieces=1, max_piece_seconds=2, progress=False)
+        render_chorales(outs / "ds", ChoraleOptions(domains=("piano", "flute"),
+                                                    pieces_per_domain=1, heldout_pieces=1,
+                                                    max_piece_seconds=2), progress=False)
     assert not outs.exists()

@@ -11,7 +11,14 @@ import soundfile as sf
 import torch
 from test_loop import tiny_run
 
-from umtune.analysis.evaluate import SEED_METRICS, SUMMARY_KEYS, evaluate, evaluate_checkpoint
+from umtune.analysis.evaluate import (
+    EVAL_SAMPLING,
+    SEED_METRICS,
+    SUMMARY_KEYS,
+    EvalOptions,
+    evaluate,
+    evaluate_checkpoint,
+)
 from umtune.analysis.results import heldout_curve, target_rows
 from umtune.cli import main
 from umtune.data import Dataset, DatasetError
@@ -48,7 +55,7 @@ def test_evaluate_scores_every_pair_and_writes_metrics_and_audio(tiny_dataset, t
     torch.manual_seed(0)
     model = UniversalTranslator(cfg.model).train()
     out = tmp_path / "evaluation"
-    result = evaluate(model, cfg, tiny_dataset, clips=2, seconds=0.5, out_dir=out)
+    result = evaluate(model, cfg, tiny_dataset, EvalOptions(clips=2, seconds=0.5), out_dir=out)
 
     assert model.training
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result))
@@ -95,7 +102,7 @@ def test_evaluate_checkpoint_cli_prints_a_table_and_writes_next_to_the_run(run, 
     assert "whistle" in out and "timbre_acc" in out and "translation_gain" in out
     written = json.loads((run.run_dir / "evaluation" / "metrics.json").read_text())
     assert written["checkpoint"] == str(run.checkpoint)
-    again = evaluate_checkpoint(run.checkpoint, clips=1, seconds=0.25)
+    again = evaluate_checkpoint(run.checkpoint, options=EvalOptions(clips=1, seconds=0.25))
     assert again["pairs"] == written["pairs"] and again["summary"] == written["summary"]
 
 
@@ -113,7 +120,8 @@ def test_evaluate_errors_name_what_is_missing(run, tiny_dataset, tmp_path, capsy
         evaluate_checkpoint(run.checkpoint, no_heldout)
 
     no_notes = _dataset_without(tiny_dataset, tmp_path, "notes")
-    result = evaluate_checkpoint(run.checkpoint, no_notes, clips=1, seconds=0.25)
+    result = evaluate_checkpoint(run.checkpoint, no_notes,
+                                 options=EvalOptions(clips=1, seconds=0.25))
     assert result["summary"]["pitch_probe_acc"] is None
     assert result["summary"]["timbre_acc"] is not None
     assert any("no note set" in s for s in result["skipped"])
@@ -136,7 +144,7 @@ def test_dataset_without_parallel_truth_scores_timbre_and_chroma_only(run, tiny_
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["source"] = "folders"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    result = evaluate_checkpoint(run.checkpoint, copy, clips=1, seconds=0.25)
+    result = evaluate_checkpoint(run.checkpoint, copy, options=EvalOptions(clips=1, seconds=0.25))
     for p in result["pairs"]:
         assert p["chroma_to_truth"] is None and p["translation_gain"] is None
         assert p["timbre_acc"] is not None and p["chroma_to_source"] is not None
@@ -201,14 +209,15 @@ def test_several_seeds_average_the_translation_metrics_and_give_their_spread(tin
     cfg = tiny_run(tiny_dataset)
     torch.manual_seed(0)
     model = UniversalTranslator(cfg.model)
-    result = evaluate(model, cfg, tiny_dataset, clips=1, seconds=0.5, seeds=(0, 1))
+    result = evaluate(model, cfg, tiny_dataset, EvalOptions(clips=1, seconds=0.5, seeds=2))
     assert result["seeds"] == [0, 1] and [r["seed"] for r in result["per_seed"]] == [0, 1]
     for k in SEED_METRICS:
         values = [r[k] for r in result["per_seed"]]
         assert result["summary"][k] == pytest.approx(np.mean(values)), k
         assert result["summary_sd"][k] == pytest.approx(np.std(values, ddof=1)), k
     assert {p["seed"] for p in result["pairs"]} == {0, 1}
-    single = evaluate(model, cfg, tiny_dataset, clips=1, seconds=0.5, seeds=(1,))
+    single = evaluate(model, cfg, tiny_dataset, EvalOptions(
+        clips=1, seconds=0.5, seeds=1, sampling=replace(EVAL_SAMPLING, seed=1)))
     assert single["summary"]["timbre_acc"] == result["per_seed"][1]["timbre_acc"]
     assert single["summary"]["latent_domain_acc"] == result["summary"]["latent_domain_acc"]
     assert all(v is None for v in single["summary_sd"].values())

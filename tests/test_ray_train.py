@@ -13,11 +13,14 @@ import torch
 from ray.util.state import list_actors
 from test_loop import tiny_run
 
+from umtune import storage
 from umtune.cli import main
+from umtune.layout import SNAPSHOT_FILE
 from umtune.trainable import ray_train
 from umtune.trainable.checkpoint import LocalRun, load_checkpoint
 from umtune.trainable.loop import train
 from umtune.trainable.model import UniversalTranslator
+from umtune.trainable.ray_train import Resources
 
 pytestmark = pytest.mark.slow  # a real Ray cluster: minutes
 
@@ -50,7 +53,7 @@ def test_two_workers_make_the_same_update_as_one_worker_with_the_whole_batch(
     start = UniversalTranslator(cfg.model).state_dict()
     one = LocalRun(tmp_path / "one", echo=False)
     train(cfg, report=one)
-    ray_train.fit(cfg, workers=2, storage=tmp_path / "ray", name="two")
+    ray_train.fit(cfg, Resources(workers=2), run_dir=tmp_path / "ray" / "two")
     two, history = ray_train.latest(tmp_path / "ray" / "two")
     assert history[-1]["world_size"] == 2 and two.step == 1
 
@@ -68,7 +71,7 @@ def _train_workers() -> list:
 def _committed_checkpoints(run_dir) -> list[str]:
     """Checkpoints the Train controller has registered (a directory alone is not yet one: a
     failure before registration restarts the run from the previous checkpoint)."""
-    snapshot = run_dir / ray_train.SNAPSHOT_FILE
+    snapshot = run_dir / SNAPSHOT_FILE
     if not snapshot.exists():
         return []
     results = json.loads(snapshot.read_text())["checkpoint_results"]
@@ -83,7 +86,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint_and_loses_no_epoch(
     cfg = tiny_run(tiny_dataset, steps_per_epoch=200, max_epochs=3)
     outcome = {}
     thread = threading.Thread(target=lambda: outcome.update(result=ray_train.fit(
-        cfg, workers=2, storage=tmp_path, name="run", max_failures=2)))
+        cfg, Resources(workers=2, max_failures=2), run_dir=tmp_path / "run")))
     thread.start()
     deadline = time.monotonic() + 240
     while "epoch_000001" not in _committed_checkpoints(tmp_path / "run"):
@@ -134,18 +137,18 @@ def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset
 
 def test_storage_must_be_shared_on_a_multi_node_cluster(tmp_path):
     """A node-local path is fine on one node and a clear error on several; URIs pass."""
-    assert ray_train.check_storage(tmp_path, alive_nodes=1) == str(tmp_path.resolve())
+    assert storage.check_storage(tmp_path, alive_nodes=1) == str(tmp_path.resolve())
     with pytest.raises(ValueError, match="this node's disk.*3 nodes.*file:///"):
-        ray_train.check_storage(tmp_path, alive_nodes=3)
+        storage.check_storage(tmp_path, alive_nodes=3)
     for uri in ("s3://bucket/runs", "file:///mnt/shared/runs", "gs://b/r"):
-        assert ray_train.check_storage(uri, alive_nodes=3) == uri
+        assert storage.check_storage(uri, alive_nodes=3) == uri
     with pytest.raises(ValueError, match="unknown scheme"):
-        ray_train.check_storage("ftp://host/runs", alive_nodes=1)
-    assert ray_train.split_run_dir("s3://bucket/runs/tiny") == ("s3://bucket/runs", "tiny")
-    assert ray_train.split_run_dir(tmp_path / "tiny") == (str(tmp_path.resolve()), "tiny")
+        storage.check_storage("ftp://host/runs", alive_nodes=1)
+    assert storage.split_run_dir("s3://bucket/runs/tiny") == ("s3://bucket/runs", "tiny")
+    assert storage.split_run_dir(tmp_path / "tiny") == (str(tmp_path.resolve()), "tiny")
 
 
 def test_global_batch_must_split_evenly_over_workers(tiny_dataset):
     cfg = tiny_run(tiny_dataset)  # batch_per_domain=2
     with pytest.raises(ValueError, match="batch_per_domain=2 must be divisible.*3"):
-        ray_train.trainer(cfg, workers=3, storage="/tmp", name="x")
+        ray_train.torch_trainer(cfg, Resources(workers=3), storage_path="/tmp", name="x")

@@ -17,7 +17,7 @@ from ray import tune
 from ray_nodes import RayNodes
 
 import umtune.search_spaces
-import umtune.trainable
+import umtune.sweep
 from umtune.cli import main
 from umtune.config import overrides, preset
 from umtune.sweep import pareto_front
@@ -50,16 +50,16 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
     ray.init(address=cluster)
     config = umtune.search_spaces.get("ablation", _base(tiny_dataset))
     config["trial"] = {"storage": str(tmp_path / "train"), "eval_clips": 0}
-    analysis = tune.run(tune.with_resources(umtune.trainable.tune_trial,
-                                            umtune.trainable.TRIAL_RESOURCES),
+    analysis = tune.run(tune.with_resources(umtune.sweep.tune_trial,
+                                            umtune.sweep.TRIAL_RESOURCES),
                         config=config, storage_path=str(tmp_path), name="run", verbose=0)
     df = analysis.dataframe()
     assert len(df) == 4 and set(df["epoch"]) == {2}
     assert {(r["config/train.confusion_lambda"], r["config/train.aug_semitones"])
             for _, r in df.iterrows()} == {(0.0, 0.0), (0.0, 0.5), (0.01, 0.0), (0.01, 0.5)}
 
-    tuner = tune.Tuner(tune.with_resources(umtune.trainable.tune_trial,
-                                            umtune.trainable.TRIAL_RESOURCES),
+    tuner = tune.Tuner(tune.with_resources(umtune.sweep.tune_trial,
+                                            umtune.sweep.TRIAL_RESOURCES),
                        param_space={**umtune.search_spaces.get("ablation", _base(tiny_dataset)),
                                     "trial": {"storage": str(tmp_path / "train"),
                                               "eval_clips": 0}},

@@ -42,12 +42,12 @@ def _sampling(a: argparse.Namespace, base):
 
 
 def _data_chorales(a: argparse.Namespace) -> None:
-    from umtune.data import Dataset, render_chorales
+    from umtune.data import ChoraleOptions, Dataset, render_chorales
 
-    path = render_chorales(a.out, domains=tuple(a.domains.split(",")), sample_rate=a.sample_rate,
-                           pieces_per_domain=a.pieces, heldout_pieces=a.heldout, seed=a.seed,
-                           force=a.force, max_piece_seconds=a.max_piece_seconds,
-                           lines=a.lines, soundfont=a.soundfont)
+    options = ChoraleOptions(domains=tuple(a.domains.split(",")), sample_rate=a.sample_rate,
+                             pieces_per_domain=a.pieces, heldout_pieces=a.heldout, seed=a.seed,
+                             max_piece_seconds=a.max_piece_seconds, lines=a.lines)
+    path = render_chorales(a.out, options, force=a.force, soundfont=a.soundfont)
     print(Dataset.open(path).summary())
 
 
@@ -76,54 +76,22 @@ def _data_summary(a: argparse.Namespace) -> None:
 
 def _train(a: argparse.Namespace) -> None:
     from umtune.analysis.indicators import LeadingIndicators
-    from umtune.config import overrides
+    from umtune.trainable.runs import RayRequest, saved_config, train
 
-    sets = [*a.set, *([f"train.max_minutes={a.minutes}"] if a.minutes is not None else [])]
-    if not (a.workers or a.gpu or a.address or a.storage or _is_ray_run(a.resume)):
-        from umtune.trainable.checkpoint import LocalRun, load_checkpoint
-        from umtune.trainable.loop import train_local
-
-        if a.resume:
-            cfg = load_checkpoint(LocalRun(a.resume).checkpoint).config
-        else:
-            cfg = _new_config(a)
-        cfg = overrides(cfg, sets)
-        train_local(cfg, a.resume or a.out, resume=bool(a.resume),
-                    indicators=LeadingIndicators(cfg))
-        return
-
-    from umtune.trainable import ray_train
-
-    run_dir = a.resume or a.out
-    storage, name = ray_train.split_run_dir(run_dir)
-    if a.storage:
-        storage, name = a.storage, Path(run_dir).name
-    workers, gpu, cpus_per_worker = a.workers or 1, a.gpu, a.cpus_per_worker
-    if a.resume:  # the run goes on with the resources it had, unless told otherwise
-        state, history = ray_train.latest(f"{storage}/{name}")
-        cfg = state.config
-        workers = a.workers or history[-1]["world_size"]
-        gpu = a.gpu or history[-1].get("gpu", False)
-        cpus_per_worker = a.cpus_per_worker or history[-1].get("cpus_per_worker")
-    else:
-        cfg = _new_config(a)
-    cfg = overrides(cfg, sets)
-    result = ray_train.fit(cfg, workers=workers, storage=storage, name=name,
-                           use_gpu=gpu, address=a.address, resume=bool(a.resume),
-                           cpus_per_worker=cpus_per_worker, max_failures=a.max_failures,
-                           indicators=LeadingIndicators(cfg))
-    print(f"run: {result.path}\nlatest checkpoint: {result.checkpoint.path}")
+    request = RayRequest(workers=a.workers, gpu=a.gpu or None, cpus_per_worker=a.cpus_per_worker,
+                         address=a.address, storage=a.storage, max_failures=a.max_failures)
+    cfg = _with_sets(a, saved_config(a.resume, request) if a.resume else _new_config(a),
+                     minutes=a.minutes)
+    print(train(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
+                indicators=LeadingIndicators(cfg)))
 
 
 def _sweep(a: argparse.Namespace) -> int:
-    from umtune.config import overrides
     from umtune.sweep import SweepOptions, resume_sweep, run_sweep, summary
 
     if a.resume:
         result = resume_sweep(a.resume, address=a.address)
     else:
-        sets = [*a.set, *([f"train.max_minutes={a.minutes_per_trial}"]
-                          if a.minutes_per_trial is not None else [])]
         opts = SweepOptions(space=a.space, samples=a.samples, search=a.search,
                             scheduler=a.scheduler, objectives=tuple(a.objective.split(",")),
                             trial_workers=a.trial_workers, gpu=a.gpu,
@@ -132,10 +100,18 @@ def _sweep(a: argparse.Namespace) -> int:
                             eval_seeds=a.eval_seeds,
                             grace_epochs=a.grace_epochs)
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = run_sweep(overrides(_new_config(a), sets), opts, storage=a.storage, name=name,
-                           address=a.address)
+        result = run_sweep(_with_sets(a, _new_config(a), minutes=a.minutes_per_trial), opts,
+                           storage=a.storage, name=name, address=a.address)
     print(summary(result))
     return 1 if result.failed else 0
+
+
+def _with_sets(a: argparse.Namespace, cfg, minutes: float | None):
+    """`cfg` with the --set overrides and, if given, a training budget in minutes."""
+    from umtune.config import overrides
+
+    return overrides(cfg, [*a.set, *([f"train.max_minutes={minutes}"] if minutes is not None
+                                     else [])])
 
 
 def _new_config(a: argparse.Namespace):
@@ -144,15 +120,6 @@ def _new_config(a: argparse.Namespace):
     from umtune.data import Dataset
 
     return replace_path(preset(a.preset, Dataset.open(a.data).domains), "data.path", str(a.data))
-
-
-def _is_ray_run(run_dir: Path | None) -> bool:
-    """Whether RUN_DIR holds a Ray Train run (else a plain one), so --resume needs no flag."""
-    if run_dir is None:
-        return False
-    from umtune.trainable import ray_train
-
-    return ray_train.run_exists(*ray_train.split_run_dir(run_dir))
 
 
 def _translate(a: argparse.Namespace) -> None:
@@ -175,12 +142,18 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    from umtune.analysis.evaluate import EVAL_SAMPLING, evaluate_checkpoint, format_evaluation
+    from umtune.analysis.evaluate import (
+        EVAL_SAMPLING,
+        EvalOptions,
+        evaluate_checkpoint,
+        format_evaluation,
+    )
 
     out = a.output or Path(a.checkpoint).absolute().parent / "evaluation"
-    result = evaluate_checkpoint(a.checkpoint, a.data, clips=a.clips, seconds=a.seconds,
-                                 seeds=range(a.seed, a.seed + a.seeds), out_dir=out,
-                                 sampling=_sampling(a, EVAL_SAMPLING), progress=True)
+    options = EvalOptions(clips=a.clips, seconds=a.seconds, seeds=a.seeds,
+                          sampling=_sampling(a, EVAL_SAMPLING))
+    result = evaluate_checkpoint(a.checkpoint, a.data, out_dir=out, options=options,
+                                 progress=True)
     print(format_evaluation(result) + f"\nwritten: {out}/metrics.json")
     if a.table:
         from umtune.analysis.results import write_results_table
@@ -226,13 +199,43 @@ RESUME_TRUST = ("SWEEP_DIR must be one you trust: resuming unpickles Tune's save
                 "not)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from umtune.config import DEFAULT_DOMAINS
+def _config_parser() -> argparse.ArgumentParser:
+    """The options of train and sweep that build the (base) config."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("config")
+    g.add_argument("--preset", default="tiny", help="the (base) config: tiny, cpu or paper")
+    g.add_argument("--data", type=Path, help="dataset directory (from `umtune data`)")
+    g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a config field, e.g. --set train.confusion_lambda=0")
+    return p
 
+
+def _ray_parser() -> argparse.ArgumentParser:
+    """The options of train and sweep that place Train workers on a Ray cluster."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("Ray")
+    g.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
+    g.add_argument("--gpu", action="store_true", help="one GPU per Train worker (nccl)")
+    g.add_argument("--cpus-per-worker", type=_number, help="CPUs (= torch threads) per worker")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="umtune", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true",
                    help="on an error, show its traceback instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
+    config, ray = _config_parser(), _ray_parser()
+    _add_data(sub)
+    _add_train(sub, config, ray)
+    _add_sweep(sub, config, ray)
+    _add_generation(sub)
+    _add_tools(sub)
+    return p
+
+
+def _add_data(sub) -> None:
+    from umtune.config import DEFAULT_DOMAINS
 
     data = sub.add_parser("data", help="write or inspect a dataset").add_subparsers(
         dest="data_command", required=True)
@@ -272,35 +275,30 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("path", type=Path)
     su.set_defaults(handler=_data_summary)
 
-    tr = sub.add_parser("train", help="train one network (in this process, or on Ray Train)")
-    tr.add_argument("--preset", default="tiny", help="tiny, cpu or paper")
-    tr.add_argument("--data", type=Path, help="dataset directory (from `umtune data`)")
+
+def _add_train(sub, config, ray) -> None:
+    tr = sub.add_parser("train", help="train one network (in this process, or on Ray Train)",
+                        parents=[config, ray])
     tr.add_argument("--out", type=Path, help="run directory: checkpoint/, metrics.jsonl")
     tr.add_argument("--minutes", type=_number, help="wall-clock training budget")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR",
                     help="continue the run in RUN_DIR from its checkpoint")
-    tr.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override a config field, e.g. --set train.confusion_lambda=0")
-    ray = tr.add_argument_group("distributed training on Ray Train (any of these uses Ray)")
-    ray.add_argument("--workers", type=int, help="training processes (DDP), one per GPU with "
-                     "--gpu; the global batch data.batch_per_domain is split over them")
-    ray.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl)")
-    ray.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
-    ray.add_argument("--storage", help="where runs live: a local dir (one node), file:///shared "
-                     "or s3://... (multi-node); the run is STORAGE/<name of --out>")
-    ray.add_argument("--cpus-per-worker", type=_number, help="CPUs (= torch threads) per worker")
-    ray.add_argument("--max-failures", type=int, default=3,
-                     help="worker-group restarts from the latest checkpoint before giving up")
+    g = tr.add_argument_group("Ray Train (any option here or under Ray trains on Ray)")
+    g.add_argument("--workers", type=int, help="training processes (DDP), one per GPU with "
+                   "--gpu; the global batch data.batch_per_domain is split over them")
+    g.add_argument("--storage", help="where runs live: a local dir (one node), file:///shared "
+                   "or s3://... (multi-node); the run is STORAGE/<name of --out>")
+    g.add_argument("--max-failures", type=int, default=3,
+                   help="worker-group restarts from the latest checkpoint before giving up")
     tr.set_defaults(handler=_train)
 
+
+def _add_sweep(sub, config, ray) -> None:
     sw = sub.add_parser("sweep", help="sweep hyperparameters on Ray Tune (trials = Train runs)",
-                        epilog=f"--resume: {RESUME_TRUST}.")
+                        epilog=f"--resume: {RESUME_TRUST}.", parents=[config, ray])
+    sw.set_defaults(data=Path("data/bach"))
     sw.add_argument("--space", default="ablation",
                     help="a built-in space (see `umtune spaces`) or a YAML file")
-    sw.add_argument("--data", type=Path, default=Path("data/bach"))
-    sw.add_argument("--preset", default="tiny", help="the base config: tiny, cpu or paper")
-    sw.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override a field of the base config, e.g. --set train.max_epochs=8")
     sw.add_argument("--samples", type=int, default=1,
                     help="trials to sample (grid search: repetitions of the grid)")
     sw.add_argument("--search", default="optuna", choices=["optuna", "random", "grid"])
@@ -310,12 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--objective", default="quality",
                     help="quality, or quality,cost for a multi-objective (Pareto) search")
     sw.add_argument("--trial-workers", type=int, default=1, help="Train workers per trial")
-    sw.add_argument("--cpus-per-worker", type=_number, help="CPUs (= torch threads) per worker")
-    sw.add_argument("--gpu", action="store_true", help="one GPU per Train worker")
     sw.add_argument("--max-concurrent", type=int,
                     help="trials at once (default: as many as the cluster's resources fit)")
     sw.add_argument("--minutes-per-trial", type=_number, help="training budget of each trial")
-    sw.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
     sw.add_argument("--storage", default="sweeps",
                     help="where sweeps live (a shared URI or file:/// on multi-node clusters)")
     sw.add_argument("--name", help="the sweep's folder under --storage (default: space-time)")
@@ -330,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                     + RESUME_TRUST)
     sw.set_defaults(handler=_sweep)
 
+
+def _add_generation(sub) -> None:
     sampling = _sampling_parser()
     tl = sub.add_parser("translate", help="translate audio files into a domain",
                         parents=[sampling])
@@ -355,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the training facts and this machine")
     ev.set_defaults(handler=_evaluate)
 
+
+def _add_tools(sub) -> None:
     sp = sub.add_parser("spaces", help="list search spaces, or check and describe a YAML one")
     sp.add_argument("--file", type=Path, help="a YAML search space (format: umtune.search_spaces)")
     sp.add_argument("--preset", default="tiny", help="the base config the spaces are built on")
@@ -381,7 +380,6 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--storage", help="the --storage sweeps will use (a shared URI satisfies "
                     "the multi-node storage rule)")
     cc.set_defaults(handler=_cluster_check)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

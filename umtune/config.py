@@ -12,6 +12,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 CONFIG_VERSION = 2
@@ -188,6 +189,19 @@ class DataConfig:
         _check(self.segment_samples >= 2, "data.segment_samples", self.segment_samples, ">= 2")
         _check(self.batch_per_domain >= 1, "data.batch_per_domain", self.batch_per_domain, ">= 1")
 
+    def check_workers(self, workers: int) -> None:
+        """Every training worker takes an equal share of each domain's batch."""
+        if self.batch_per_domain % workers:
+            raise ValueError(f"data.batch_per_domain={self.batch_per_domain} must be divisible "
+                             f"by the number of workers ({workers})")
+
+    def with_absolute_path(self) -> DataConfig:
+        """The dataset as an absolute path (a URI as it is): Ray's workers and trials run in
+        folders of their own."""
+        if "://" in self.path:
+            return self
+        return dataclasses.replace(self, path=str(Path(self.path).resolve()))
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -262,6 +276,12 @@ class TrainConfig:
         _check(self.eval_segments >= 2, "train.eval_segments", self.eval_segments, ">= 2")
         _check(self.indicator_seconds >= 0, "train.indicator_seconds", self.indicator_seconds,
                ">= 0")
+
+    def finished(self, epoch: int, elapsed_seconds: float) -> bool:
+        """Whether a run that has done `epoch` epochs in `elapsed_seconds` of training steps
+        is over (max_epochs reached or the max_minutes budget spent)."""
+        budget = self.max_minutes * 60
+        return epoch >= self.max_epochs or bool(budget and elapsed_seconds >= budget)
         _check(self.precision in ("fp32", "bf16"), "train.precision", self.precision,
                "'fp32' or 'bf16'")
 

@@ -43,11 +43,7 @@ Translations are generated with the cached generator, every target decoder at on
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -65,14 +61,13 @@ from umtune.analysis.latent import (
 from umtune.config import RunConfig
 from umtune.data import Dataset, DatasetError
 from umtune.data.chorales import TAIL_SECONDS
-from umtune.data.writer import write_json_atomic
-from umtune.trainable.checkpoint import load_checkpoint
+from umtune.layout import EVALUATION_AUDIO_DIR, EVALUATION_METRICS_FILE
+from umtune.storage import staged_dir, write_json_atomic
+from umtune.trainable.checkpoint import load_model
 from umtune.trainable.generate import Sampling, Translator
 from umtune.trainable.loop import heldout_batch
 from umtune.trainable.model import UniversalTranslator, decoder_receptive_field, latent_use
 
-METRICS_FILE = "metrics.json"
-AUDIO_DIR = "audio"
 # Shorter chunks = larger generation batches = faster; each pays its lead-in once.
 EVAL_SAMPLING = Sampling(chunk_seconds=0.25, lead_seconds=0.05)
 SUMMARY_KEYS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
@@ -209,33 +204,53 @@ def reconstruction_ce(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
 SEED_METRICS = (*PAIR_METRICS, "self_timbre_acc", "recon_chroma", "unseen_timbre_acc")
 
 
-def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, *, clips: int = 2,
-             seconds: float = 1.0, seeds: Sequence[int] = (0,), out_dir: str | Path | None = None,
-             device: str | torch.device = "cpu", sampling: Sampling = EVAL_SAMPLING,
-             checkpoint: str | None = None, progress: bool = False) -> dict:
+@dataclass(frozen=True)
+class EvalOptions:
+    """What an evaluation translates: `clips` held-out clips of `seconds` per domain, once per
+    seed (`seeds` of them, from `sampling.seed` on: each chooses its clips and seeds the
+    sampling), generated with `sampling`."""
+
+    clips: int = 2
+    seconds: float = 1.0
+    seeds: int = 1
+    sampling: Sampling = EVAL_SAMPLING
+
+    def __post_init__(self):
+        if self.clips < 1 or not (math.isfinite(self.seconds) and self.seconds > 0) or \
+                self.seeds < 1:
+            raise ValueError(f"clips={self.clips}, seconds={self.seconds}, seeds={self.seeds}: "
+                             "expected clips >= 1, a finite positive duration and at least one "
+                             "seed")
+
+    @property
+    def seed_values(self) -> tuple[int, ...]:
+        return tuple(range(self.sampling.seed, self.sampling.seed + self.seeds))
+
+
+def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path,
+             options: EvalOptions = EvalOptions(), *, out_dir: str | Path | None = None,
+             device: str | torch.device = "cpu", checkpoint: str | None = None,
+             progress: bool = False) -> dict:
     """Score `model` (moved to `device`, left in its train/eval mode) on the dataset's held-out
-    clips, once per seed in `seeds` (each chooses its clips and seeds the sampling); returns the
-    metrics dict (the summary averages the seeds, `summary_sd` is their spread) and, with
-    `out_dir`, writes it as `out_dir/metrics.json` with the first seed's audio gallery in
-    `out_dir/audio/`. `checkpoint` is only recorded in the result."""
+    clips as `options` say; returns the metrics dict (the summary averages the seeds,
+    `summary_sd` is their spread) and, with `out_dir`, writes it as `out_dir/metrics.json` with
+    the first seed's audio gallery in `out_dir/audio/`. `checkpoint` is only recorded in the
+    result."""
     started = time.perf_counter()
-    seeds = tuple(int(s) for s in seeds)
-    if clips < 1 or not (math.isfinite(seconds) and seconds > 0) or not seeds:
-        raise ValueError(f"clips={clips}, seconds={seconds}, seeds={seeds}: expected clips >= 1, "
-                         f"a finite positive duration and at least one seed")
+    seeds, sampling = options.seed_values, options.sampling
     data = Dataset.open(data_path)
     domains = tuple(cfg.model.domains)
     _check_dataset(data, cfg, domains)
     unseen = tuple(d for d in data.unseen_domains
                    if d not in domains and data.files(d, "heldout"))
     sr, pool = data.sample_rate, cfg.model.encoder.pool
-    length = max(1, round(seconds * sr / pool)) * pool
+    length = max(1, round(options.seconds * sr / pool)) * pool
     classifier = domain_classifier(data)
 
     was_training = model.training
     model.to(device).eval()
     try:
-        runs = [_score_seed(model, cfg, data, classifier, domains, unseen, clips, length, seed,
+        runs = [_score_seed(model, cfg, data, classifier, domains, unseen, options.clips, length,
                             replace(sampling, seed=seed), progress) for seed in seeds]
         recon, latent_gain, latent_gain_cold = reconstruction_ce(model, cfg, data, device)
         latent_acc = latent_domain_accuracy(model, data, domains, device=device)
@@ -273,7 +288,7 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
         "recon_ce": recon,
         "audio": runs[0]["gallery"],
         "checkpoint": None if checkpoint is None else str(checkpoint),
-        "clips": clips, "seconds": length / sr, "sample_rate": sr, "domains": list(domains),
+        "clips": options.clips, "seconds": length / sr, "sample_rate": sr, "domains": list(domains),
         "unseen_domains": list(unseen), "clip_names": runs[0]["clip_names"],
         "seed": seeds[0], "seeds": list(seeds),
         "chunk_seconds": sampling.chunk_seconds, "lead_seconds": sampling.lead_seconds,
@@ -291,11 +306,11 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path, 
 
 def _score_seed(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
                 classifier: DomainClassifier, domains: tuple[str, ...], unseen: tuple[str, ...],
-                clips: int, length: int, seed: int, sampling: Sampling, progress: bool) -> dict:
+                clips: int, length: int, sampling: Sampling, progress: bool) -> dict:
     """The translation metrics of one evaluation seed: its clips translated between every pair
     (and into each clip's own domain), scored; with the gallery of its first clip."""
     sr = data.sample_rate
-    chosen = select_clips(data, domains + unseen, clips, length, seed)
+    chosen = select_clips(data, domains + unseen, clips, length, sampling.seed)
     parallel = chosen[0].parallel
     translations = _translate_all(Translator(model=model, config=cfg), chosen, domains, unseen,
                                   sr, sampling, progress)
@@ -324,22 +339,13 @@ def _score_seed(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
 def evaluate_checkpoint(checkpoint_dir: str | Path, data_path: str | Path | None = None,
                         **kwargs) -> dict:
     """`evaluate` a checkpoint written by training; data_path defaults to its config's."""
-    device = kwargs.get("device", "cpu")
-    state = load_checkpoint(Path(checkpoint_dir), map_location=device)
-    model = UniversalTranslator(state.config.model)
-    model.load_state_dict(state.model)
-    return evaluate(model, state.config, data_path or state.config.data.path,
-                    checkpoint=str(checkpoint_dir), **kwargs)
+    model, cfg = load_model(Path(checkpoint_dir), map_location=kwargs.get("device", "cpu"))
+    return evaluate(model, cfg, data_path or cfg.data.path, checkpoint=str(checkpoint_dir),
+                    **kwargs)
 
 
 def _check_dataset(data: Dataset, cfg: RunConfig, domains: tuple[str, ...]) -> None:
-    if data.sample_rate != cfg.data.sample_rate:
-        raise DatasetError(f"dataset {data.path} is at {data.sample_rate} Hz but the model was "
-                           f"trained at data.sample_rate={cfg.data.sample_rate}")
-    missing = [d for d in domains if d not in data.domains]
-    if missing:
-        raise DatasetError(f"dataset {data.path} lacks the model's domains {missing} (its "
-                           f"domains: {', '.join(data.domains)})")
+    data.check_serves(cfg.data.sample_rate, domains)
     empty = [d for d in domains if not data.files(d, "heldout")]
     if empty:
         raise DatasetError(f"dataset {data.path} has no held-out audio (split 'heldout') for "
@@ -377,18 +383,18 @@ def _gallery(clip: Clip, translations: dict, domains, unseen, parallel: bool,
                         "kind": kind, "path": path})
 
     for d in domains + unseen:
-        files[f"{AUDIO_DIR}/clip0_{d}.wav"] = clip.audio[d]
+        files[f"{EVALUATION_AUDIO_DIR}/clip0_{d}.wav"] = clip.audio[d]
     translated = (domains[0], *unseen)
     for source in translated if parallel else domains + unseen:
-        add(source, source, source, "source", f"{AUDIO_DIR}/clip0_{source}.wav")
+        add(source, source, source, "source", f"{EVALUATION_AUDIO_DIR}/clip0_{source}.wav")
         if source not in translated:
             continue
         for target in domains:
             if target == source:
                 continue
             if parallel:
-                add(source, source, target, "truth", f"{AUDIO_DIR}/clip0_{target}.wav")
-            path = f"{AUDIO_DIR}/clip0_{source}_to_{target}.wav"
+                add(source, source, target, "truth", f"{EVALUATION_AUDIO_DIR}/clip0_{target}.wav")
+            path = f"{EVALUATION_AUDIO_DIR}/clip0_{source}_to_{target}.wav"
             files[path] = translations[(source, target)][0].numpy()
             add(source, source, target, "translation", path)
     return entries, files
@@ -409,25 +415,11 @@ def write_evaluation(result: dict, files: dict[str, np.ndarray], out_dir: Path,
                      sample_rate: int) -> Path:
     """Write the audio (16-bit WAV) to a fresh folder swapped in for `out_dir/audio`, then
     `metrics.json` atomically. Returns the metrics file."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{AUDIO_DIR}-", dir=out_dir))
-    try:
+    with staged_dir(Path(out_dir) / EVALUATION_AUDIO_DIR) as staging:
         for rel, audio in files.items():
             sf.write(staging / Path(rel).name, np.clip(audio, -1, 1), sample_rate,
                      subtype="PCM_16", format="WAV")
-        os.chmod(staging, 0o755)
-        final = out_dir / AUDIO_DIR
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{AUDIO_DIR}-old-", dir=out_dir))
-            os.replace(final, old / AUDIO_DIR)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    path = out_dir / METRICS_FILE
+    path = out_dir / EVALUATION_METRICS_FILE
     write_json_atomic(path, result)
     return path
 

@@ -26,9 +26,6 @@ import soundfile as sf
 
 from umtune.analysis import report_figures as figures
 from umtune.analysis.report_data import (
-    BEST_EVAL_METRIC,
-    SWITCH_SUFFIX,
-    TRIALS_FILE,
     OutsideSweep,
     SweepData,
     Unavailable,
@@ -45,7 +42,8 @@ from umtune.analysis.report_html import (
     summary_list,
 )
 from umtune.analysis.results import component_effects
-from umtune.data.writer import write_text_atomic
+from umtune.layout import BEST_EVAL_METRIC, SWITCH_SUFFIX, TRIALS_FILE
+from umtune.storage import write_text_atomic
 
 HIDDEN_COLUMNS = ("path", "run_path", "training_iteration", "time_since_restore",
                   "iterations_since_restore", "start_epoch", "threads", "world_size",

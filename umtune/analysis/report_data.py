@@ -2,11 +2,10 @@
 was started, its Optuna study, every trial's per-epoch reports and any trial's evaluation.
 
 No plotting here (report_figures.py) and no HTML (report_html.py). The sweep folder's layout is
-the one umtune/sweep.py writes; analysis sits below the sweep driver in the package's layers, so
-the few names it shares with it are spelled again here (they mirror umtune.sweep and
-umtune.search_spaces). Locations may be local paths or URIs (`file://`, `s3://`: read with
-pyarrow.fs); a trial whose recorded folders are gone (a sweep folder moved or copied elsewhere)
-is looked up at the same place inside the sweep folder.
+the one the sweep driver writes; its names come from umtune/layout.py, a leaf both read.
+Locations may be local paths or URIs (`file://`, `s3://`: read with pyarrow.fs); a trial whose
+recorded folders are gone (a sweep folder moved or copied elsewhere) is looked up at the same
+place inside the sweep folder.
 
 A sweep folder may come from someone else, so nothing outside it is read: a recorded trial or
 run folder, or an audio path in an evaluation, that leads outside the sweep folder (`..`, an
@@ -26,17 +25,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SWEEP_FILE = "sweep.json"  # umtune.sweep.SWEEP_FILE
-TRIALS_FILE = "trials.parquet"  # umtune.sweep.TRIALS_FILE + ".parquet"
-STUDY_FILE = "study.db"  # umtune.sweep.STUDY_FILE
-TRAIN_RUNS_DIR = "train"  # umtune.trainable.ray_train.TRAIN_RUNS_DIR
-RESULT_FILE = "result.json"  # Tune's per-trial log: one JSON report per line
-EVALUATION_FILE = "evaluation/metrics.json"  # in a trial's Train run folder
-SWITCH_SUFFIX = ":enabled"  # umtune.search_spaces.space.SWITCH_SUFFIX
-# objective name -> (reported metric, direction), as umtune.sweep.OBJECTIVES
-OBJECTIVES = {"quality": ("heldout_ce", "min"), "cost": ("generation_flops_per_sample", "min")}
-EVAL_PREFIX = "eval/"
-BEST_EVAL_METRIC = "eval/translation_gain"  # higher is better
+from umtune.layout import (
+    BEST_EVAL_METRIC,
+    EVAL_PREFIX,
+    EVALUATION_DIR,
+    EVALUATION_METRICS_FILE,
+    OBJECTIVES,
+    RESULT_FILE,
+    STUDY_FILE,
+    SWEEP_FILE,
+    SWITCH_SUFFIX,
+    TRAIN_RUNS_DIR,
+    TRIALS_FILE,
+)
+from umtune.storage import exists, join, read_bytes
+
+EVALUATION_FILE = f"{EVALUATION_DIR}/{EVALUATION_METRICS_FILE}"  # in a trial's Train run
 LAMBDA = "train.confusion_lambda"
 AUG = "train.aug_semitones"
 # the method's components first: the confusion weight, the augmentation, the dilation schedules
@@ -212,8 +216,8 @@ def load_sweep(location: str | Path) -> SweepData:
             metrics = _read_json(join(run, EVALUATION_FILE), notes,
                                  f"{trial}'s evaluation is left out")
             if metrics is not None:
-                evaluations[trial] = Evaluation(trial, join(run, EVALUATION_FILE.rpartition("/")
-                                                            [0]), metrics, root=location)
+                evaluations[trial] = Evaluation(trial, join(run, EVALUATION_DIR), metrics,
+                                                root=location)
     missing = [t for t in trials["trial"] if t not in curves]
     if missing:
         notes.append(f"no readable {RESULT_FILE} for {len(missing)} trial(s): "
@@ -322,27 +326,3 @@ def inside(location: str, root: str) -> bool:
 def _plain_location(location: str | Path) -> str:
     text = str(location)
     return text.removeprefix("file://") if text.startswith("file:///") else text
-
-
-def join(location: str, *parts: str) -> str:
-    return "/".join([location.rstrip("/"), *parts])
-
-
-def exists(location: str) -> bool:
-    if "://" not in location:
-        return Path(location).exists()
-    import pyarrow.fs
-
-    fs, where = pyarrow.fs.FileSystem.from_uri(location)
-    return fs.get_file_info(where).type != pyarrow.fs.FileType.NotFound
-
-
-def read_bytes(location: str) -> bytes:
-    """A file's bytes, local or at a URI; FileNotFoundError when there is none."""
-    if "://" not in location:
-        return Path(location).read_bytes()
-    import pyarrow.fs
-
-    fs, where = pyarrow.fs.FileSystem.from_uri(location)
-    with fs.open_input_stream(where) as f:
-        return f.read()

@@ -19,14 +19,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from umtune.analysis.report_data import (
-    OFF,
-    SWITCH_SUFFIX,
-    SweepData,
-    Unavailable,
-    finite,
-    study_file,
-)
+from umtune.analysis.report_data import OFF, SweepData, Unavailable, finite, study_file
+from umtune.layout import SWITCH_SUFFIX
 
 STATUS_COLORS = {"completed": "#1f77b4", "stopped early": "#ff7f0e", "diverged": "#d62728",
                  "failed": "#7f7f7f"}

@@ -20,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from umtune.analysis.report_data import AUG, EVAL_PREFIX, LAMBDA, SweepData, finite, load_sweep
-from umtune.data.writer import write_text_atomic
+from umtune.analysis.report_data import AUG, LAMBDA, SweepData, finite, load_sweep
+from umtune.layout import EVAL_PREFIX
+from umtune.storage import write_text_atomic
 from umtune.trainable.checkpoint import LocalRun, TrainingState, load_checkpoint
 
 

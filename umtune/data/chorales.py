@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -140,37 +139,73 @@ def _run_job(job: _Job, index: int, writer: DatasetWriter, scratch: Path, soundf
     return out
 
 
-def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS,
-                    sample_rate: int = 16000, pieces_per_domain: int = 8,
-                    heldout_pieces: int = 6, seed: int = 0, force: bool = False,
-                    note_pitches: Sequence[int] = range(48, 85, 3), note_seconds: float = 1.0,
-                    max_piece_seconds: float | None = None, bpm: float = 100.0,
-                    lines: bool = False, soundfont: Path | str | None = None, workers: int = 2,
+@dataclass(frozen=True)
+class ChoraleOptions:
+    """What `render_chorales` renders; the same options and seed give byte-identical audio.
+
+    domains: training instruments, names from INSTRUMENTS (at least two).
+    sample_rate: Hz; FluidSynth renders at this rate directly (mono after a downmix).
+    pieces_per_domain: training pieces of each domain (disjoint across domains).
+    heldout_pieces: pieces rendered on every domain and on the unseen "whistle".
+    seed: chooses the pieces.
+    note_pitches: MIDI pitches of the note set (empty: no note set).
+    note_seconds: how long each note is held; each note file is 1.5x this long.
+    max_piece_seconds: crop every piece to this many seconds (None: whole pieces).
+    bpm: fixed tempo, quarter notes per minute.
+    lines: render each part of a piece as its own file, one note at a time (`monophonic`;
+        piece ids get "#partN"): single melodic lines instead of four-voice chords.
+    """
+
+    domains: tuple[str, ...] = DEFAULT_DOMAINS
+    sample_rate: int = 16000
+    pieces_per_domain: int = 8
+    heldout_pieces: int = 6
+    seed: int = 0
+    note_pitches: tuple[int, ...] = tuple(range(48, 85, 3))
+    note_seconds: float = 1.0
+    max_piece_seconds: float | None = None
+    bpm: float = 100.0
+    lines: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "domains", check_domains(self.domains))
+        object.__setattr__(self, "note_pitches", tuple(int(p) for p in self.note_pitches))
+        pitches = self.note_pitches
+        checks = [
+            (8000 <= self.sample_rate <= 96000, "sample_rate", "8000..96000 Hz (FluidSynth's "
+             "range)"),
+            (self.pieces_per_domain >= 1, "pieces_per_domain", ">= 1"),
+            (self.heldout_pieces >= 1, "heldout_pieces", ">= 1"),
+            (all(0 <= p <= 127 for p in pitches) and len(set(pitches)) == len(pitches),
+             "note_pitches", "distinct MIDI pitches in 0..127"),
+            (self.note_seconds > 0, "note_seconds", "> 0"),
+            (self.max_piece_seconds is None or self.max_piece_seconds >= 1, "max_piece_seconds",
+             "None or >= 1 second"),
+            (self.bpm > 0, "bpm", "> 0"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise DatasetError(f"{name}={getattr(self, name)!r}: expected {expected}")
+
+
+def render_chorales(out: Path | str, options: ChoraleOptions = ChoraleOptions(), *,
+                    force: bool = False, soundfont: Path | str | None = None, workers: int = 2,
                     progress: bool = True) -> Path:
-    """Render Bach from music21's corpus into a dataset at `out`; returns `out`.
+    """Render Bach from music21's corpus into a dataset at `out`, as `options` say; returns
+    `out`.
 
     Args:
         out: the dataset directory to create (replaced only with `force`).
-        domains: training instruments, names from INSTRUMENTS (at least two).
-        sample_rate: Hz; FluidSynth renders at this rate directly (mono after a downmix).
-        pieces_per_domain: training pieces of each domain (disjoint across domains).
-        heldout_pieces: pieces rendered on every domain and on the unseen "whistle".
-        seed: chooses the pieces; the same seed and options give byte-identical audio.
         force: replace an existing dataset at `out`.
-        note_pitches: MIDI pitches of the note set (empty: no note set).
-        note_seconds: how long each note is held; each note file is 1.5x this long.
-        max_piece_seconds: crop every piece to this many seconds (None: whole pieces).
-        bpm: fixed tempo, quarter notes per minute.
-        lines: render each part of a piece as its own file, one note at a time (`monophonic`;
-            piece ids get "#partN"): single melodic lines instead of four-voice chords.
         soundfont: a General MIDI .sf2 (default FluidR3_GM).
         workers: FluidSynth processes run at once.
         progress: show progress bars on stderr.
     """
-    domains = check_domains(domains)
-    note_pitches = tuple(int(p) for p in note_pitches)
-    _check_options(sample_rate, pieces_per_domain, heldout_pieces, note_pitches, note_seconds,
-                   max_piece_seconds, bpm, workers)
+    if workers < 1:
+        raise DatasetError(f"workers={workers!r}: expected >= 1")
+    o = options
+    domains, sample_rate, note_pitches = o.domains, o.sample_rate, o.note_pitches
+    pieces_per_domain, heldout_pieces = o.pieces_per_domain, o.heldout_pieces
     fluidsynth_binary()
     soundfont = check_soundfont(soundfont)
     unseen = () if UNSEEN_DOMAIN in domains else (UNSEEN_DOMAIN,)
@@ -180,7 +215,7 @@ def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS
         raise DatasetError(f"{needed} pieces requested ({heldout_pieces} held out + "
                            f"{pieces_per_domain} x {len(domains)} domains); expected at most "
                            f"{len(corpus)}, the Bach works in music21's corpus")
-    order = np.random.default_rng(seed).permutation(len(corpus))
+    order = np.random.default_rng(o.seed).permutation(len(corpus))
 
     with DatasetWriter(out, force=force) as writer:
         scratch = writer.staging / ".scratch"
@@ -201,15 +236,15 @@ def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS
 
             try:
                 if note_pitches:  # no parsing needed: keeps FluidSynth busy while pieces parse
-                    note_len = round(1.5 * note_seconds * sample_rate)
-                    parts = note_sequence(note_pitches, note_seconds=note_seconds,
-                                          gap_seconds=0.5 * note_seconds)
+                    note_len = round(1.5 * o.note_seconds * sample_rate)
+                    parts = note_sequence(note_pitches, note_seconds=o.note_seconds,
+                                          gap_seconds=0.5 * o.note_seconds)
                     for d in domains + unseen:
                         submit(_Job("notes", d, "notes", parts, note_len, f"audio/notes/{d}",
                                     note_pitches))
-                chosen, skipped = _choose(corpus, order, needed, bpm, max_piece_seconds,
+                chosen, skipped = _choose(corpus, order, needed, o.bpm, o.max_piece_seconds,
                                           progress)
-                if lines:  # the bar's first guess counted one file per piece
+                if o.lines:  # the bar's first guess counted one file per piece
                     bar.total += sum(len(parts) - 1 for _, parts in chosen[:heldout_pieces]) \
                         * len(domains + unseen) + sum(len(parts) - 1 for _, parts in
                                                       chosen[heldout_pieces:])
@@ -222,7 +257,7 @@ def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS
                     n = round((end_time(parts) + TAIL_SECONDS) * sample_rate)
                     name = Path(piece).stem
                     files = ([(f"#part{i}", [monophonic(part)]) for i, part in enumerate(parts)]
-                             if lines else [("", parts)])
+                             if o.lines else [("", parts)])
                     for suffix, notes in files:
                         for d in on:
                             submit(_Job(split, d, piece + suffix, notes, n,
@@ -251,11 +286,8 @@ def render_chorales(out: Path | str, *, domains: Iterable[str] = DEFAULT_DOMAINS
             "fluidsynth_version": fluidsynth_version(),
             "render": {"reverb": False, "chorus": False, "peak": PEAK,
                        "tail_seconds": TAIL_SECONDS, "channels": "one MIDI channel per part"},
-            "options": {"sample_rate": sample_rate, "pieces_per_domain": pieces_per_domain,
-                        "heldout_pieces": heldout_pieces, "note_pitches": list(note_pitches),
-                        "note_seconds": note_seconds, "max_piece_seconds": max_piece_seconds,
-                        "bpm": bpm, "lines": lines},
-            "seed": seed,
+            "options": {k: v for k, v in asdict(o).items() if k not in ("domains", "seed")},
+            "seed": o.seed,
         }
         return writer.commit(sample_rate=sample_rate, domains=domains, unseen_domains=unseen,
                              source="chorales", provenance=provenance)
@@ -280,26 +312,6 @@ def _choose(corpus: list[tuple[str, Path]], order: np.ndarray, needed: int, bpm:
                 return chosen, skipped
     raise DatasetError(f"only {len(chosen)} usable pieces in music21's Bach corpus "
                        f"({len(skipped)} unreadable or too short); expected {needed}")
-
-
-def _check_options(sample_rate, pieces_per_domain, heldout_pieces, note_pitches, note_seconds,
-                   max_piece_seconds, bpm, workers) -> None:
-    checks = [
-        (8000 <= sample_rate <= 96000, "sample_rate", sample_rate,
-         "8000..96000 Hz (FluidSynth's range)"),
-        (pieces_per_domain >= 1, "pieces_per_domain", pieces_per_domain, ">= 1"),
-        (heldout_pieces >= 1, "heldout_pieces", heldout_pieces, ">= 1"),
-        (all(0 <= p <= 127 for p in note_pitches) and len(set(note_pitches)) == len(note_pitches),
-         "note_pitches", note_pitches, "distinct MIDI pitches in 0..127"),
-        (note_seconds > 0, "note_seconds", note_seconds, "> 0"),
-        (max_piece_seconds is None or max_piece_seconds >= 1, "max_piece_seconds",
-         max_piece_seconds, "None or >= 1 second"),
-        (bpm > 0, "bpm", bpm, "> 0"),
-        (workers >= 1, "workers", workers, ">= 1"),
-    ]
-    for ok, name, value, expected in checks:
-        if not ok:
-            raise DatasetError(f"{name}={value!r}: expected {expected}")
 
 
 def _music21_version() -> str:

@@ -92,6 +92,16 @@ class Dataset:
     def __getstate__(self) -> dict:  # memory maps stay behind when a Dataset is pickled
         return {**self.__dict__, "_maps": OrderedDict()}
 
+    def check_serves(self, sample_rate: int, domains: tuple[str, ...]) -> None:
+        """Refuse a model this dataset cannot feed: another sample rate, or domains it lacks."""
+        if self.sample_rate != sample_rate:
+            raise DatasetError(f"dataset {self.path} is at {self.sample_rate} Hz but the model "
+                               f"runs at data.sample_rate={sample_rate}")
+        missing = [d for d in domains if d not in self.domains]
+        if missing:
+            raise DatasetError(f"model.domains {missing} are not in dataset {self.path} (its "
+                               f"domains: {', '.join(self.domains)})")
+
     def files(self, domain: str, split: str) -> list[FileEntry]:
         """The files of one domain and split, in manifest order (empty if there are none)."""
         if domain not in self.domains + self.unseen_domains:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import glob
-import json
 import os
 import shutil
 import tempfile
@@ -26,29 +25,12 @@ import numpy as np
 
 from umtune.data.dataset import FORMAT_VERSION, MANIFEST
 from umtune.data.errors import DatasetError
+from umtune.storage import write_json_atomic
 
 
 def to_int16(audio: np.ndarray) -> np.ndarray:
     """Float samples in [-1, 1] to int16 (clipped, rounded)."""
     return np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write text via a temporary file and a rename (creating the parent folder): readers see
-    the old or the new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def write_json_atomic(path: Path, data: dict) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def _lock(path: Path, out: Path) -> int:

@@ -5,7 +5,7 @@ either way it becomes one declarative `SearchSpace` (`space.py`) that gives Tune
 dotted config fields and turns a sampled point back into a frozen, validated `RunConfig`:
 
     config = umtune.search_spaces.get("ablation")          # Tune domains + "base" + "space"
-    tune.run(umtune.trainable.tune_trial, config=config, ...)
+    tune.run(umtune.sweep.tune_trial, config=config, ...)
     # in the trial: cfg = umtune.search_spaces.trial_config(config)
 
 Searches: "random" samples every parameter except `grid` ones, which Tune enumerates and crosses
@@ -47,12 +47,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from umtune.config import RunConfig, preset
+from umtune.layout import BASE_KEY, SPACE_KEY
 from umtune.search_spaces.builtin import SPACES
 from umtune.search_spaces.space import Param, SearchSpace
 from umtune.search_spaces.spec import from_spec, load
-
-BASE_KEY = "base"  # get(): the base config, as RunConfig.to_dict()
-SPACE_KEY = "space"  # get(): a built-in space's name, or a YAML space's whole spec
 
 __all__ = ["Param", "SearchSpace", "names", "space", "get", "trial_config", "describe"]
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any, get_args, get_type_hints
 
 from umtune.config import RunConfig, replace_path
+from umtune.layout import SWITCH_SUFFIX
 
 RANGE_KINDS = ("loguniform", "uniform", "int")
 KINDS = (*RANGE_KINDS, "choice", "grid")
 SEARCHES = ("random", "grid", "optuna")
-SWITCH_SUFFIX = ":enabled"  # key of the on/off switch of a parameter with an `off_value`
 # Points a grid search may enumerate per sample (Tune materialises every one before the first
 # trial starts; an int range of 1..1e11 would not fit in memory).
 MAX_GRID_POINTS = 10_000

@@ -11,27 +11,19 @@ permissions the umask allows (with the usual 022, colleagues on shared storage c
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pickle
-import re
-import secrets
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from umtune.config import RunConfig
-from umtune.data.writer import write_json_atomic
+from umtune.layout import HISTORY_FILE, RUN_CHECKPOINT_DIR, RUN_CONFIG_FILE
+from umtune.storage import staged, write_json_atomic
 
 STATE_FILE = "state.pt"
-CONFIG_FILE = "config.json"  # in a run directory: the config it was started (or resumed) with
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoint"
-_TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")  # `_staged`'s names: .NAME.PID.HEX.tmp
 
 
 @dataclass(frozen=True)
@@ -52,7 +44,7 @@ def save_checkpoint(state: TrainingState, directory: Path) -> Path:
     with one rename of its state.pt."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with _staged(directory / STATE_FILE) as f:
+    with staged(directory / STATE_FILE) as f:
         torch.save({
             "config": state.config.to_dict(),
             "model": state.model,
@@ -84,6 +76,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Tra
     return state
 
 
+def load_model(path: Path, map_location: str | torch.device = "cpu"):
+    """The trained network of a checkpoint (on `map_location`, in eval mode) and its config."""
+    from umtune.trainable.model import UniversalTranslator
+
+    state = load_checkpoint(path, map_location)
+    model = UniversalTranslator(state.config.model)
+    model.load_state_dict(state.model)
+    return model.to(map_location).eval(), state.config
+
+
 def _check_weights(state: TrainingState, file: Path) -> None:
     """Refuse weights that do not fit the checkpoint's own config (names and shapes), which
     `load_state_dict` would otherwise report as a traceback far from the file."""
@@ -103,36 +105,6 @@ def _check_weights(state: TrainingState, file: Path) -> None:
         raise ValueError(f"checkpoint {file}: its weights do not match its config "
                          f"({'; '.join(problems[:2])}{more}); expected the weights of the "
                          "network its config describes, as umtune train writes them")
-
-
-@contextlib.contextmanager
-def _staged(final: Path) -> Iterator[Path]:
-    """A temporary path beside `final` to write to; renamed onto `final` when the block ends
-    without an error, removed when it raises. Created with mode 0666 less the umask."""
-    for old in final.parent.glob(f".{final.name}.*.tmp"):  # left by a killed writer
-        match = _TEMPORARY.match(old.name)
-        if match and not _alive(int(match.group(1))):
-            old.unlink(missing_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 class LocalRun:
@@ -155,26 +127,26 @@ class LocalRun:
         self.echo = echo
         self.config = config
         if new and self.exists():
-            raise FileExistsError(f"{self.run_dir} already holds a run ({CHECKPOINT_DIR}/, "
-                                  f"{METRICS_FILE}): continue it with --resume {self.run_dir}, "
+            raise FileExistsError(f"{self.run_dir} already holds a run ({RUN_CHECKPOINT_DIR}/, "
+                                  f"{HISTORY_FILE}): continue it with --resume {self.run_dir}, "
                                   "or choose another --out")
 
     def exists(self) -> bool:
-        return any((self.run_dir / name).exists() for name in (CHECKPOINT_DIR, METRICS_FILE,
-                                                               CONFIG_FILE))
+        return any((self.run_dir / name).exists() for name in (RUN_CHECKPOINT_DIR, HISTORY_FILE,
+                                                               RUN_CONFIG_FILE))
 
     @property
     def checkpoint(self) -> Path:
-        return self.run_dir / CHECKPOINT_DIR
+        return self.run_dir / RUN_CHECKPOINT_DIR
 
     @property
     def metrics_file(self) -> Path:
-        return self.run_dir / METRICS_FILE
+        return self.run_dir / HISTORY_FILE
 
     def __call__(self, metrics: dict, checkpoint: Path | None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.config is not None:
-            write_json_atomic(self.run_dir / CONFIG_FILE, self.config.to_dict())
+            write_json_atomic(self.run_dir / RUN_CONFIG_FILE, self.config.to_dict())
             self.config = None
         if checkpoint is not None:
             self._keep(Path(checkpoint))
@@ -188,7 +160,7 @@ class LocalRun:
         self.checkpoint.mkdir(exist_ok=True)
         names = {f.name for f in checkpoint.iterdir() if f.is_file()}
         for name in sorted(names, key=lambda n: n == STATE_FILE):  # state.pt last
-            with _staged(self.checkpoint / name) as tmp, open(checkpoint / name, "rb") as src, \
+            with staged(self.checkpoint / name) as tmp, open(checkpoint / name, "rb") as src, \
                     open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
         for old in self.checkpoint.iterdir():

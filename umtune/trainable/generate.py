@@ -28,7 +28,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from umtune.config import RunConfig
-from umtune.trainable.checkpoint import load_checkpoint
+from umtune.trainable.checkpoint import load_model
 from umtune.trainable.model import (
     UniversalTranslator,
     WaveNetDecoder,
@@ -358,7 +358,5 @@ def stitch_chunks(chunks: Tensor, drop: int, fade: int) -> Tensor:
 
 def load_translator(checkpoint: str | Path, device: str | torch.device = "cpu") -> Translator:
     """Load a checkpoint written by training as a `Translator` (eval mode)."""
-    state = load_checkpoint(Path(checkpoint), map_location=device)
-    model = UniversalTranslator(state.config.model)
-    model.load_state_dict(state.model)
-    return Translator(model=model.to(device).eval(), config=state.config)
+    model, cfg = load_model(Path(checkpoint), map_location=device)
+    return Translator(model=model, config=cfg)

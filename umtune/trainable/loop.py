@@ -14,7 +14,6 @@ torch.distributed only when a process group is initialised (by Ray Train or torc
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import time
@@ -198,16 +197,8 @@ class Trainer:
     def __init__(self, cfg: RunConfig, data: Dataset, device: torch.device | str = "cpu",
                  wrap: Callable[[nn.Module], nn.Module] = lambda m: m, rank: int = 0,
                  world_size: int = 1):
-        if cfg.data.batch_per_domain % world_size:
-            raise ValueError(f"data.batch_per_domain={cfg.data.batch_per_domain} must be "
-                             f"divisible by the number of workers ({world_size})")
-        if data.sample_rate != cfg.data.sample_rate:
-            raise ValueError(f"data.sample_rate={cfg.data.sample_rate} but dataset {data.path} "
-                             f"is at {data.sample_rate} Hz")
-        missing = set(cfg.model.domains) - set(data.domains)
-        if missing:
-            raise ValueError(f"model.domains {sorted(missing)} are not in dataset {data.path} "
-                             f"(its domains: {', '.join(data.domains)})")
+        cfg.data.check_workers(world_size)
+        data.check_serves(cfg.data.sample_rate, cfg.model.domains)
         self.cfg, self.data, self.device = cfg, data, torch.device(device)
         self.rank, self.world_size = rank, world_size
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every worker
@@ -275,7 +266,7 @@ class Trainer:
                 **({"content_loss": content.item()} if content is not None else {})}
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def heldout_metrics(self) -> dict[str, float]:
         """Held-out CE, latent gain (whole segments and cold starts: `latent_use`) and confusion
         accuracy on a fixed set of held-out segments."""
         self.model.eval()
@@ -337,9 +328,8 @@ def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
     trainer = Trainer(cfg, data, device=device, wrap=wrap, rank=rank, world_size=world_size)
     if resume is not None:
         trainer.load(load_checkpoint(resume, map_location=trainer.device))
-    budget = cfg.train.max_minutes * 60 or math.inf
     samples_per_step = cfg.data.batch_per_domain * len(cfg.model.domains) * cfg.data.segment_samples
-    while trainer.epoch < cfg.train.max_epochs and trainer.elapsed_seconds < budget:
+    while not cfg.train.finished(trainer.epoch, trainer.elapsed_seconds):
         start = time.perf_counter()
         sums: dict[str, float] = {}
         for _ in range(cfg.train.steps_per_epoch):
@@ -352,7 +342,7 @@ def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
         metrics = {
             "epoch": trainer.epoch, "step": trainer.step_count,
             **dict(zip(sums, means.tolist(), strict=True)),
-            **trainer.evaluate(),
+            **trainer.heldout_metrics(),
             **(trainer.indicators(indicators) if indicators else {}),
             "lr": trainer.opt_ae.param_groups[0]["lr"],
             "samples_per_s": samples_per_step * cfg.train.steps_per_epoch / seconds,

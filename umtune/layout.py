@@ -1,0 +1,73 @@
+"""The names in run and sweep folders and in trials' reports, spelled once.
+
+The trainer writes them, the sweep driver writes and reads them, the report reads them: so they
+live in a leaf module (like storage.py and config.py) that every layer may import.
+
+A sweep folder `<storage>/<name>/`:
+    sweep.json          how the sweep was started (options, base config, name)
+    trial_<id>/         Tune's trial folder; result.json holds each epoch's report, one per line
+    train/train-<id>/   the trial's Ray Train run (see below)
+    trials.parquet      one row per trial when the sweep ends (and trials.csv)
+    study.db            the same trials as an Optuna study
+A plain run folder (`umtune train --out RUN`): config.json, checkpoint/, metrics.jsonl.
+A Ray Train run folder `<storage>/<name>/`:
+    checkpoint_manager_snapshot.json   Ray Train's, in every run
+    epoch_NNNNNN/       a kept checkpoint, with metrics.jsonl (the history up to it)
+    diverged.txt        why the loss stopped being finite, if it did
+    evaluation/         the end-of-run evaluation: metrics.json and audio/
+"""
+
+from __future__ import annotations
+
+# -- a run folder: plain (config.json, checkpoint/, metrics.jsonl) or Ray Train's (above)
+HISTORY_FILE = "metrics.jsonl"  # every epoch's metrics; in a Ray Train run, in each checkpoint
+RUN_CONFIG_FILE = "config.json"  # plain runs: the config the run was started (or resumed) with
+RUN_CHECKPOINT_DIR = "checkpoint"  # plain runs: the newest checkpoint
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+DIVERGED_FILE = "diverged.txt"
+EVALUATION_DIR = "evaluation"
+EVALUATION_METRICS_FILE = "metrics.json"
+EVALUATION_AUDIO_DIR = "audio"
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:06d}"
+
+
+# -- a sweep folder
+SWEEP_FILE = "sweep.json"
+TRIALS_STEM = "trials"  # .parquet and .csv
+TRIALS_FILE = f"{TRIALS_STEM}.parquet"
+STUDY_FILE = "study.db"
+TRAIN_RUNS_DIR = "train"
+RESULT_FILE = "result.json"  # Tune's, in each trial folder
+
+
+TRIAL_PREFIX = "trial_"
+
+
+def trial_name(trial_id: str) -> str:
+    """A trial's folder (Tune's default name spells out every sampled value)."""
+    return f"{TRIAL_PREFIX}{trial_id}"
+
+
+def train_run_name(trial_id: str) -> str:
+    """The trial's Ray Train run in `train/`: named after the trial, so that a restored trial
+    continues the same run."""
+    return f"train-{trial_id}"
+
+
+# -- keys of the reports (per epoch, and the last one's evaluation)
+HELDOUT_METRIC = "heldout_ce"  # what schedulers (ASHA) and the default objective minimise
+COST_METRIC = "generation_flops_per_sample"  # the cost objective of multi-objective sweeps
+DIVERGED_KEY = "diverged"  # in a trial's last report: why its loss stopped being finite
+EVAL_PREFIX = "eval/"  # translation-quality metrics of the final checkpoint
+BEST_EVAL_METRIC = f"{EVAL_PREFIX}translation_gain"  # higher is better
+# objective name -> (reported metric, direction)
+OBJECTIVES = {"quality": (HELDOUT_METRIC, "min"), "cost": (COST_METRIC, "min")}
+
+# -- keys of a search space's sampled config
+SWITCH_SUFFIX = ":enabled"  # the on/off switch of a parameter with an `off_value`
+BASE_KEY = "base"  # the base config, as RunConfig.to_dict() (also in sweep.json)
+SPACE_KEY = "space"  # a built-in space's name, or a YAML space's whole spec
+TRIAL_KEY = "trial"  # the trial's resources and evaluation options, beside the sampled values

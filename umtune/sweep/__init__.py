@@ -1,0 +1,20 @@
+"""The sweep side: Ray Tune over search spaces, one Ray Train run per trial.
+
+    driver.py   run_sweep / resume_sweep: the space, Optuna or random/grid search, ASHA -> Tuner
+    trial.py    tune_trial, the trainable: one Train run, then the end-of-run evaluation
+    options.py  SweepOptions (saved in sweep.json); each trial's TrialOptions come from them
+    table.py    the trial table, its Pareto front, the Optuna study, the printed summary
+    folder.py   reading and writing the sweep folder's own files (names: umtune/layout.py)
+
+For Tune's own APIs: `tune.with_resources(umtune.sweep.tune_trial,
+umtune.sweep.TRIAL_RESOURCES)`. Importing this package loads Ray and torch.
+"""
+
+from umtune.sweep.driver import resume_sweep, run_sweep
+from umtune.sweep.options import SweepOptions
+from umtune.sweep.table import SweepResult, pareto_front, summary, trials_table, write_study
+from umtune.sweep.trial import TRIAL_RESOURCES, TrialOptions, tune_trial
+
+__all__ = ["SweepOptions", "SweepResult", "TrialOptions", "run_sweep", "resume_sweep",
+           "pareto_front", "summary", "trials_table", "write_study", "tune_trial",
+           "TRIAL_RESOURCES"]

@@ -1,0 +1,143 @@
+"""The sweep driver: a search space, a searcher and a scheduler on Ray Tune.
+
+`run_sweep` starts a sweep at `<storage>/<name>` and `resume_sweep` finishes one whose driver
+died. Every trial is `tune_trial` (trial.py): a Ray Train run of the trial's config, relaying
+its per-epoch metrics to Tune, where ASHA compares trials at equal `epoch`s (Tune's own
+`training_iteration` restarts after a restore). When the sweep ends its trial table and Optuna
+study are written (table.py) into the sweep folder (umtune/layout.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from umtune.config import RunConfig
+from umtune.layout import BASE_KEY, HELDOUT_METRIC, STUDY_FILE, TRAIN_RUNS_DIR, TRIAL_KEY
+from umtune.layout import trial_name as _trial_folder
+from umtune.search_spaces import get
+from umtune.storage import absolute, check_storage, local_path
+from umtune.sweep.folder import read_sweep_file, sweep_file_exists, write_sweep_file, write_table
+from umtune.sweep.options import SweepOptions
+from umtune.sweep.table import SweepResult, trials_table, write_study
+from umtune.sweep.trial import TRIAL_RESOURCES, tune_trial
+
+
+def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "sweeps",
+              name: str, address: str | None = None) -> SweepResult:
+    """Run a new sweep at `<storage>/<name>` over `opts.space` around `base`, and write its
+    trial table and Optuna study there."""
+    from ray import tune
+
+    from umtune.trainable import ray_train
+
+    base = replace(base, data=base.data.with_absolute_path())
+    # The space is built (and so checked) before Ray starts and before anything is written.
+    domains = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
+    ray_train.connect(address)
+    storage = check_storage(storage, ray_train.alive_nodes())
+    path = f"{storage}/{name}"
+    if sweep_file_exists(path):
+        raise FileExistsError(f"{path} already holds a sweep: resume it (--resume) or choose "
+                              "another name")
+    trial = opts.trial_options(f"{path}/{TRAIN_RUNS_DIR}")
+    tuner = tune.Tuner(
+        _trainable(), param_space={**domains, TRIAL_KEY: trial.to_dict()},
+        tune_config=tune.TuneConfig(search_alg=_searcher(opts, name),
+                                    scheduler=_scheduler(opts, base), num_samples=opts.samples,
+                                    max_concurrent_trials=_concurrency(opts)
+                                    if opts.search == "optuna" else None,
+                                    trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_name),
+        run_config=tune.RunConfig(name=name, storage_path=storage,
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+    # Written last: it claims the name, and `--resume` needs it once Tune has started.
+    write_sweep_file(path, {"options": asdict(opts), BASE_KEY: base.to_dict(), "name": name})
+    return _finish(tuner.fit(), path, opts, base)
+
+
+def resume_sweep(path: str | Path, *, address: str | None = None) -> SweepResult:
+    """Finish the sweep at `path` after its driver died: finished trials are kept as they are,
+    unfinished ones continue their Train runs from their latest checkpoints.
+
+    Tune's saved state is pickled: restoring it runs whatever code a crafted sweep folder
+    holds, so resume only sweep folders you trust (the CLI's --help and the README say so)."""
+    from ray import tune
+
+    from umtune.trainable import ray_train
+
+    path = absolute(path)
+    saved = read_sweep_file(path)
+    opts = SweepOptions(**{**saved["options"], "objectives": tuple(saved["options"]
+                                                                   ["objectives"])})
+    ray_train.connect(address)
+    tuner = tune.Tuner.restore(path, trainable=_trainable(), resume_unfinished=True,
+                               resume_errored=False, restart_errored=False)
+    return _finish(tuner.fit(), path, opts, RunConfig.from_dict(saved[BASE_KEY]))
+
+
+def trial_name(trial) -> str:
+    """Tune's trial_name_creator: short names (Tune's default spells out every value)."""
+    return _trial_folder(trial.trial_id)
+
+
+def _trainable():
+    from ray import tune
+
+    return tune.with_resources(tune_trial, TRIAL_RESOURCES)
+
+
+def _searcher(opts: SweepOptions, name: str):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if opts.search != "optuna":  # takes no max_concurrent_trials; its own limit instead
+        return BasicVariantGenerator(random_state=opts.seed, max_concurrent=_concurrency(opts))
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    metric, mode = opts.metrics()
+    if len(metric) > 1:
+        sampler = optuna.samplers.NSGAIISampler(seed=opts.seed,
+                                                population_size=max(2, min(50, opts.samples // 2)))
+        return OptunaSearch(metric=metric, mode=mode, sampler=sampler,
+                            study_name=f"umtune-{name}")
+    return OptunaSearch(metric=metric[0], mode=mode[0], study_name=f"umtune-{name}",
+                        sampler=optuna.samplers.TPESampler(seed=opts.seed))
+
+
+def _scheduler(opts: SweepOptions, base: RunConfig):
+    """ASHA on held-out CE at equal epochs; trials that diverge report inf and are stopped."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if opts.scheduler == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", metric=HELDOUT_METRIC, mode="min",
+                         max_t=base.train.max_epochs, grace_period=opts.grace_epochs,
+                         reduction_factor=2)
+
+
+def _concurrency(opts: SweepOptions) -> int:
+    """Trials that fit the cluster at once, so that no trial holds its driver while waiting for
+    Train workers that can never be placed (the deadlock of over-subscribed sweeps)."""
+    import ray
+
+    if opts.max_concurrent:
+        return opts.max_concurrent
+    total = ray.cluster_resources()
+    fits = math.floor(total.get("CPU", 0) / (opts.trial_workers * opts.worker_cpus) + 1e-9)
+    if opts.gpu:
+        fits = min(fits, math.floor(total.get("GPU", 0) / opts.trial_workers))
+    if fits < 1:
+        print(f"umtune: the cluster has {total.get('CPU', 0):g} CPUs and "
+              f"{total.get('GPU', 0):g} GPUs now, less than one trial needs; running one trial "
+              "at a time while the autoscaler adds nodes")
+    return max(1, fits)
+
+
+def _finish(results, path: str, opts: SweepOptions, base: RunConfig) -> SweepResult:
+    table = trials_table(results, opts, base)
+    write_table(table, path)
+    if (local := local_path(path)) is not None:  # SQLite needs a file system
+        write_study(table, local / STUDY_FILE, opts, base, name=local.name)
+    return SweepResult(path=path, trials=table)

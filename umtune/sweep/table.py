@@ -1,0 +1,144 @@
+"""The results of a sweep: one row per trial (sampled values, final metrics, status and why,
+resources, folders), the Pareto front of its objectives, the same trials as an Optuna study,
+and the summary `umtune sweep` prints."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from umtune.config import RunConfig
+from umtune.layout import (
+    DIVERGED_KEY,
+    STUDY_FILE,
+    TRIAL_KEY,
+    TRIAL_PREFIX,
+    TRIALS_FILE,
+    train_run_name,
+)
+from umtune.search_spaces import space
+from umtune.sweep.options import SweepOptions
+
+
+@dataclass
+class SweepResult:
+    path: str
+    trials: pd.DataFrame
+    failed: int = field(init=False)
+
+    def __post_init__(self):
+        self.failed = int((self.trials["status"].isin(["failed", "diverged"])).sum())
+
+
+def trials_table(results, opts: SweepOptions, base: RunConfig) -> pd.DataFrame:
+    """One row per trial: id, status, reason, sampled values, final metrics, time, resources."""
+    keys = space(opts.space, base).keys
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        status, reason = _status(r, m, base)
+        rows.append({
+            "trial": Path(r.path).name,
+            "status": status, "reason": reason,
+            **{k: r.config.get(k) for k in keys},
+            **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not
+               k.startswith(("config/", "time_this", "timestamp", "pid", "done"))},
+            "trial_workers": opts.trial_workers, "gpu": opts.gpu,
+            "path": r.path,  # Tune's trial folder: result.json holds every epoch's report
+            # the trial's Train run (checkpoints; evaluation/ once evaluated)
+            "run_path": f"{r.config[TRIAL_KEY]['storage']}/"
+                        f"{train_run_name(Path(r.path).name.removeprefix(TRIAL_PREFIX))}",
+        })
+    table = pd.DataFrame(rows)
+    metric, mode = opts.metrics()
+    table["pareto"] = pareto_front(table, metric, mode)
+    return table.sort_values("trial", ignore_index=True)
+
+
+def _status(result, m: dict, base: RunConfig) -> tuple[str, str]:
+    if m.get(DIVERGED_KEY):  # also when a scheduler stopped it on its inf report first
+        return "diverged", m[DIVERGED_KEY]
+    if result.error is not None:
+        return "failed", _last_line(str(result.error))
+    if not base.train.finished(m.get("epoch", 0), m.get("elapsed_s", 0)):
+        return "stopped early", "scheduler"
+    return "completed", ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line.split(":")[0]]
+    return (errors or lines or [""])[-1][:300]
+
+
+def pareto_front(table: pd.DataFrame, metrics: list[str], modes: list[str]) -> list[bool]:
+    """Whether each row is non-dominated among rows with finite values of every metric."""
+    if not set(metrics) <= set(table.columns):
+        return [False] * len(table)
+    signs = [1 if mode == "min" else -1 for mode in modes]
+    values = [[s * row[m] for m, s in zip(metrics, signs, strict=True)]
+              for _, row in table[metrics].iterrows()]
+    finite = [all(math.isfinite(v) for v in vs) for vs in values]
+
+    def dominated(i: int) -> bool:
+        return any(finite[j] and j != i and all(a <= b for a, b in zip(values[j], values[i],
+                                                                       strict=True))
+                   and values[j] != values[i] for j in range(len(values)))
+
+    return [finite[i] and not dominated(i) for i in range(len(values))]
+
+
+def write_study(table: pd.DataFrame, file: Path, opts: SweepOptions, base: RunConfig,
+                name: str) -> None:
+    """The trials as an Optuna study in SQLite (replaced atomically): Optuna's visualisations
+    and optuna-dashboard open any sweep, whatever searcher ran it."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    distributions = dict(OptunaSearch.convert_search_space(
+        space(opts.space, base).tune_config("optuna")))
+    metric, mode = opts.metrics()
+    tmp = Path(tempfile.mkdtemp(dir=file.parent, prefix=".study.")) / file.name
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp}", study_name=name,
+                                directions=["minimize" if m == "min" else "maximize"
+                                            for m in mode])
+    states = {"completed": optuna.trial.TrialState.COMPLETE,
+              "stopped early": optuna.trial.TrialState.PRUNED}
+    for _, row in table.iterrows():
+        state = states.get(row["status"], optuna.trial.TrialState.FAIL)
+        values = [float(row[m]) for m in metric] if state == states["completed"] else None
+        study.add_trial(optuna.trial.create_trial(
+            params={k: _plain(row[k]) for k in distributions}, distributions=distributions,
+            values=values, state=state, user_attrs={"trial": row["trial"],
+                                                    "status": row["status"]}))
+    os.replace(tmp, file)
+    os.rmdir(tmp.parent)
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def summary(result: SweepResult) -> str:
+    """The results table and the counts, for the end of `umtune sweep`."""
+    t = result.trials
+    counts = t["status"].value_counts()
+    shown = [c for c in ("trial", "status", *[c for c in t.columns if "." in c],
+                         "epoch", "heldout_ce", "heldout_confusion_acc",
+                         "generation_flops_per_sample", "eval/timbre_acc",
+                         "eval/translation_gain", "eval/latent_domain_acc", "pareto", "reason")
+             if c in t.columns]
+    with pd.option_context("display.width", 200, "display.max_columns", 30,
+                           "display.max_colwidth", 60):
+        table = t[shown].to_string(index=False)
+    return (f"{table}\n\n{len(t)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+            + f"; {result.failed} failed\nsweep: {result.path}\ntrials: {result.path}/"
+            f"{TRIALS_FILE} (and .csv), Optuna study: {result.path}/{STUDY_FILE}")
+
+

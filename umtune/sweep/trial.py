@@ -1,0 +1,107 @@
+"""The Ray Tune trial: one sampled config = one Ray Train run, then its end-of-run evaluation.
+
+`tune_trial` is the trainable that `umtune sweep`, `tune.run` and `Tuner` run. The Train run
+is named after the trial (umtune/layout.py), so after `Tuner.restore` an unfinished trial
+continues its run from its latest checkpoint. Train's per-epoch reports reach Tune through
+TuneReportCallback, the last one with the final checkpoint's translation-quality metrics
+(`eval/...`); a diverged run fails the trial with the reason.
+
+The path of a sampled hyperparameter, e.g. `train.confusion_lambda`, is straight: the search
+space names it and samples it (umtune/search_spaces), `trial_config` turns the sample back into
+the frozen RunConfig, the Train workers rebuild that config and `loop.Trainer` reads
+`cfg.train.confusion_lambda` in its loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from umtune import storage
+from umtune.analysis.evaluate import EvalOptions
+from umtune.config import RunConfig
+from umtune.layout import EVAL_PREFIX, EVALUATION_DIR, TRIAL_KEY, train_run_name
+from umtune.search_spaces import trial_config
+from umtune.trainable.ray_train import Resources
+
+# The trial function only waits on its Train run: it asks for no CPU (and 1 MiB of memory, as Tune
+# refuses an empty request), so a trial of W workers x c CPUs needs exactly W x c CPUs, and on a
+# cluster of c-CPU nodes each worker can take a whole node (a driver's CPU share would not fit).
+TRIAL_RESOURCES = {"cpu": 0, "memory": 2**20}
+
+
+@dataclass(frozen=True)
+class TrialOptions:
+    """A trial's resources, evaluation and storage. In the trainable's config they travel as
+    the flat dict `config["trial"]` (`to_dict`: workers, gpu, cpus_per_worker, max_failures,
+    eval_clips, eval_seconds, eval_seeds, storage), each key optional."""
+
+    resources: Resources = Resources(max_failures=1)
+    evaluation: EvalOptions | None = EvalOptions(clips=1)  # None: no evaluation
+    storage: str = field(default_factory=lambda: str(Path("~/ray_results/umtune-train")
+                                                     .expanduser()))
+
+    def to_dict(self) -> dict:
+        flat = {**asdict(self.resources), "storage": self.storage, "eval_clips": 0}
+        if self.evaluation:
+            flat.update(eval_clips=self.evaluation.clips, eval_seconds=self.evaluation.seconds,
+                        eval_seeds=self.evaluation.seeds)
+        return flat
+
+    @classmethod
+    def from_dict(cls, flat: dict) -> TrialOptions:
+        default = cls()
+        resources = {f.name for f in fields(Resources)}
+        clips = flat.get("eval_clips", default.evaluation.clips)
+        return cls(resources=replace(default.resources,
+                                     **{k: v for k, v in flat.items() if k in resources}),
+                   evaluation=EvalOptions(clips=clips,
+                                          seconds=flat.get("eval_seconds", EvalOptions.seconds),
+                                          seeds=flat.get("eval_seeds", EvalOptions.seeds))
+                   if clips else None,
+                   storage=str(flat.get("storage", default.storage)))
+
+
+@dataclass(frozen=True)
+class FinalEvaluation:
+    """The Train run's `final_metrics`: the final checkpoint's translations scored, as
+    `eval/<name>` report keys. The files (metrics.json, audio gallery) go to
+    `<run>/evaluation/` when the run lives on a file system, else into the checkpoint, which
+    Train uploads with it."""
+
+    options: EvalOptions
+    run_path: str
+
+    def __call__(self, checkpoint_dir: Path, cfg: RunConfig) -> dict:
+        from umtune.analysis.evaluate import evaluate_checkpoint
+
+        local = storage.local_path(self.run_path)  # file:// is a shared file system
+        out_dir = (checkpoint_dir if local is None else local) / EVALUATION_DIR
+        result = evaluate_checkpoint(checkpoint_dir, cfg.data.path, out_dir=out_dir,
+                                     options=self.options)
+        return {f"{EVAL_PREFIX}{k}": v for k, v in result["summary"].items() if v is not None}
+
+
+def tune_trial(config: dict) -> None:
+    """The Ray Tune trainable: one trial = one Ray Train run of the trial's config.
+
+    `config` is what `umtune.search_spaces.get` returns, sampled by Tune, plus optionally
+    `config["trial"]`, a dict of `TrialOptions` keys.
+    """
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from umtune.analysis.indicators import LeadingIndicators
+    from umtune.trainable import ray_train
+
+    cfg = trial_config(config)
+    opts = TrialOptions.from_dict(config.get(TRIAL_KEY, {}))
+    storage_path = storage.check_storage(opts.storage, ray_train.alive_nodes())
+    name = train_run_name(ray.tune.get_context().get_trial_id())
+    run_path = f"{storage_path}/{name}"
+    ray_train.torch_trainer(
+        cfg, opts.resources, storage_path=storage_path, name=name,
+        callbacks=[TuneReportCallback()], indicators=LeadingIndicators(cfg),
+        final_metrics=FinalEvaluation(opts.evaluation, run_path) if opts.evaluation else None,
+    ).fit()
+    ray_train.raise_if_diverged(run_path)

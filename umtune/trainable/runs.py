@@ -1,0 +1,79 @@
+"""One training run, in one plain process or on Ray: `umtune train` and `umtune train --resume`.
+
+Where a run lives says how it runs: a folder holding a Ray Train run is resumed on Ray, any other
+run folder by the plain loop; a new run goes to Ray when it asks for anything Ray gives (workers,
+GPUs, CPUs per worker, a cluster's address or a storage). Ray is imported only then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from umtune.config import RunConfig
+from umtune.trainable.checkpoint import LocalRun, load_checkpoint
+from umtune.trainable.loop import Indicators
+
+
+@dataclass(frozen=True)
+class RayRequest:
+    """What `umtune train` was asked of Ray; None: as the run had it before, else the default."""
+
+    workers: int | None = None
+    gpu: bool | None = None
+    cpus_per_worker: float | None = None
+    address: str | None = None
+    storage: str | None = None  # a new run's storage (its folder's name is kept)
+    max_failures: int = 3
+
+    def asks_for_ray(self) -> bool:
+        return bool(self.workers or self.gpu or self.cpus_per_worker or self.address
+                    or self.storage)
+
+
+def is_ray_run(run_dir: str | Path) -> bool:
+    """Whether `run_dir` holds a Ray Train run (else a plain one, or none)."""
+    from umtune.trainable import ray_train
+
+    return ray_train.run_exists(run_dir)
+
+
+def _on_ray(run_dir: str | Path, request: RayRequest, resume: bool) -> bool:
+    return request.asks_for_ray() or (resume and is_ray_run(run_dir))
+
+
+def _ray_run_dir(run_dir: str | Path, request: RayRequest) -> str:
+    return f"{request.storage}/{Path(run_dir).name}" if request.storage else str(run_dir)
+
+
+def saved_config(run_dir: str | Path, request: RayRequest = RayRequest()) -> RunConfig:
+    """The config of the run at `run_dir` (its latest checkpoint's), plain or Ray."""
+    if _on_ray(run_dir, request, resume=True):
+        from umtune.trainable import ray_train
+
+        return ray_train.latest(_ray_run_dir(run_dir, request))[0].config
+    return load_checkpoint(LocalRun(Path(run_dir)).checkpoint).config
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
+          request: RayRequest = RayRequest(), indicators: Indicators | None = None) -> str:
+    """Train `cfg` at `run_dir` (with `resume`, continue the run there) until its budgets are
+    spent; returns where the run and its latest checkpoint are."""
+    if not _on_ray(run_dir, request, resume):
+        from umtune.trainable.loop import train_local
+
+        train_local(cfg, Path(run_dir), resume=resume, indicators=indicators)
+        return f"run: {run_dir}\nlatest checkpoint: {LocalRun(Path(run_dir)).checkpoint}"
+
+    from umtune.trainable import ray_train
+
+    run_dir = _ray_run_dir(run_dir, request)
+    given = {k: v for k in ("workers", "gpu", "cpus_per_worker")
+             if (v := getattr(request, k)) is not None}
+    if resume:  # the run goes on with the resources it had, unless told otherwise
+        resources = ray_train.resources_of(ray_train.latest(run_dir)[1], request.max_failures)
+    else:
+        resources = ray_train.Resources(max_failures=request.max_failures)
+    result = ray_train.fit(cfg, replace(resources, **given), run_dir=run_dir,
+                           address=request.address, resume=resume, indicators=indicators)
+    return f"run: {result.path}\nlatest checkpoint: {result.checkpoint.path}"
