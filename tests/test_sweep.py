@@ -51,7 +51,7 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
     config = umtune.search_spaces.get("ablation", _base(tiny_dataset))
     config["trial"] = {"storage": str(tmp_path / "train"), "eval_clips": 0}
     analysis = tune.run(tune.with_resources(umtune.sweep.tune_trial,
-                                            umtune.sweep.TRIAL_RESOURCES),
+                                            umtune.sweep.trial_resources),
                         config=config, storage_path=str(tmp_path), name="run", verbose=0)
     df = analysis.dataframe()
     assert len(df) == 4 and set(df["epoch"]) == {2}
@@ -59,7 +59,7 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
             for _, r in df.iterrows()} == {(0.0, 0.0), (0.0, 0.5), (0.01, 0.0), (0.01, 0.5)}
 
     tuner = tune.Tuner(tune.with_resources(umtune.sweep.tune_trial,
-                                            umtune.sweep.TRIAL_RESOURCES),
+                                            umtune.sweep.trial_resources),
                        param_space={**umtune.search_spaces.get("ablation", _base(tiny_dataset)),
                                     "trial": {"storage": str(tmp_path / "train"),
                                               "eval_clips": 0}},
@@ -91,6 +91,7 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
     by_case = {(r["train.lr"], Path(r["data.path"]).name): r for _, r in table.iterrows()}
     good = by_case[(0.003, Path(tiny_dataset).name)]
     assert good["status"] == "completed" and good["epoch"] == 2 and good["pareto"]
+    assert good["world_size"] == 1 and list(Path(good["path"]).glob("checkpoint_*"))  # in-trial
     evaluation = json.loads((Path(good["run_path"]) / "evaluation" / "metrics.json").read_text())
     assert good["eval/timbre_acc"] == evaluation["summary"]["timbre_acc"]  # scored at the end
     assert [s["seed"] for s in evaluation["per_seed"]] == [0, 1]  # --eval-seeds 2
@@ -148,6 +149,24 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(cluster, tiny_d
     assert table["pareto"].any() and table["generation_flops_per_sample"].nunique() == 1
     saved = json.loads((sweep / "sweep.json").read_text())
     assert saved["options"]["search"] == "optuna" and saved["options"]["samples"] == 4
+
+
+def test_a_two_worker_trial_trains_as_a_ray_train_run(cluster, tiny_dataset, tmp_path):
+    """--trial-workers 2: the trial runs a Ray Train run (DDP over two workers) whose folder
+    holds its checkpoints and its evaluation; one-worker trials (the other tests) train in the
+    trial's own process and keep their checkpoints in the trial folder."""
+    space = tmp_path / "one.yaml"
+    space.write_text("params:\n  train.seed: {type: grid, values: [0]}\n")
+    assert main(["sweep", "--space", str(space), "--search", "grid", "--scheduler", "none",
+                 "--data", str(tiny_dataset), "--storage", str(tmp_path), "--name", "two",
+                 "--address", cluster, "--trial-workers", "2", *_sets()]) == 0
+    row = pd.read_parquet(tmp_path / "two" / "trials.parquet").iloc[0]
+    assert row["status"] == "completed" and row["epoch"] == 2 and row["world_size"] == 2
+    run = Path(row["run_path"])
+    assert (run / "checkpoint_manager_snapshot.json").exists() and list(run.glob("epoch_*"))
+    evaluation = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert row["eval/timbre_acc"] == evaluation["summary"]["timbre_acc"]
+    assert not list(Path(row["path"]).glob("checkpoint_*"))
 
 
 def test_multi_objective_marks_the_pareto_front():

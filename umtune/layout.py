@@ -5,8 +5,10 @@ live in a leaf module (like storage.py and config.py) that every layer may impor
 
 A sweep folder `<storage>/<name>/`:
     sweep.json          how the sweep was started (options, base config, name)
-    trial_<id>/         Tune's trial folder; result.json holds each epoch's report, one per line
-    train/train-<id>/   the trial's Ray Train run (see below)
+    trial_<id>/         Tune's trial folder; result.json holds each epoch's report, one per line;
+                        a one-worker trial's checkpoints (checkpoint_NNNNNN/)
+    train/train-<id>/   the trial's run folder: a multi-worker trial's Ray Train run (below);
+                        for every trial its evaluation/ and diverged.txt
     trials.parquet      one row per trial when the sweep ends (and trials.csv)
     study.db            the same trials as an Optuna study
 A plain run folder (`umtune train --out RUN`): config.json, checkpoint/, metrics.jsonl.

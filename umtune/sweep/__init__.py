@@ -7,14 +7,14 @@
     folder.py   reading and writing the sweep folder's own files (names: umtune/layout.py)
 
 For Tune's own APIs: `tune.with_resources(umtune.sweep.tune_trial,
-umtune.sweep.TRIAL_RESOURCES)`. Importing this package loads Ray and torch.
+umtune.sweep.trial_resources)`. Importing this package loads Ray and torch.
 """
 
 from umtune.sweep.driver import resume_sweep, run_sweep
 from umtune.sweep.options import SweepOptions
 from umtune.sweep.table import SweepResult, pareto_front, summary, trials_table, write_study
-from umtune.sweep.trial import TRIAL_RESOURCES, TrialOptions, tune_trial
+from umtune.sweep.trial import TrialOptions, trial_resources, tune_trial
 
 __all__ = ["SweepOptions", "SweepResult", "TrialOptions", "run_sweep", "resume_sweep",
            "pareto_front", "summary", "trials_table", "write_study", "tune_trial",
-           "TRIAL_RESOURCES"]
+           "trial_resources"]

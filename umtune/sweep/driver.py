@@ -21,7 +21,9 @@ from umtune.storage import absolute, check_storage, local_path
 from umtune.sweep.folder import read_sweep_file, sweep_file_exists, write_sweep_file, write_table
 from umtune.sweep.options import SweepOptions
 from umtune.sweep.table import SweepResult, trials_table, write_study
-from umtune.sweep.trial import TRIAL_RESOURCES, tune_trial
+from umtune.sweep.trial import trial_resources, tune_trial
+
+KEEP_CHECKPOINTS = 3  # newest checkpoints kept of a one-worker trial (its history is kept anyway)
 
 
 def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "sweeps",
@@ -50,8 +52,10 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
                                     if opts.search == "optuna" else None,
                                     trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(name=name, storage_path=storage,
-                                  failure_config=tune.FailureConfig(max_failures=0)))
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+            failure_config=tune.FailureConfig(max_failures=0)))
     # Written last: it claims the name, and `--resume` needs it once Tune has started.
     write_sweep_file(path, {"options": asdict(opts), BASE_KEY: base.to_dict(), "name": name})
     return _finish(tuner.fit(), path, opts, base)
@@ -85,7 +89,7 @@ def trial_name(trial) -> str:
 def _trainable():
     from ray import tune
 
-    return tune.with_resources(tune_trial, TRIAL_RESOURCES)
+    return tune.with_resources(tune_trial, trial_resources)
 
 
 def _searcher(opts: SweepOptions, name: str):

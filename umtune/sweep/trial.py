@@ -1,19 +1,21 @@
-"""The Ray Tune trial: one sampled config = one Ray Train run, then its end-of-run evaluation.
+"""The Ray Tune trial: one sampled config = one training run, then its end-of-run evaluation.
 
-`tune_trial` is the trainable that `umtune sweep`, `tune.run` and `Tuner` run. The Train run
-is named after the trial (umtune/layout.py), so after `Tuner.restore` an unfinished trial
-continues its run from its latest checkpoint. Train's per-epoch reports reach Tune through
-TuneReportCallback, the last one with the final checkpoint's translation-quality metrics
-(`eval/...`); a diverged run fails the trial with the reason.
+`tune_trial` is the trainable that `umtune sweep`, `tune.run` and `Tuner` run (with
+`trial_resources`). A one-worker trial trains in its own process and reports to Tune itself; a
+multi-worker trial runs a Ray Train run (named after the trial, umtune/layout.py) whose reports
+reach Tune through TuneReportCallback. Either way, after `Tuner.restore` an unfinished trial
+continues from its latest checkpoint, the last report carries the final checkpoint's
+translation-quality metrics (`eval/...`), and a diverged run fails the trial with the reason.
 
 The path of a sampled hyperparameter, e.g. `train.confusion_lambda`, is straight: the search
 space names it and samples it (umtune/search_spaces), `trial_config` turns the sample back into
-the frozen RunConfig, the Train workers rebuild that config and `loop.Trainer` reads
-`cfg.train.confusion_lambda` in its loss.
+the frozen RunConfig, the trial (or its Train workers) trains on that config, and
+`loop.Trainer` reads `cfg.train.confusion_lambda` in its loss.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -23,11 +25,6 @@ from umtune.config import RunConfig
 from umtune.layout import EVAL_PREFIX, EVALUATION_DIR, TRIAL_KEY, train_run_name
 from umtune.search_spaces import trial_config
 from umtune.trainable.ray_train import Resources
-
-# The trial function only waits on its Train run: it asks for no CPU (and 1 MiB of memory, as Tune
-# refuses an empty request), so a trial of W workers x c CPUs needs exactly W x c CPUs, and on a
-# cluster of c-CPU nodes each worker can take a whole node (a driver's CPU share would not fit).
-TRIAL_RESOURCES = {"cpu": 0, "memory": 2**20}
 
 
 @dataclass(frozen=True)
@@ -82,14 +79,31 @@ class FinalEvaluation:
         return {f"{EVAL_PREFIX}{k}": v for k, v in result["summary"].items() if v is not None}
 
 
+def trial_resources(config: dict):
+    """What a trial asks of Tune (`tune.with_resources(tune_trial, trial_resources)`).
+
+    A one-worker trial trains in its own process and asks for that worker's CPUs (and GPU). A
+    multi-worker trial only waits on its Train run: it asks for no CPU (and 1 MiB of memory, as
+    Tune refuses an empty request), so a trial of W workers x c CPUs needs exactly W x c CPUs,
+    and on a cluster of c-CPU nodes each worker can take a whole node.
+    """
+    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
+
+    r = TrialOptions.from_dict(config.get(TRIAL_KEY, {})).resources
+    return resource_dict_to_pg_factory({"cpu": r.cpus_per_worker or 1, "gpu": int(r.gpu)}
+                                       if r.workers == 1 else {"cpu": 0, "memory": 2**20})
+
+
 def tune_trial(config: dict) -> None:
-    """The Ray Tune trainable: one trial = one Ray Train run of the trial's config.
+    """The Ray Tune trainable: one trial = one training run of the trial's config.
 
     `config` is what `umtune.search_spaces.get` returns, sampled by Tune, plus optionally
-    `config["trial"]`, a dict of `TrialOptions` keys.
+    `config["trial"]`, a dict of `TrialOptions` keys. A one-worker trial trains in this
+    process, checkpointed by Tune (a restored trial continues from its latest checkpoint); a
+    multi-worker trial runs a Ray Train run named after the trial, which a restored trial
+    continues. The run folder `<storage>/train-<trial id>` holds the evaluation either way.
     """
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from umtune.analysis.indicators import LeadingIndicators
     from umtune.trainable import ray_train
@@ -99,9 +113,36 @@ def tune_trial(config: dict) -> None:
     storage_path = storage.check_storage(opts.storage, ray_train.alive_nodes())
     name = train_run_name(ray.tune.get_context().get_trial_id())
     run_path = f"{storage_path}/{name}"
-    ray_train.torch_trainer(
-        cfg, opts.resources, storage_path=storage_path, name=name,
-        callbacks=[TuneReportCallback()], indicators=LeadingIndicators(cfg),
-        final_metrics=FinalEvaluation(opts.evaluation, run_path) if opts.evaluation else None,
-    ).fit()
+    indicators = LeadingIndicators(cfg)
+    final = FinalEvaluation(opts.evaluation, run_path) if opts.evaluation else None
+    if opts.resources.workers == 1:
+        _train_in_trial(cfg, opts.resources, run_path, indicators, final)
+    else:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        ray_train.torch_trainer(cfg, opts.resources, storage_path=storage_path, name=name,
+                                callbacks=[TuneReportCallback()], indicators=indicators,
+                                final_metrics=final).fit()
     ray_train.raise_if_diverged(run_path)
+
+
+def _train_in_trial(cfg: RunConfig, resources: Resources, run_path: str, indicators,
+                    final: FinalEvaluation | None) -> None:
+    """Train in the trial's own process, reporting and checkpointing through Tune: no Train
+    controller and worker group to start (about 20 s a trial on 2 cores)."""
+    import ray.tune
+    import torch
+
+    from umtune.trainable import ray_train
+
+    def publish(metrics: dict, checkpoint_dir: Path | None) -> None:
+        ray.tune.report(metrics, checkpoint=None if checkpoint_dir is None
+                        else ray.tune.Checkpoint.from_directory(checkpoint_dir))
+
+    cpus = ray_train.use_assigned_cpus()
+    restored = ray.tune.get_checkpoint()
+    with restored.as_directory() if restored else contextlib.nullcontext() as resume:
+        ray_train.train_and_report(cfg, run_path=run_path,
+                                   resume=Path(resume) if resume else None, publish=publish,
+                                   device=torch.device("cuda" if resources.gpu else "cpu"),
+                                   cpus=cpus, indicators=indicators, final_metrics=final)

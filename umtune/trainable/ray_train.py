@@ -14,7 +14,9 @@ work. Each checkpoint also holds `metrics.jsonl`, the run's whole history up to 
 (kept checkpoints are pruned, the history is not).
 
 The trainer knows nothing of sweeps or analysis: a Tune trial (umtune/sweep/trial.py) hands it
-the per-epoch indicators and the end-of-run evaluation as callbacks.
+the per-epoch indicators and the end-of-run evaluation as callbacks. `train_and_report` is what
+a run on Ray does whoever carries its reports: Train's workers here, or a one-worker Tune
+trial in its own process.
 """
 
 from __future__ import annotations
@@ -72,55 +74,79 @@ class Resources:
             resources_per_worker={"CPU": self.cpus_per_worker} if self.cpus_per_worker else None)
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """The function every Ray Train worker runs: `loop.train` with Ray's context and report."""
-    cfg = RunConfig.from_dict(config["run"])
-    run_path, final_metrics = config["run_path"], config["final_metrics"]
-    ctx = ray.train.get_context()
-    # Ray sets OMP_NUM_THREADS to floor(CPUs); a sweep's workers ask for a hair under a whole
-    # number of CPUs (umtune.sweep), so round instead.
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, round(cpus)))
-    if ctx.get_world_rank() == 0:  # a resumed run starts afresh (e.g. with a lower lr)
+# Carries one epoch's report (metrics; on rank 0 also the checkpoint folder) to Ray: Train's
+# report in a Train worker, Tune's in a trial that trains in its own process (umtune.sweep).
+Publish = Callable[[dict, Path | None], None]
+
+
+def train_and_report(cfg: RunConfig, *, run_path: str, resume: Path | None, publish: Publish,
+                     device: torch.device, cpus: float, wrap=lambda m: m, rank: int = 0,
+                     world_size: int = 1, indicators: loop.Indicators | None = None,
+                     final_metrics: FinalMetrics | None = None) -> None:
+    """`loop.train` as every run on Ray reports it: each epoch's metrics with the run's
+    resources and generation cost, the whole history in each checkpoint (`resume` holds the
+    history so far), the final metrics in the last report. A diverged run reports held-out CE
+    inf and the reason, and writes the reason to the run folder instead of raising: a restart
+    would only diverge again."""
+    if rank == 0:  # a resumed run starts afresh (e.g. with a lower lr)
         storage.delete(f"{run_path}/{DIVERGED_FILE}")
     cost = generation_flops_per_sample(WaveNetDecoder(cfg.model.decoder,
                                                       cfg.model.encoder.latent_channels,
                                                       cfg.model.classes))
-    device = ray.train.torch.get_device()
+    history = read_history(resume) if resume else []
+    start_epoch = history[-1]["epoch"] if history else 0
+
+    def report(metrics: dict, checkpoint_dir: Path | None) -> None:
+        metrics = {**metrics, "start_epoch": start_epoch, "world_size": world_size,
+                   "gpu": device.type == "cuda", "cpus_per_worker": cpus,
+                   "threads": torch.get_num_threads(), COST_METRIC: cost}
+        if checkpoint_dir is not None:
+            if final_metrics and cfg.train.finished(metrics["epoch"], metrics["elapsed_s"]):
+                metrics.update(final_metrics(checkpoint_dir, cfg))
+            history.append(metrics)
+            (checkpoint_dir / HISTORY_FILE).write_text(
+                "".join(json.dumps(m) + "\n" for m in history))
+            print(format_metrics(metrics), flush=True)
+        publish(metrics, checkpoint_dir)
+
+    try:
+        loop.train(cfg, report=report, resume=resume, device=device, wrap=wrap, rank=rank,
+                   world_size=world_size, indicators=indicators)
+    except loop.DivergenceError as e:
+        # Every rank gets here at the same step (the finiteness check is collective).
+        if rank == 0:
+            storage.write_text(f"{run_path}/{DIVERGED_FILE}", str(e))
+        publish({"epoch": e.epoch, "step": e.step, HELDOUT_METRIC: math.inf,
+                 DIVERGED_KEY: str(e)}, None)
+
+
+def use_assigned_cpus() -> float:
+    """Torch threads = the CPUs Ray assigned this process, rounded (Ray sets OMP_NUM_THREADS to
+    their floor); returns that CPU count."""
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, round(cpus)))
+    return cpus
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The function every Ray Train worker runs: `train_and_report` through Train's report."""
+    ctx = ray.train.get_context()
+    cpus = use_assigned_cpus()
+
+    def publish(metrics: dict, checkpoint_dir: Path | None) -> None:
+        checkpoint = (None if checkpoint_dir is None
+                      else ray.train.Checkpoint.from_directory(checkpoint_dir))
+        ray.train.report(metrics, checkpoint=checkpoint,
+                         checkpoint_dir_name=checkpoint_name(metrics["epoch"]))
+
     restored = ray.train.get_checkpoint()
     with restored.as_directory() if restored else contextlib.nullcontext() as resume:
-        history = read_history(resume) if resume else []
-        start_epoch = history[-1]["epoch"] if history else 0
-
-        def report(metrics: dict, checkpoint_dir: Path | None) -> None:
-            metrics = {**metrics, "start_epoch": start_epoch, "world_size": ctx.get_world_size(),
-                       "gpu": device.type == "cuda", "cpus_per_worker": cpus,
-                       "threads": torch.get_num_threads(), COST_METRIC: cost}
-            checkpoint = None
-            if checkpoint_dir is not None:
-                if final_metrics and cfg.train.finished(metrics["epoch"], metrics["elapsed_s"]):
-                    metrics.update(final_metrics(checkpoint_dir, cfg))
-                history.append(metrics)
-                (checkpoint_dir / HISTORY_FILE).write_text(
-                    "".join(json.dumps(m) + "\n" for m in history))
-                checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-                print(format_metrics(metrics), flush=True)
-            ray.train.report(metrics, checkpoint=checkpoint,
-                             checkpoint_dir_name=checkpoint_name(metrics["epoch"]))
-
-        try:
-            loop.train(cfg, report=report, resume=Path(resume) if resume else None,
-                       device=device, wrap=ray.train.torch.prepare_model,
-                       rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
-                       indicators=config["indicators"])
-        except loop.DivergenceError as e:
-            # Every rank gets here at the same step (the finiteness check is collective).
-            # Ending normally, not raising, keeps Train from restarting a run that would only
-            # diverge again; `fit` and the sweep's trial find the reason in the run folder.
-            if ctx.get_world_rank() == 0:
-                storage.write_text(f"{run_path}/{DIVERGED_FILE}", str(e))
-            ray.train.report({"epoch": e.epoch, "step": e.step, HELDOUT_METRIC: math.inf,
-                              DIVERGED_KEY: str(e)})
+        train_and_report(RunConfig.from_dict(config["run"]), run_path=config["run_path"],
+                         resume=Path(resume) if resume else None, publish=publish,
+                         device=ray.train.torch.get_device(), cpus=cpus,
+                         wrap=ray.train.torch.prepare_model, rank=ctx.get_world_rank(),
+                         world_size=ctx.get_world_size(), indicators=config["indicators"],
+                         final_metrics=config["final_metrics"])
 
 
 def torch_trainer(cfg: RunConfig, resources: Resources, *, storage_path: str, name: str,
