@@ -57,8 +57,9 @@ def test_ray_start_needs_nothing_in_the_home_folder(monkeypatch, tmp_path):
     assert not (tmp_path / "empty-home" / ".ray").exists()
 
 
-def test_a_sweep_with_address_runs_train_workers_on_both_nodes(two_nodes, tiny_dataset,
-                                                               tmp_path):
+def test_a_sweep_with_address_runs_its_trials_on_both_nodes(two_nodes, tiny_dataset, tmp_path):
+    """Two one-worker trials of 1 CPU each on two 1-CPU nodes: each trains on its own node, in
+    its Tune trial's process (Tune's `ImplicitFunc` actor)."""
     nodes = {n.node_id for n in list_nodes(address=two_nodes.address) if n.state == "ALIVE"}
     assert len(nodes) == 2
     # A plain path would be refused on two nodes: file:// says every node sees it.
@@ -67,9 +68,9 @@ def test_a_sweep_with_address_runs_train_workers_on_both_nodes(two_nodes, tiny_d
                          text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     _completed(tmp_path, "spread")
-    workers = list_actors(address=two_nodes.address, detail=True, limit=10_000,
-                          filters=[("class_name", "=", "RayTrainWorker")])
-    assert {w.node_id for w in workers} == nodes, [(w.node_id, w.state) for w in workers]
+    actors = list_actors(address=two_nodes.address, detail=True, limit=10_000)
+    trials = [a for a in actors if a.class_name.endswith("ImplicitFunc")]
+    assert {t.node_id for t in trials} == nodes, [(a.class_name, a.node_id) for a in actors]
 
 
 def test_the_sweep_as_a_ray_job(two_nodes, tiny_dataset, tmp_path):
