@@ -12,8 +12,9 @@ import dataclasses
 import math
 import numbers
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
+
+from umtune.storage import absolute
 
 CONFIG_VERSION = 2
 
@@ -198,9 +199,7 @@ class DataConfig:
     def with_absolute_path(self) -> DataConfig:
         """The dataset as an absolute path (a URI as it is): Ray's workers and trials run in
         folders of their own."""
-        if "://" in self.path:
-            return self
-        return dataclasses.replace(self, path=str(Path(self.path).resolve()))
+        return dataclasses.replace(self, path=absolute(self.path))
 
 
 @dataclass(frozen=True)

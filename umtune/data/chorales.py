@@ -203,9 +203,8 @@ def render_chorales(out: Path | str, options: ChoraleOptions = ChoraleOptions(),
     """
     if workers < 1:
         raise DatasetError(f"workers={workers!r}: expected >= 1")
-    o = options
-    domains, sample_rate, note_pitches = o.domains, o.sample_rate, o.note_pitches
-    pieces_per_domain, heldout_pieces = o.pieces_per_domain, o.heldout_pieces
+    domains, sample_rate = options.domains, options.sample_rate
+    pieces_per_domain, heldout_pieces = options.pieces_per_domain, options.heldout_pieces
     fluidsynth_binary()
     soundfont = check_soundfont(soundfont)
     unseen = () if UNSEEN_DOMAIN in domains else (UNSEEN_DOMAIN,)
@@ -215,14 +214,14 @@ def render_chorales(out: Path | str, options: ChoraleOptions = ChoraleOptions(),
         raise DatasetError(f"{needed} pieces requested ({heldout_pieces} held out + "
                            f"{pieces_per_domain} x {len(domains)} domains); expected at most "
                            f"{len(corpus)}, the Bach works in music21's corpus")
-    order = np.random.default_rng(o.seed).permutation(len(corpus))
+    order = np.random.default_rng(options.seed).permutation(len(corpus))
 
     with DatasetWriter(out, force=force) as writer:
         scratch = writer.staging / ".scratch"
         scratch.mkdir()
         jobs: list[_Job] = []
         futures: list[Future] = []
-        total = (len(domains) + len(unseen)) * ((1 if note_pitches else 0) + heldout_pieces) \
+        total = (len(domains) + len(unseen)) * (bool(options.note_pitches) + heldout_pieces) \
             + pieces_per_domain * len(domains)
         bar = tqdm(total=total, desc="render", unit="file", disable=not progress,
                    file=sys.stderr)
@@ -235,16 +234,16 @@ def render_chorales(out: Path | str, options: ChoraleOptions = ChoraleOptions(),
                 futures.append(fut)
 
             try:
-                if note_pitches:  # no parsing needed: keeps FluidSynth busy while pieces parse
-                    note_len = round(1.5 * o.note_seconds * sample_rate)
-                    parts = note_sequence(note_pitches, note_seconds=o.note_seconds,
-                                          gap_seconds=0.5 * o.note_seconds)
+                if options.note_pitches:  # no parsing: keeps FluidSynth busy while pieces parse
+                    note_len = round(1.5 * options.note_seconds * sample_rate)
+                    parts = note_sequence(options.note_pitches, note_seconds=options.note_seconds,
+                                          gap_seconds=0.5 * options.note_seconds)
                     for d in domains + unseen:
                         submit(_Job("notes", d, "notes", parts, note_len, f"audio/notes/{d}",
-                                    note_pitches))
-                chosen, skipped = _choose(corpus, order, needed, o.bpm, o.max_piece_seconds,
-                                          progress)
-                if o.lines:  # the bar's first guess counted one file per piece
+                                    options.note_pitches))
+                chosen, skipped = _choose(corpus, order, needed, options.bpm,
+                                          options.max_piece_seconds, progress)
+                if options.lines:  # the bar's first guess counted one file per piece
                     bar.total += sum(len(parts) - 1 for _, parts in chosen[:heldout_pieces]) \
                         * len(domains + unseen) + sum(len(parts) - 1 for _, parts in
                                                       chosen[heldout_pieces:])
@@ -257,7 +256,7 @@ def render_chorales(out: Path | str, options: ChoraleOptions = ChoraleOptions(),
                     n = round((end_time(parts) + TAIL_SECONDS) * sample_rate)
                     name = Path(piece).stem
                     files = ([(f"#part{i}", [monophonic(part)]) for i, part in enumerate(parts)]
-                             if o.lines else [("", parts)])
+                             if options.lines else [("", parts)])
                     for suffix, notes in files:
                         for d in on:
                             submit(_Job(split, d, piece + suffix, notes, n,
@@ -286,8 +285,8 @@ def render_chorales(out: Path | str, options: ChoraleOptions = ChoraleOptions(),
             "fluidsynth_version": fluidsynth_version(),
             "render": {"reverb": False, "chorus": False, "peak": PEAK,
                        "tail_seconds": TAIL_SECONDS, "channels": "one MIDI channel per part"},
-            "options": {k: v for k, v in asdict(o).items() if k not in ("domains", "seed")},
-            "seed": o.seed,
+            "options": {k: v for k, v in asdict(options).items() if k not in ("domains", "seed")},
+            "seed": options.seed,
         }
         return writer.commit(sample_rate=sample_rate, domains=domains, unseen_domains=unseen,
                              source="chorales", provenance=provenance)

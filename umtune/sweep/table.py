@@ -5,8 +5,6 @@ and the summary `umtune sweep` prints."""
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from umtune.layout import (
     train_run_name,
 )
 from umtune.search_spaces import space
+from umtune.storage import staged
 from umtune.sweep.options import SweepOptions
 
 
@@ -50,7 +49,8 @@ def trials_table(results, opts: SweepOptions, base: RunConfig) -> pd.DataFrame:
                k.startswith(("config/", "time_this", "timestamp", "pid", "done"))},
             "trial_workers": opts.trial_workers, "gpu": opts.gpu,
             "path": r.path,  # Tune's trial folder: result.json holds every epoch's report
-            # the trial's Train run (checkpoints; evaluation/ once evaluated)
+            # the trial's run folder: evaluation/ once evaluated; a multi-worker trial's
+            # Ray Train run and checkpoints
             "run_path": f"{r.config[TRIAL_KEY]['storage']}/"
                         f"{train_run_name(Path(r.path).name.removeprefix(TRIAL_PREFIX))}",
         })
@@ -103,22 +103,20 @@ def write_study(table: pd.DataFrame, file: Path, opts: SweepOptions, base: RunCo
     distributions = dict(OptunaSearch.convert_search_space(
         space(opts.space, base).tune_config("optuna")))
     metric, mode = opts.metrics()
-    tmp = Path(tempfile.mkdtemp(dir=file.parent, prefix=".study.")) / file.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=f"sqlite:///{tmp}", study_name=name,
-                                directions=["minimize" if m == "min" else "maximize"
-                                            for m in mode])
     states = {"completed": optuna.trial.TrialState.COMPLETE,
               "stopped early": optuna.trial.TrialState.PRUNED}
-    for _, row in table.iterrows():
-        state = states.get(row["status"], optuna.trial.TrialState.FAIL)
-        values = [float(row[m]) for m in metric] if state == states["completed"] else None
-        study.add_trial(optuna.trial.create_trial(
-            params={k: _plain(row[k]) for k in distributions}, distributions=distributions,
-            values=values, state=state, user_attrs={"trial": row["trial"],
-                                                    "status": row["status"]}))
-    os.replace(tmp, file)
-    os.rmdir(tmp.parent)
+    with staged(file) as tmp:  # SQLite takes the empty staged file as an empty database
+        study = optuna.create_study(storage=f"sqlite:///{tmp}", study_name=name,
+                                    directions=["minimize" if m == "min" else "maximize"
+                                                for m in mode])
+        for _, row in table.iterrows():
+            state = states.get(row["status"], optuna.trial.TrialState.FAIL)
+            values = [float(row[m]) for m in metric] if state == states["completed"] else None
+            study.add_trial(optuna.trial.create_trial(
+                params={k: _plain(row[k]) for k in distributions}, distributions=distributions,
+                values=values, state=state, user_attrs={"trial": row["trial"],
+                                                        "status": row["status"]}))
 
 
 def _plain(value):

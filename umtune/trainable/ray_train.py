@@ -237,15 +237,25 @@ def read_history(checkpoint_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in file.read_text().splitlines() if line]
 
 
-def latest(run_dir: str | Path) -> tuple[TrainingState, list[dict]]:
-    """The latest checkpoint of a Ray Train run (state and config) and its metrics history."""
+def _latest_checkpoint(run_dir: str | Path) -> ray.train.Checkpoint:
     if not run_exists(run_dir):
         raise FileNotFoundError(f"{run_dir}: no Ray Train run there (no {SNAPSHOT_FILE})")
     checkpoint = ray.train.Result.from_path(str(run_dir)).checkpoint
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir}: the run has no checkpoint yet")
-    with checkpoint.as_directory() as d:
+    return checkpoint
+
+
+def latest(run_dir: str | Path) -> tuple[TrainingState, list[dict]]:
+    """The latest checkpoint of a Ray Train run (state and config) and its metrics history."""
+    with _latest_checkpoint(run_dir).as_directory() as d:
         return load_checkpoint(d), read_history(d)
+
+
+def latest_history(run_dir: str | Path) -> list[dict]:
+    """The metrics history of a Ray Train run, without loading its weights."""
+    with _latest_checkpoint(run_dir).as_directory() as d:
+        return read_history(d)
 
 
 def resources_of(history: list[dict], max_failures: int) -> Resources:

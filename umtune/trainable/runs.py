@@ -71,7 +71,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
     given = {k: v for k in ("workers", "gpu", "cpus_per_worker")
              if (v := getattr(request, k)) is not None}
     if resume:  # the run goes on with the resources it had, unless told otherwise
-        resources = ray_train.resources_of(ray_train.latest(run_dir)[1], request.max_failures)
+        resources = ray_train.resources_of(ray_train.latest_history(run_dir),
+                                           request.max_failures)
     else:
         resources = ray_train.Resources(max_failures=request.max_failures)
     result = ray_train.fit(cfg, replace(resources, **given), run_dir=run_dir,
