@@ -1,16 +1,23 @@
 """Generation speed: cached (one step per layer per sample) vs naive (a full pass over the
 receptive field per sample), for the `tiny` and `paper` presets, with the real-time factor;
-then what translation costs: a clip translated into every domain with the decoders stepped one
-after another vs together (`DecoderStack`), and chunks entered through a lead-in vs restarting
-from silence (the price of no false attacks).
+with `--official`, the paper's official Python generator at the `paper` preset's sizes, batch 1,
+in the same run; then what translation costs: a clip translated into every domain with the
+decoders stepped one after another vs together (`DecoderStack`), and chunks entered through a
+lead-in vs restarting from silence (the price of no false attacks).
 
-    .venv/bin/python benchmarks/generate.py
+    .venv/bin/python benchmarks/generate.py [--official music-translation/src]
+
+`--official` takes the `src` folder of a checkout of facebookresearch/music-translation (its
+`wavenet.py` and `wavenet_generator.py` are imported from there, not copied here).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from argparse import Namespace
+from pathlib import Path
 
 import torch
 
@@ -41,6 +48,31 @@ def naive_rate(model: UniversalTranslator, pool: int, reps: int = 2) -> float:
     for _ in range(reps):
         decoder(codes, z)
     return reps / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def official_rate(src: Path, name: str, frames: int) -> float:
+    """Samples/s of the official `WavenetGenerator` at batch 1, its WaveNet built with the
+    preset's decoder sizes (the official decoder has no separate gate width: 2 x residual)."""
+    cfg = preset(name, ("a", "b")).model
+    if cfg.decoder.gate_channels != 2 * cfg.decoder.residual_channels:
+        raise SystemExit(f"--official: preset {name!r} has gate_channels != 2 x residual")
+    sys.path.insert(0, str(src))
+    from wavenet import WaveNet  # the official code
+    from wavenet_generator import WavenetGenerator
+
+    torch.manual_seed(0)
+    wavenet = WaveNet(Namespace(blocks=cfg.decoder.blocks, layers=cfg.decoder.layers_per_block,
+                                kernel_size=cfg.decoder.kernel_size,
+                                residual_channels=cfg.decoder.residual_channels,
+                                skip_channels=cfg.decoder.skip_channels,
+                                latent_d=cfg.encoder.latent_channels))
+    pool = cfg.encoder.pool
+    generator = WavenetGenerator(wavenet, batch_size=1, cond_repeat=pool)
+    z = torch.randn(1, cfg.encoder.latent_channels, frames)
+    start = time.perf_counter()
+    generator.generate(z)
+    return frames * pool / (time.perf_counter() - start)
 
 
 def translation_seconds(translator: Translator, seconds: float, sampling: Sampling,
@@ -85,11 +117,14 @@ def main() -> None:
     p.add_argument("--clip-seconds", type=float, default=10.0,
                    help="the translated clip (0: skip the translation table)")
     p.add_argument("--translate-preset", default="cpu")
+    p.add_argument("--official", type=Path,
+                   help="src folder of the official code: time its generator in this run")
     args = p.parse_args()
     sr = 16000
     print(f"threads: {torch.get_num_threads()}; real-time factor = generated samples/s / {sr}")
     print(f"{'preset':7} {'mode':7} {'batch':>5} {'samples/s':>10} {'x real time':>11} "
           f"{'cached/naive':>12}")
+    batch_one = {}
     for name in args.presets.split(","):
         cfg = preset(name, ("a", "b"))
         torch.manual_seed(0)
@@ -100,8 +135,16 @@ def main() -> None:
         frames = max(1, round(args.seconds * sr / pool))
         for batch in map(int, args.batches.split(",")):
             rate = cached_rate(model, pool, batch, frames)
+            batch_one.setdefault(name, rate)
             print(f"{name:7} {'cached':7} {batch:5d} {rate:10.0f} {rate / sr:11.3f} "
                   f"{rate / naive:12.0f}")
+    if args.official:
+        official = official_rate(args.official, "paper", frames=1)
+        print(f"{'paper':7} {'official':8} {1:4d} {official:10.0f} {official / sr:11.3f}   "
+              f"(the official WavenetGenerator, {args.official})")
+        if "paper" in batch_one:
+            print(f"umtune cached / official at batch 1, paper sizes: "
+                  f"{batch_one['paper'] / official:.1f}x")
     if args.clip_seconds:
         translation_table(args.translate_preset, args.clip_seconds, chunk=0.5, lead=0.1)
 

@@ -1,6 +1,8 @@
 """Cached generation equals the naive full recompute, stacked decoders equal each decoder alone,
 the cache wraps and resets correctly, and chunks are entered through a lead-in and crossfaded."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from test_model import TINY, _model
@@ -9,7 +11,7 @@ from umtune.config import RunConfig
 from umtune.trainable.generate import (
     DecoderCache,
     DecoderStack,
-    RingBuffer,
+    PastInputs,
     Sampling,
     Translator,
     cached_logits,
@@ -24,12 +26,14 @@ from umtune.trainable.model import decoder_receptive_field
 POOL = TINY.encoder.pool
 
 
-def test_cached_logits_equal_full_recompute_at_every_step():
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_cached_logits_equal_full_recompute_at_every_step(kernel_size):
     """At every step, beyond the receptive field and the ring buffers' wrap, |diff| <= 1e-4, for
-    two decoders stepped together on latents of their own."""
-    m = _model().eval()
+    two decoders stepped together on latents of their own, with dilated convs of 2 and 3 taps."""
+    cfg = replace(TINY, decoder=replace(TINY.decoder, kernel_size=kernel_size))
+    m = _model(cfg).eval()
     stack = DecoderStack([m.decoders["a"], m.decoders["b"]])
-    steps = 3 * decoder_receptive_field(TINY.decoder) + 7
+    steps = 3 * decoder_receptive_field(cfg.decoder) + 7
     frames = -(-steps // POOL)
     z = torch.randn(2, 2, 4, frames)
     codes = torch.randint(0, 256, (2, 2, frames * POOL))
@@ -77,24 +81,29 @@ def test_cache_reset_restarts_from_silence():
     """After reset, the same inputs give the same logits as a fresh cache."""
     m = _model().eval()
     stack = DecoderStack([m.decoders["a"]])
-    conds = [c[..., 0] for c in stack.project_condition(torch.randn(1, 1, 4, 2))]
+    frame = stack.condition(torch.randn(1, 1, 4, 2)).frame(0)
     cache = DecoderCache(stack, 1)
-    first = [decoder_step(stack, torch.full((1, 1), v), conds, cache) for v in (0.0, 0.1, -0.2)]
+    first = [decoder_step(stack, torch.full((1, 1), v), frame, cache) for v in (0.0, 0.1, -0.2)]
     cache.reset()
-    again = [decoder_step(stack, torch.full((1, 1), v), conds, cache) for v in (0.0, 0.1, -0.2)]
+    again = [decoder_step(stack, torch.full((1, 1), v), frame, cache) for v in (0.0, 0.1, -0.2)]
     assert cache.steps == 3
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a, b)
 
 
-def test_ring_buffer_returns_values_from_the_right_lags_after_wrapping():
-    """A (k-1)*d buffer yields x[t-2d], x[t-d], x[t] for every t, well past its length."""
-    d = 3
-    buf = RingBuffer(batch=1, channels=1, length=2 * d, device=None, dtype=torch.float32)
-    for t in range(20):
-        window = buf.window(torch.tensor([[float(t + 1)]]), d)[0, 0].tolist()
-        expected = [max(t - 2 * d + 1, 0), max(t - d + 1, 0), t + 1]
-        assert window == expected
+def test_past_inputs_are_read_from_the_right_lags_after_wrapping():
+    """With 3 taps, a layer of dilation d reads its inputs from 2d and d steps ago (0 before the
+    start), for every t well past its 2d slots, each layer from its own slots."""
+    dilations = (3, 1, 4)
+    past = PastInputs(dilations, kernel_size=3, rows=2, channels=1)
+    for t in range(30):
+        slots = past.slots(t)
+        seen = past.read(slots)  # (layers, 2, rows, 1)
+        for layer, d in enumerate(dilations):
+            expected = [[max(t - lag + 1, 0) * (layer + 1)] * 2 for lag in (2 * d, d)]
+            assert seen[layer, :, :, 0].tolist() == expected
+        step_inputs = torch.tensor([float(t + 1) * (layer + 1) for layer in range(3)])
+        past.write(slots, step_inputs[:, None, None].expand(3, 2, 1))
 
 
 def test_stitched_chunks_that_agree_on_their_overlap_give_back_the_signal():

@@ -16,7 +16,7 @@ lead-in (`Sampling`), so it does not restart from silence.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from umtune.config import RunConfig
@@ -37,37 +37,23 @@ from umtune.trainable.model import (
 )
 
 
-class RingBuffer:
-    """The last `length` values of a (B, C) stream; reads the values `lags` steps ago."""
-
-    def __init__(self, batch: int, channels: int, length: int, device, dtype):
-        self.buffer = torch.zeros(batch, channels, length, device=device, dtype=dtype)
-        self.length = length
-        self.position = 0  # index the next value is written to = index of the oldest value
-
-    def reset(self) -> None:
-        self.buffer.zero_()
-        self.position = 0
-
-    def window(self, x: Tensor, stride: int) -> Tensor:
-        """(B, C, k): the values stride*(k-1), ..., stride steps ago, then x; then push x."""
-        lags = range(self.length, 0, -stride)  # oldest first
-        idx = torch.tensor([(self.position - lag) % self.length for lag in lags])
-        past = self.buffer.index_select(2, idx.to(self.buffer.device))
-        self.buffer[:, :, self.position] = x
-        self.position = (self.position + 1) % self.length
-        return torch.cat([past, x.unsqueeze(-1)], dim=2)
-
-
 class DecoderStack:
-    """G decoders of one architecture whose generation steps run together.
+    """G decoders of one architecture, their weights rearranged to step together cheaply.
 
-    Each 1x1 or dilated conv becomes a (G, in * kernel, out) matrix and a (G, 1, out) bias, so
-    one step of all G decoders is one batched matmul per conv: the Python work of a step, which
-    dominates at small batches, is paid once for every decoder. With one decoder the matrices
-    are views of its own weights; with several, stacked copies made once per generation call.
+    At small batches a step costs its number of tensor operations, not its arithmetic, so the
+    weights are folded until a layer costs five (one matmul on the present, tanh, sigmoid, their
+    product, one matmul into the residual and skip sums):
+    - each dilated conv is split into its taps on the past, which are known before the step
+      starts and so run as one batched matmul for all layers, and its tap on the present;
+    - biases are a last matrix row (the input carries a trailing 1) or join the per-frame
+      conditioning (`Conditioning`);
+    - the start conv and the start skip 1x1 compose into one map, and the residual and skip
+      sums live in one (R + S) vector that each layer's res_skip output is added to.
+    Every conv is a (G, in, out) matrix, so one step of all G decoders is one batched matmul
+    per conv: translating into every domain costs about one decoder's steps.
     """
 
+    @torch.no_grad()
     def __init__(self, decoders: Sequence[WaveNetDecoder]):
         first = decoders[0]
         shape = [(type(p), p.shape) for p in first.parameters()]
@@ -79,98 +65,177 @@ class DecoderStack:
         self.decoders = list(decoders)
         self.kernel_size = first.kernel_size
         self.classes = first.classes
-        self.residual_channels = first.start.out_channels
+        self.residual_channels = R = first.start.out_channels
+        self.gate_channels = first.gate_channels
         self.dilations = [layer.dilation for layer in first.layers]
+        layers = range(len(self.dilations))
 
-        def stacked(conv_of) -> tuple[Tensor, Tensor]:
-            mats = [(c.weight.flatten(1).T, c.bias[None]) for c in map(conv_of, decoders)]
-            if len(mats) == 1:
-                return mats[0][0][None], mats[0][1][None]
-            return torch.stack([w for w, _ in mats]), torch.stack([b for _, b in mats])
+        def stacked(matrix_of) -> Tensor:
+            return torch.stack([matrix_of(d) for d in decoders]).contiguous()
 
-        self.start = stacked(lambda d: d.start)
-        self.start_skip = stacked(lambda d: d.start_skip)
-        self.dilated = [stacked(lambda d, i=i: d.layers[i].dilated) for i in
-                        range(len(self.dilations))]
-        self.res_skip = [stacked(lambda d, i=i: d.layers[i].res_skip) for i in
-                         range(len(self.dilations))]
-        self.head_hidden = stacked(lambda d: d.head_hidden)
-        self.head_out = stacked(lambda d: d.head_out)
+        def start(d: WaveNetDecoder) -> Tensor:  # (k + 1, R + S): the last k inputs and a 1
+            taps = torch.cat([d.start.weight[:, 0].T, d.start.bias[None]])  # (k + 1, R)
+            skip = d.start_skip.weight[:, :, 0]  # (S, R)
+            with_skip = torch.cat([taps, taps @ skip.T], dim=1)
+            with_skip[-1, R:] += d.start_skip.bias
+            return with_skip
+
+        def with_bias(conv: nn.Conv1d) -> Tensor:  # a 1x1 conv as (in + 1, out)
+            return torch.cat([conv.weight[:, :, 0].T, conv.bias[None]])
+
+        self.start = stacked(start)  # (G, k + 1, R + S)
+        # dilated weight (gate, R, k): taps 0 .. k - 2 see the past (oldest first), k - 1 now
+        self.past = torch.cat([stacked(lambda d, i=i: d.layers[i].dilated.weight[:, :, :-1]
+                                       .permute(2, 1, 0).flatten(0, 1)) for i in layers])
+        self.present = [stacked(lambda d, i=i: d.layers[i].dilated.weight[:, :, -1].T)
+                        for i in layers]  # (G, R, gate) each
+        self.gate_bias = torch.stack([stacked(lambda d, i=i: d.layers[i].dilated.bias)
+                                      for i in layers])  # (layers, G, gate)
+        self.res_skip = [stacked(lambda d, i=i: with_bias(d.layers[i].res_skip)) for i in layers]
+        self.head_hidden = stacked(lambda d: d.head_hidden.weight[:, :, 0].T)
+        self.head_bias = stacked(lambda d: d.head_hidden.bias)  # (G, S)
+        self.head_out = stacked(lambda d: d.head_out.weight[:, :, 0].T)  # (G, S, classes)
+        self.out_bias = stacked(lambda d: d.head_out.bias[None])  # (G, 1, classes)
 
     def __len__(self) -> int:
         return len(self.decoders)
 
-    def project_condition(self, z: Tensor) -> list[Tensor]:
-        """Latents (G, B, L, F), one batch per decoder -> per-layer and head conditioning,
-        each (G, B, C, F)."""
+    @torch.no_grad()
+    def condition(self, z: Tensor) -> Conditioning:
+        """Latents (G, B, L, F), one batch per decoder -> every frame's biases."""
         per_decoder = [d.project_condition(zg) for d, zg in zip(self.decoders, z, strict=True)]
-        return [torch.stack(parts)[..., 0] for parts in zip(*per_decoder, strict=True)]
+        gates = torch.stack([torch.stack(parts[:-1]) for parts in per_decoder], dim=1)[..., 0]
+        gates = gates + self.gate_bias[:, :, None, :, None]  # (layers, G, B, gate, F)
+        head = torch.stack([parts[-1][..., 0] for parts in per_decoder])  # (G, B, S, F)
+        head = head + self.head_bias[:, None, :, None]
+        return Conditioning(gates=gates.permute(4, 0, 1, 2, 3).flatten(1, 2).contiguous(),
+                            head=head.permute(3, 0, 1, 2).contiguous())
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Each latent frame's gate biases (F, layers * G, B, gate) and head biases (F, G, B, S):
+    the layers' own biases plus the projected latent, added once per frame, not per sample."""
+
+    gates: Tensor
+    head: Tensor
+
+    def frame(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.gates[index], self.head[index]
+
+
+class PastInputs:
+    """Every dilated layer's last (kernel - 1) * dilation inputs in one (slots, rows, C) tensor,
+    so that a step reads all layers' past with one index_select and stores their inputs with
+    one index_copy_ (a ring per layer: its slots are reused every (kernel - 1) * dilation
+    steps)."""
+
+    def __init__(self, dilations: Sequence[int], kernel_size: int, rows: int, channels: int,
+                 device=None, dtype=torch.float32):
+        lengths = [(kernel_size - 1) * d for d in dilations]
+        self.values = torch.zeros(sum(lengths), rows, channels, device=device, dtype=dtype)
+        as_column = dict(dtype=torch.long, device=device)
+        self.lengths = torch.tensor(lengths, **as_column)[:, None]
+        self.offsets = torch.tensor([0, *lengths[:-1]], **as_column).cumsum(0)[:, None]
+        self.lags = torch.tensor([[(kernel_size - 1 - j) * d for j in range(kernel_size - 1)]
+                                  for d in dilations], **as_column)  # (layers, k - 1), oldest first
+
+    def slots(self, t: int) -> Tensor:
+        """(layers, k - 1): where each layer's inputs from `lags` steps before t are; the first
+        column (the oldest, about to be forgotten) is also where step t's input goes."""
+        return (t - self.lags).remainder_(self.lengths).add_(self.offsets)
+
+    def read(self, slots: Tensor) -> Tensor:
+        """(layers, k - 1, rows, C)."""
+        return self.values[slots.flatten()].view(*slots.shape, *self.values.shape[1:])
+
+    def write(self, slots: Tensor, inputs: Tensor) -> None:
+        """Store step t's inputs (layers, rows, C) at `slots(t)`'s first column."""
+        self.values.index_copy_(0, slots[:, 0], inputs)
+
+    def reset(self) -> None:
+        self.values.zero_()
 
 
 class DecoderCache:
-    """Per-layer queues of past inputs for a `DecoderStack` and batch size; start at silence.
+    """What a `DecoderStack` keeps between the steps of one batch, and the buffers its steps
+    write into; starts at silence.
 
     A fresh cache equals a decoder that has seen only zeros before t = 0: the zero padding of
-    the teacher-forced forward pass.
+    the teacher-forced forward pass. Each layer's slices of the buffers are made once here:
+    slicing a tensor costs as much as a small operation.
     """
 
     def __init__(self, stack: DecoderStack, batch: int, device=None, dtype=torch.float32):
-        k, rows = stack.kernel_size, len(stack) * batch
-        self.start = RingBuffer(rows, 1, k - 1, device, dtype)
-        self.layers = [RingBuffer(rows, stack.residual_channels, (k - 1) * d, device, dtype)
-                       for d in stack.dilations]
+        G, B, k = len(stack), batch, stack.kernel_size
+        layers, R, half = len(stack.dilations), stack.residual_channels, stack.gate_channels // 2
+        sums = stack.start.shape[-1]  # R + S
+        self.past = PastInputs(stack.dilations, k, G * B, R, device, dtype)
+        self.inputs = torch.zeros(G, B, k + 1, device=device, dtype=dtype)  # last k, then a 1
+        self.inputs[..., -1] = 1
+        # sums[i]: residual and skip sums entering layer i; sums[-1]: after the last layer
+        self.sums = torch.empty(layers + 1, G, B, sums, device=device, dtype=dtype)
+        self.gates = torch.empty(layers, G, B, 2 * half, device=device, dtype=dtype)
+        self.gated = torch.ones(layers, G, B, half + 1, device=device, dtype=dtype)  # then a 1
+        self.tanh = torch.empty(G, B, half, device=device, dtype=dtype)
+        self.sigmoid = torch.empty_like(self.tanh)
+        self.layer_inputs = self.sums[:-1, ..., :R].flatten(1, 2)  # (layers, G * B, R), a view
+        self.all_gates = self.gates.flatten(0, 1)  # (layers * G, B, gate), a view
+        self.layers = [(self.gates[i], *self.gates[i].split(half, dim=-1),
+                        self.sums[i, ..., :R], self.sums[i], self.gated[i],
+                        self.gated[i, ..., :half], self.sums[i + 1]) for i in range(layers)]
         self.batch = batch
         self.steps = 0
 
     def reset(self) -> None:
-        for queue in (self.start, *self.layers):
-            queue.reset()
+        self.past.reset()
+        self.inputs[..., :-1] = 0
         self.steps = 0
 
 
-def _apply(weights: tuple[Tensor, Tensor], x: Tensor) -> Tensor:
-    """x (G, B, in) through stacked matrices (G, in, out) and biases (G, 1, out)."""
-    return torch.baddbmm(weights[1], x, weights[0])
-
-
 @torch.no_grad()
-def decoder_step(stack: DecoderStack, x: Tensor, conds: Sequence[Tensor],
+def decoder_step(stack: DecoderStack, x: Tensor, frame: tuple[Tensor, Tensor],
                  cache: DecoderCache) -> Tensor:
     """Logits (G, B, classes) of every decoder's next sample.
 
     Args:
         x: (G, B) each decoder's input at this step: its previous sample scaled by
             `codes_to_input` (0 at t = 0, as the teacher-forced shift pads).
-        conds: per-layer and head conditioning of the current latent frame, each (G, B, C).
+        frame: the current latent frame's biases, `Conditioning.frame`.
         cache: the stack's cache; advanced by one step.
     """
-    G, B = x.shape
-    h = _apply(stack.start, cache.start.window(x.reshape(G * B, 1), 1).view(G, B, -1))
-    skip = _apply(stack.start_skip, h)  # (G, B, S)
+    gate_bias, head_bias = frame
     R = stack.residual_channels
-    for dilated, res_skip, queue, d, cond in zip(stack.dilated, stack.res_skip, cache.layers,
-                                                 stack.dilations, conds, strict=False):
-        gate = _apply(dilated, queue.window(h.reshape(G * B, R), d).view(G, B, -1)) + cond
-        a, b = gate.chunk(2, dim=-1)
-        out = _apply(res_skip, torch.tanh(a) * torch.sigmoid(b))  # (G, B, R + S)
-        h = h + out[..., :R]
-        skip = skip + out[..., R:]
+    slots = cache.past.slots(cache.steps)
+    past = cache.past.read(slots).transpose(1, 2)  # (layers, G * B, k - 1, R)
+    past = past.reshape(gate_bias.shape[0], gate_bias.shape[1], -1)  # (layers * G, B, (k-1) R)
+    torch.baddbmm(gate_bias, past, stack.past, out=cache.all_gates)
+    inputs = cache.inputs
+    inputs[..., :-2] = inputs[..., 1:-1].clone()
+    inputs[..., -2] = x
+    torch.bmm(inputs, stack.start, out=cache.sums[0])
+    for present, res_skip, (gates, a, b, residual, sums, gated, product, after) in zip(
+            stack.present, stack.res_skip, cache.layers, strict=True):
+        gates.baddbmm_(residual, present)
+        torch.mul(torch.tanh(a, out=cache.tanh), torch.sigmoid(b, out=cache.sigmoid), out=product)
+        torch.baddbmm(sums, gated, res_skip, out=after)
+    cache.past.write(slots, cache.layer_inputs)
     cache.steps += 1
-    hidden = _apply(stack.head_hidden, F.relu(skip)) + conds[-1]
-    return _apply(stack.head_out, F.relu(hidden))  # (G, B, classes)
+    hidden = torch.baddbmm(head_bias, F.relu(cache.sums[-1, ..., R:]), stack.head_hidden).relu_()
+    return torch.baddbmm(stack.out_bias, hidden, stack.head_out)
 
 
 def cached_logits(stack: DecoderStack, z: Tensor, pool: int):
     """logits(t, codes (G, B, T)) -> (G, B, classes) through a fresh cache, for latents z
     (G, B, L, F); must be called for t = 0, 1, 2, ... in order."""
     cache = DecoderCache(stack, z.shape[1], device=z.device, dtype=z.dtype)
-    conds = stack.project_condition(z)
+    conditioning = stack.condition(z)
+    inputs = codes_to_input(torch.arange(stack.classes, device=z.device), stack.classes)
+    silence = torch.zeros(z.shape[:2], device=z.device, dtype=z.dtype)
 
     def logits(t: int, codes: Tensor) -> Tensor:
-        x = codes_to_input(codes[..., t - 1], stack.classes) if t > 0 else \
-            torch.zeros(codes.shape[:2], device=codes.device)
-        frame = t // pool
-        return decoder_step(stack, x, [c[..., frame] for c in conds], cache)
+        x = inputs[codes[..., t - 1]] if t > 0 else silence
+        return decoder_step(stack, x, conditioning.frame(t // pool), cache)
 
     return logits
 
@@ -199,11 +264,24 @@ def generate_stacked(decoders: Sequence[WaveNetDecoder], z: Tensor, pool: int, *
     G, B, _, frames = z.shape
     logits_fn = (naive_logits if naive else cached_logits)(stack, z, pool)
     codes = torch.zeros(G, B, frames * pool, dtype=torch.long, device=z.device)
-    generator = torch.Generator(device=z.device).manual_seed(seed)
+    noise = gumbel_noise((G, B, stack.classes), frames * pool, seed, z.device)
     for t in tqdm(range(frames * pool), disable=not progress, unit="sample", leave=False):
-        probs = torch.softmax(logits_fn(t, codes).float() / temperature, dim=-1)
-        codes[..., t] = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(G, B)
+        codes[..., t] = logits_fn(t, codes).add_(next(noise), alpha=temperature).argmax(-1)
     return codes
+
+
+def gumbel_noise(shape: tuple[int, ...], steps: int, seed: int, device,
+                 block: int = 256) -> Iterator[Tensor]:
+    """Gumbel(0, 1) noise of `shape` for each of `steps` steps, drawn `block` steps at a time.
+
+    argmax(logits + T * noise) samples softmax(logits / T) (the Gumbel-max trick): two
+    operations a step, where softmax and multinomial take several.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    tiny = torch.finfo(torch.float32).tiny
+    for start in range(0, steps, block):
+        exponential = torch.empty(min(block, steps - start), *shape, device=device)
+        yield from exponential.exponential_(generator=generator).clamp_min_(tiny).log_().neg_()
 
 
 def generate(decoder: WaveNetDecoder, z: Tensor, pool: int, **options) -> Tensor:
