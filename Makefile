@@ -10,8 +10,8 @@ STAMP := $(VENV)/.installed
 LINES_DATA ?= data/lines8k
 FOUR_VOICE_DATA ?= data/bach8k
 DEMO_DATA ?= $(LINES_DATA)
-APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium openssh-server openssh-client rsync netcat-openbsd
-SYSTEM_COMMANDS := fluidsynth chromium /usr/sbin/sshd ssh rsync nc
+APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium openssh-server openssh-client rsync netcat-openbsd gcc
+SYSTEM_COMMANDS := fluidsynth chromium /usr/sbin/sshd ssh rsync nc cc
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 
 .PHONY: setup system-deps test test-slow lint demo translation-results ablation gpu-check clean
@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml
 
 # FluidSynth and the General MIDI SoundFont render the built-in Bach dataset; headless
 # Chromium opens the sweep report in its test (tests/test_report.py); sshd, ssh, rsync and nc
-# let `ray up` launch a cluster on this machine in its test (tests/test_ray_up.py).
+# let `ray up` launch a cluster on this machine in its test (tests/test_ray_up.py); gcc builds
+# the compiled generation step (umtune/trainable/fused_step.c) on first use.
 system-deps:
 	@missing=$$(for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || echo $$c; done); \
 	if [ -n "$$missing" ] || [ ! -f $(SOUNDFONT) ]; then \

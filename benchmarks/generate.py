@@ -1,5 +1,7 @@
 """Generation speed: cached (one step per layer per sample) vs naive (a full pass over the
-receptive field per sample), for the `tiny` and `paper` presets, with the real-time factor;
+receptive field per sample), through PyTorch's step (`torch`) and the compiled one (`fused`;
+`generate` picks it up to FUSED_MAX_ROWS rows on the CPU), for the `tiny` and `paper` presets,
+with the real-time factor;
 with `--official`, the paper's official Python generator at the `paper` preset's sizes, batch 1,
 in the same run; then what translation costs: a clip translated into every domain with the
 decoders stepped one after another vs together (`DecoderStack`), and chunks entered through a
@@ -26,13 +28,14 @@ from umtune.trainable.generate import Sampling, Translator, generate
 from umtune.trainable.model import UniversalTranslator, decoder_receptive_field
 
 
-def cached_rate(model: UniversalTranslator, pool: int, batch: int, frames: int) -> float:
+def cached_rate(model: UniversalTranslator, pool: int, batch: int, frames: int,
+                backend: str = "auto") -> float:
     """Samples/s of cached generation, all rows together, on the model's device."""
     decoder = next(iter(model.decoders.values()))
     z = torch.randn(batch, model.cfg.encoder.latent_channels, frames,
                     device=next(model.parameters()).device)
     start = time.perf_counter()
-    generate(decoder, z, pool).cpu()  # .cpu() waits for the GPU
+    generate(decoder, z, pool, backend=backend).cpu()  # .cpu() waits for the GPU
     return batch * frames * pool / (time.perf_counter() - start)
 
 
@@ -134,16 +137,18 @@ def main() -> None:
         print(f"{name:7} {'naive':7} {1:5d} {naive:10.1f} {naive / sr:11.4f} {'':>12}")
         frames = max(1, round(args.seconds * sr / pool))
         for batch in map(int, args.batches.split(",")):
-            rate = cached_rate(model, pool, batch, frames)
-            batch_one.setdefault(name, rate)
-            print(f"{name:7} {'cached':7} {batch:5d} {rate:10.0f} {rate / sr:11.3f} "
-                  f"{rate / naive:12.0f}")
+            for backend in ("torch", "fused"):
+                rate = cached_rate(model, pool, batch, frames, backend)
+                if backend == "fused":
+                    batch_one.setdefault(name, rate)
+                print(f"{name:7} {backend:7} {batch:5d} {rate:10.0f} {rate / sr:11.3f} "
+                      f"{rate / naive:12.0f}")
     if args.official:
         official = official_rate(args.official, "paper", frames=1)
         print(f"{'paper':7} {'official':8} {1:4d} {official:10.0f} {official / sr:11.3f}   "
               f"(the official WavenetGenerator, {args.official})")
         if "paper" in batch_one:
-            print(f"umtune cached / official at batch 1, paper sizes: "
+            print(f"umtune fused / official at batch 1, paper sizes: "
                   f"{batch_one['paper'] / official:.1f}x")
     if args.clip_seconds:
         translation_table(args.translate_preset, args.clip_seconds, chunk=0.5, lead=0.1)

@@ -225,7 +225,8 @@ def test_a_secret_written_into_a_command_is_an_error_that_does_not_repeat_it(
     config = _filled("ray_cluster.yaml")
     config["setup_commands"].append(command)
     errors = _errors(tmp_path, config)
-    assert errors == [f"setup_commands.1: a secret is written into the file ({what}): cluster "
+    at = len(config["setup_commands"]) - 1
+    assert errors == [f"setup_commands.{at}: a secret is written into the file ({what}): cluster "
                       "files are shared and Ray prints the commands it runs; ship it as a file "
                       "(the Ray token: file_mounts of ~/.ray/auth_token) or a Kubernetes Secret"]
     for secret in ("3f9a1c2b", "wJalrXUt", "AKIAIOSF", "hunter2"):

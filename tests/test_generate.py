@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_fused import FUSED, needs_compiler
 from test_model import TINY, _model
 
 from umtune.config import RunConfig
@@ -16,6 +17,7 @@ from umtune.trainable.generate import (
     Translator,
     cached_logits,
     decoder_step,
+    fused_logits,
     generate,
     generate_stacked,
     naive_logits,
@@ -27,9 +29,13 @@ POOL = TINY.encoder.pool
 
 
 @pytest.mark.parametrize("kernel_size", [2, 3])
-def test_cached_logits_equal_full_recompute_at_every_step(kernel_size):
+@pytest.mark.parametrize("step", [cached_logits, pytest.param(fused_logits,
+                                                                marks=needs_compiler)],
+                         ids=["torch", "fused"])
+def test_cached_logits_equal_full_recompute_at_every_step(step, kernel_size):
     """At every step, beyond the receptive field and the ring buffers' wrap, |diff| <= 1e-4, for
-    two decoders stepped together on latents of their own, with dilated convs of 2 and 3 taps."""
+    two decoders stepped together on latents of their own, with dilated convs of 2 and 3 taps,
+    through PyTorch's step and the compiled one."""
     cfg = replace(TINY, decoder=replace(TINY.decoder, kernel_size=kernel_size))
     m = _model(cfg).eval()
     stack = DecoderStack([m.decoders["a"], m.decoders["b"]])
@@ -37,27 +43,32 @@ def test_cached_logits_equal_full_recompute_at_every_step(kernel_size):
     frames = -(-steps // POOL)
     z = torch.randn(2, 2, 4, frames)
     codes = torch.randint(0, 256, (2, 2, frames * POOL))
-    cached, naive = cached_logits(stack, z, POOL), naive_logits(stack, z, POOL)
+    cached, naive = step(stack, z, POOL), naive_logits(stack, z, POOL)
     worst = max((cached(t, codes) - naive(t, codes)).abs().max().item() for t in range(steps))
     assert worst <= 1e-4
 
 
-def test_cached_and_naive_generation_sample_the_same_audio():
-    """With one seed, cached and naive generation produce identical codes."""
+@pytest.mark.parametrize("backend", ["torch", FUSED])
+def test_cached_and_naive_generation_sample_the_same_audio(backend):
+    """With one seed, cached generation (either step) and naive generation produce identical
+    codes, over more than one block of noise."""
     m = _model().eval()
-    z = torch.randn(3, 4, 4)
-    cached = generate(m.decoders["b"], z, POOL, seed=11)
-    naive = generate(m.decoders["b"], z, POOL, seed=11, naive=True)
+    z = torch.randn(3, 4, 15)
+    cached = generate(m.decoders["b"], z, POOL, seed=11, backend=backend)
+    naive = generate(m.decoders["b"], z, POOL, seed=11, backend="naive")
     assert torch.equal(cached, naive)
-    assert cached.shape == (3, 4 * POOL)
+    assert cached.shape == (3, 15 * POOL)
 
 
-def test_stacked_decoders_generate_what_each_generates_alone():
+@pytest.mark.parametrize("backend", ["torch", FUSED])
+def test_stacked_decoders_generate_what_each_generates_alone(backend):
     """Greedy samples of two decoders stepped together equal each decoder's own."""
     m = _model().eval()
     z = torch.randn(2, 3, 4, 3)
-    together = generate_stacked([m.decoders["a"], m.decoders["b"]], z, POOL, temperature=1e-9)
-    alone = [generate(m.decoders[d], z[g], POOL, temperature=1e-9) for g, d in enumerate("ab")]
+    together = generate_stacked([m.decoders["a"], m.decoders["b"]], z, POOL, temperature=1e-9,
+                                backend=backend)
+    alone = [generate(m.decoders[d], z[g], POOL, temperature=1e-9, backend=backend)
+             for g, d in enumerate("ab")]
     assert torch.equal(together, torch.stack(alone))
 
 

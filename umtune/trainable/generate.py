@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from umtune.config import RunConfig
 from umtune.trainable.checkpoint import load_model
+from umtune.trainable.fused import FusedSteps, fused_available
 from umtune.trainable.model import (
     UniversalTranslator,
     WaveNetDecoder,
@@ -240,6 +241,18 @@ def cached_logits(stack: DecoderStack, z: Tensor, pool: int):
     return logits
 
 
+def fused_logits(stack: DecoderStack, z: Tensor, pool: int):
+    """`cached_logits` through the compiled step (fused.py)."""
+    fused = FusedSteps(stack, DecoderCache(stack, z.shape[1]), stack.condition(z), pool,
+                       z.shape[-1] * pool)
+
+    def logits(t: int, codes: Tensor) -> Tensor:
+        fused.run(codes, t, 1)
+        return fused.logits.clone()
+
+    return logits
+
+
 def naive_logits(stack: DecoderStack, z: Tensor, pool: int):
     """Reference for tests and benchmarks: a full teacher-forced pass for every sample."""
 
@@ -251,28 +264,57 @@ def naive_logits(stack: DecoderStack, z: Tensor, pool: int):
     return logits
 
 
+# Up to this many rows (decoders x batch) the compiled step beats PyTorch's on the CPU; above,
+# batched matmuls win (benchmarks/generate.py, `paper` preset: even at 16 rows).
+FUSED_MAX_ROWS = 16
+BACKENDS = ("auto", "fused", "torch", "naive")
+
+
 @torch.no_grad()
 def generate_stacked(decoders: Sequence[WaveNetDecoder], z: Tensor, pool: int, *, seed: int = 0,
-                     temperature: float = 1.0, naive: bool = False,
+                     temperature: float = 1.0, backend: str = "auto",
                      progress: bool = False) -> Tensor:
     """Sample mu-law codes (G, B, F * pool): decoder g conditioned on its latents z[g] (z is
-    (G, B, L, F)); `temperature` < 1 sharpens every sample's distribution (1: the trained one)."""
+    (G, B, L, F)); `temperature` < 1 sharpens every sample's distribution (1: the trained one).
+
+    `backend`: "fused" the compiled step (fused.py), "torch" PyTorch's (`decoder_step`),
+    "naive" a teacher-forced pass per sample (a reference); "auto" the compiled step for up to
+    `FUSED_MAX_ROWS` rows on the CPU where it builds, else PyTorch's. All draw the same noise,
+    so they sample the same codes up to float rounding.
+    """
     if not temperature > 0:
         raise ValueError(f"temperature={temperature!r}: expected a positive number (1 samples "
                          f"the trained distribution, below 1 sharpens it)")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
     stack = DecoderStack(decoders)
     G, B, _, frames = z.shape
-    logits_fn = (naive_logits if naive else cached_logits)(stack, z, pool)
-    codes = torch.zeros(G, B, frames * pool, dtype=torch.long, device=z.device)
-    noise = gumbel_noise((G, B, stack.classes), frames * pool, seed, z.device)
-    for t in tqdm(range(frames * pool), disable=not progress, unit="sample", leave=False):
-        codes[..., t] = logits_fn(t, codes).add_(next(noise), alpha=temperature).argmax(-1)
+    steps = frames * pool
+    if backend == "auto":
+        small = z.device.type == "cpu" and G * B <= FUSED_MAX_ROWS
+        backend = "fused" if small and fused_available() is None else "torch"
+    codes = torch.zeros(G, B, steps, dtype=torch.long, device=z.device)
+    if backend == "fused":
+        fused = FusedSteps(stack, DecoderCache(stack, B), stack.condition(z), pool, steps)
+    else:
+        logits_fn = (naive_logits if backend == "naive" else cached_logits)(stack, z, pool)
+    t = 0
+    with tqdm(total=steps, disable=not progress, unit="sample", leave=False) as bar:
+        for noise in gumbel_noise((G, B, stack.classes), steps, seed, z.device):
+            if backend == "fused":
+                fused.run(codes, t, len(noise), noise, temperature)
+            else:
+                for i, gumbel in enumerate(noise):
+                    logits = logits_fn(t + i, codes).add_(gumbel, alpha=temperature)
+                    codes[..., t + i] = logits.argmax(-1)
+            t += len(noise)
+            bar.update(len(noise))
     return codes
 
 
 def gumbel_noise(shape: tuple[int, ...], steps: int, seed: int, device,
                  block: int = 256) -> Iterator[Tensor]:
-    """Gumbel(0, 1) noise of `shape` for each of `steps` steps, drawn `block` steps at a time.
+    """Gumbel(0, 1) noise (n, *shape) for `steps` steps in all, `block` steps at a time.
 
     argmax(logits + T * noise) samples softmax(logits / T) (the Gumbel-max trick): two
     operations a step, where softmax and multinomial take several.
@@ -281,7 +323,7 @@ def gumbel_noise(shape: tuple[int, ...], steps: int, seed: int, device,
     tiny = torch.finfo(torch.float32).tiny
     for start in range(0, steps, block):
         exponential = torch.empty(min(block, steps - start), *shape, device=device)
-        yield from exponential.exponential_(generator=generator).clamp_min_(tiny).log_().neg_()
+        yield exponential.exponential_(generator=generator).clamp_min_(tiny).log_().neg_()
 
 
 def generate(decoder: WaveNetDecoder, z: Tensor, pool: int, **options) -> Tensor:

@@ -1,0 +1,155 @@
+"""The generation step compiled: fused_step.c, built on first use with the system's C compiler.
+
+The C loop runs a `DecoderStack`'s steps on its own tensors (weights, `DecoderCache`,
+`Conditioning`), so it needs no copy of the model and computes what `decoder_step` computes. It
+serves CPU batches of a few rows, where PyTorch's per-operation cost dominates; larger batches
+and GPUs keep the PyTorch step, whose matmuls are then efficient.
+
+The library is cached under $UMTUNE_CACHE (default ~/.cache/umtune), keyed by the source, the
+flags and the CPU (it is built with -march=native), and written atomically: concurrent
+processes each build it or find it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from umtune.storage import staged
+
+SOURCE = Path(__file__).with_name("fused_step.c")
+# -ffast-math vectorises tanhf/expf through libmvec. Linked in a second command without it, so
+# that the library does not switch the whole process to flush-to-zero (crtfastmath.o).
+COMPILE = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-c"]
+LINK = ["-shared", "-lmvec", "-lm"]
+SIZES = ("layers", "decoders", "batch", "residual", "skip", "gate", "kernel", "classes", "pool",
+         "length")
+
+
+class FusedUnavailable(RuntimeError):
+    """The C step cannot be built or loaded here (no compiler, not x86-64/Linux, ...)."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("UMTUNE_CACHE", Path.home() / ".cache" / "umtune")) / "kernels"
+
+
+def _cpu() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return next((line for line in info.splitlines() if line.startswith("flags")), "")
+
+
+def find_compiler() -> str | None:
+    """$CC, else cc, else gcc: the first found on PATH."""
+    return shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+
+
+def build() -> Path:
+    """The compiled step's path, built if this source, these flags and this CPU have none."""
+    compiler = find_compiler()
+    if compiler is None:
+        raise FusedUnavailable(f"no C compiler ({os.environ.get('CC') or 'cc'} or gcc) on PATH "
+                               f"to build the fused generation step")
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(COMPILE + LINK).encode(),
+                                     _cpu().encode()])).hexdigest()[:16]
+    library = cache_dir() / f"fused_step-{key}.so"
+    if library.exists():
+        return library
+    library.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder, staged(library) as tmp:
+        obj = Path(folder) / "fused_step.o"
+        for command in ([compiler, *COMPILE, str(SOURCE), "-o", str(obj)],
+                        [compiler, str(obj), "-o", str(tmp), *LINK]):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                first = (done.stderr.strip().splitlines() or ["(no output)"])[0]
+                raise FusedUnavailable(f"{' '.join(command)} failed: {first}")
+    return library
+
+
+@functools.cache
+def _kernel_or_reason() -> ctypes.CDLL | str:
+    """Built and loaded once per process; a failure too is remembered, not retried."""
+    try:
+        kernel = ctypes.CDLL(str(build()))
+    except (FusedUnavailable, OSError) as e:
+        return str(e)
+    kernel.umtune_steps.restype = None
+    kernel.umtune_steps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float,
+                                    ctypes.c_int64, ctypes.c_int64]
+    return kernel
+
+
+def load_kernel() -> ctypes.CDLL:
+    kernel = _kernel_or_reason()
+    if isinstance(kernel, str):
+        raise FusedUnavailable(kernel)
+    return kernel
+
+
+def fused_available() -> str | None:
+    """None when the C step loads here, else why not."""
+    kernel = _kernel_or_reason()
+    return kernel if isinstance(kernel, str) else None
+
+
+class FusedSteps:
+    """A `DecoderStack`, its `DecoderCache` (whose state the C step advances) and a latent's
+    `Conditioning` bound to the C step, for codes (G, B, length).
+
+    Holds every tensor whose address the C code reads, so that they outlive its calls.
+    """
+
+    def __init__(self, stack, cache, conditioning, pool: int, length: int):
+        G, batch = len(stack), cache.batch
+        sums, gate = stack.start.shape[-1], stack.gate_channels
+        skip = sums - stack.residual_channels
+        self.logits = torch.zeros(G, batch, stack.classes)
+        scratch = torch.empty(batch * (sums + gate + gate // 2 + skip))
+        tensors = [stack.start, stack.past, torch.stack(stack.present),
+                   torch.stack(stack.res_skip), stack.head_hidden, stack.head_out,
+                   stack.out_bias, conditioning.gates, conditioning.head, cache.past.values,
+                   cache.inputs, self.logits, scratch]
+        for t in tensors:
+            if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+                raise FusedUnavailable(f"the fused step runs contiguous float32 tensors on the "
+                                       f"CPU, got {t.dtype} on {t.device}")
+        self.tensors = tensors
+        sizes = dict(layers=len(stack.dilations), decoders=G, batch=batch,
+                     residual=stack.residual_channels, skip=skip,
+                     gate=gate, kernel=stack.kernel_size, classes=stack.classes, pool=pool,
+                     length=length)
+        self.sizes = torch.tensor([sizes[name] for name in SIZES], dtype=torch.long)
+        self.shape = (G, batch, length)
+        past = cache.past
+        self.ring = torch.cat([past.lengths[:, 0], past.offsets[:, 0], past.lags.flatten()])
+        self.pointers = (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+        self.kernel = load_kernel()
+
+    def run(self, codes: Tensor, t0: int, steps: int, noise: Tensor | None = None,
+            temperature: float = 1.0) -> None:
+        """Steps t0 .. t0 + steps - 1. With noise (steps, G, B, classes) each samples its code
+        into `codes` (Gumbel-max); without, codes are only read (teacher forcing) and `logits`
+        are the last step's."""
+        if codes.shape != self.shape or codes.dtype != torch.long or not codes.is_contiguous():
+            raise ValueError(f"codes: expected a contiguous int64 tensor of shape {self.shape}, "
+                             f"got {codes.dtype} {tuple(codes.shape)}")
+        if noise is not None:
+            noise = noise.contiguous()
+        self.kernel.umtune_steps(self.sizes.data_ptr(), self.pointers, self.ring.data_ptr(),
+                                 codes.data_ptr(), None if noise is None else noise.data_ptr(),
+                                 temperature, t0, steps)
