@@ -1,11 +1,14 @@
 """Autoregressive generation with an explicit activation cache, and translation j -> k.
 
 Generating sample t with a WaveNet only needs, per layer, the layer's input at t - d*(k-1) ..
-t - d (fast-wavenet's "convolution queues"): one ring buffer of (kernel-1)*dilation past inputs
-per dilated layer. Each new sample then costs one step per layer instead of a pass over the
-whole receptive field. The cache is a separate object built from the decoders and the batch
-size; the step multiplies the decoders' own weights (`DecoderStack`: several decoders of one
-architecture step together, so translating into every domain costs about one decoder's steps).
+t - d (fast-wavenet's "convolution queues"): a ring of (kernel-1)*dilation past inputs per
+dilated layer (`PastInputs`). Each new sample then costs one step per layer instead of a pass
+over the whole receptive field. The cache is a separate object built from the decoders and the
+batch size; the step multiplies the decoders' weights, folded once (`DecoderStack`: several
+decoders of one architecture step together, so translating into every domain costs about one
+decoder's steps). The step runs as PyTorch operations (`decoder_step`: any device, batched
+matmuls) or compiled (fused.py: CPU, a few rows, where PyTorch's per-operation cost dominates);
+`generate_stacked` picks one.
 
 Translation (paper section 3): encode a clip of any domain with the shared encoder, decode the
 latent with the target domain's decoder. A long clip is cut into chunks of latent frames that
