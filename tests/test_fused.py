@@ -60,3 +60,11 @@ def test_codes_of_the_wrong_shape_or_type_are_refused():
                                                                              dtype=torch.long)):
         with pytest.raises(ValueError, match="codes: expected a contiguous int64"):
             steps.run(bad, 0, 1)
+
+
+@needs_compiler
+def test_loading_the_library_leaves_the_process_s_denormals_alone():
+    """Linked with -ffast-math in one command, the library would set flush-to-zero for the whole
+    process on load (crtfastmath.o): torch and numpy would then turn 1e-39 into 0."""
+    fused.load_kernel()
+    assert (torch.tensor([1e-39]) * 1.0).item() > 0

@@ -138,11 +138,11 @@ class PastInputs:
                  device=None, dtype=torch.float32):
         lengths = [(kernel_size - 1) * d for d in dilations]
         self.values = torch.zeros(sum(lengths), rows, channels, device=device, dtype=dtype)
-        as_column = dict(dtype=torch.long, device=device)
-        self.lengths = torch.tensor(lengths, **as_column)[:, None]
-        self.offsets = torch.tensor([0, *lengths[:-1]], **as_column).cumsum(0)[:, None]
+        longs = dict(dtype=torch.long, device=device)
+        self.lengths = torch.tensor(lengths, **longs)[:, None]
+        self.offsets = torch.tensor([0, *lengths[:-1]], **longs).cumsum(0)[:, None]
         self.lags = torch.tensor([[(kernel_size - 1 - j) * d for j in range(kernel_size - 1)]
-                                  for d in dilations], **as_column)  # (layers, k - 1), oldest first
+                                  for d in dilations], **longs)  # (layers, k - 1), oldest first
 
     def slots(self, t: int) -> Tensor:
         """(layers, k - 1): where each layer's inputs from `lags` steps before t are; the first
