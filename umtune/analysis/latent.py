@@ -43,6 +43,10 @@ PROBE_TRAIN_SHARE = 0.7
 PROBE_STEPS = 300
 AUDIBLE_NOTE_DB = 20.0
 NOTE_PROBE_SECONDS = 0.5  # of each note, from its onset: the attack and the sustain
+# Notes encoded this many at a time: on the CPU a batch of all ~100 notes makes every
+# activation a fresh allocation of ~100 MB that the kernel must map and zero (glibc serves
+# large blocks by mmap), and the encoder runs 4-7x slower than in batches of a few notes.
+ENCODE_ROWS = 8
 
 
 @torch.no_grad()
@@ -60,24 +64,44 @@ def _windows(z: Tensor, size: int) -> Tensor:
     return z[:, :n * size].unflatten(1, (n, size)).mean(dim=2).T
 
 
-def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, classes: int) -> Tensor:
-    """Predictions for test_x of a logistic regression fit on (train_x, train_y): features
-    standardised with the training statistics, zero-initialised weights, full-batch Adam
-    (deterministic)."""
-    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
-    probe = torch.nn.Linear(train_x.shape[1], classes)
-    torch.nn.init.zeros_(probe.weight)
-    torch.nn.init.zeros_(probe.bias)
-    opt = torch.optim.Adam(probe.parameters(), lr=0.05, weight_decay=1e-4)
-    x = (train_x - mean) / std
+def linear_probes(x: Tensor, y: Tensor, train: Tensor, classes: int) -> Tensor:
+    """Predictions (K, N) for every row of x (N, D) of K logistic regressions, probe k fit on
+    the rows where train[k] (K, N) holds, labels y (N,): features standardised with each
+    probe's training statistics, zero-initialised weights, full-batch Adam (deterministic).
+
+    The K fits run as one: each probe's loss reaches only its own weights and Adam (with its
+    weight decay) updates elementwise, so one Adam over the stacked weights is K separate fits,
+    at the Python cost of one.
+    """
+    weights = train.float()  # (K, N)
+    count = weights.sum(dim=1, keepdim=True)
+    mean = weights @ x / count  # (K, D)
+    var = weights @ x.pow(2) / count - mean.pow(2)
+    std = (var.clamp_min(0) * count / (count - 1)).sqrt().clamp_min(1e-6)  # unbiased
+    features = (x - mean[:, None]) / std[:, None]  # (K, N, D)
+    k, d = mean.shape
+    weight = torch.zeros(k, d, classes, requires_grad=True)
+    bias = torch.zeros(k, 1, classes, requires_grad=True)
+    opt = torch.optim.Adam([weight, bias], lr=0.05, weight_decay=1e-4)
+    targets = y.expand(k, -1)
     with torch.enable_grad():
         for _ in range(PROBE_STEPS):
-            loss = F.cross_entropy(probe(x), train_y)
+            ce = F.cross_entropy(torch.baddbmm(bias, features, weight).transpose(1, 2), targets,
+                                 reduction="none")  # (K, N)
+            loss = ((ce * weights).sum(dim=1) / count[:, 0]).sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
     with torch.no_grad():
-        return probe((test_x - mean) / std).argmax(dim=-1)
+        return torch.baddbmm(bias, features, weight).argmax(dim=-1)
+
+
+def linear_probe(train_x: Tensor, train_y: Tensor, test_x: Tensor, classes: int) -> Tensor:
+    """Predictions for test_x of one `linear_probes` probe fit on (train_x, train_y)."""
+    x = torch.cat([train_x, test_x])
+    y = torch.cat([train_y, torch.zeros(len(test_x), dtype=train_y.dtype)])
+    train = torch.arange(len(x)) < len(train_x)
+    return linear_probes(x, y, train[None], classes)[0, len(train_x):]
 
 
 def latent_domain_accuracy(model: UniversalTranslator, data: Dataset, domains: tuple[str, ...],
@@ -124,7 +148,8 @@ def note_frames(model: UniversalTranslator, data: Dataset, device="cpu",
     audible = rms >= rms.max(axis=1, keepdims=True) * 10 ** (-AUDIBLE_NOTE_DB / 20)
     audible &= rms > 0
     with torch.no_grad():
-        z = model.encode(torch.from_numpy(audio).to(device)).float().cpu()  # (N, L, frames)
+        z = torch.cat([model.encode(rows.to(device)).float().cpu()  # (N, L, frames)
+                       for rows in torch.from_numpy(audio).split(ENCODE_ROWS)])
     return [(e.domain, int(e.pitch), z[i][:, torch.from_numpy(audible[i])].T)
             for i, e in enumerate(entries) if audible[i].any()]
 
@@ -139,15 +164,14 @@ def pitch_probe_accuracy(model: UniversalTranslator, data: Dataset, domains: tup
     if len(pitches) < 2 or len(trained) < 2:
         return None
     label = {p: i for i, p in enumerate(pitches)}
-    scores = []
-    for test in trained + [d for d in data.unseen_domains if any(n[0] == d for n in notes)]:
-        train = [(z, label[p]) for d, p, z in notes if d in trained and d != test]
-        held = [(z, label[p]) for d, p, z in notes if d == test]
-        pred = linear_probe(torch.cat([z for z, _ in train]),
-                            torch.cat([torch.full((len(z),), y) for z, y in train]),
-                            torch.cat([z for z, _ in held]), len(pitches))
-        truth = torch.cat([torch.full((len(z),), y) for z, y in held])
-        scores.append((pred == truth).float().mean().item())
+    tested = trained + [d for d in data.unseen_domains if any(n[0] == d for n in notes)]
+    x = torch.cat([z for _, _, z in notes])
+    y = torch.cat([torch.full((len(z),), label[p]) for _, p, z in notes])
+    domain = np.concatenate([[d] * len(z) for d, _, z in notes])
+    in_training = torch.from_numpy(np.isin(domain, trained))
+    held = torch.from_numpy(np.stack([domain == test for test in tested]))  # (K, N)
+    pred = linear_probes(x, y, in_training & ~held, len(pitches))  # one probe per left-out domain
+    scores = [(pred[i, rows] == y[rows]).float().mean().item() for i, rows in enumerate(held)]
     return float(np.mean(scores)), 1 / len(pitches)
 
 
@@ -174,6 +198,7 @@ def note_latent_gain(model: UniversalTranslator, data: Dataset, domains: tuple[s
     audio = torch.from_numpy(np.stack([data.audio(e)[:length] for d in domains
                                        for e in notes[d]])).to(device)
     codes = mu_law_encode(audio, classes)
-    z = model.encoder(codes_to_input(codes, classes))
+    z = torch.cat([model.encoder(rows) for rows in codes_to_input(codes, classes)
+                   .split(ENCODE_ROWS)])
     use = latent_use(model.autoencoder, z, codes, decoder_receptive_field(model.cfg.decoder))
     return use.gain.mean().item(), use.gain_cold.mean().item()
