@@ -13,7 +13,9 @@ from umtune.analysis.classifier import CACHE_DIR, CACHE_FILE, SUMMARY_FILE, doma
 from umtune.analysis.evaluate import reconstruction_ce, score_translations, select_clips
 from umtune.analysis.features import chroma, chroma_similarity, logmel_distance
 from umtune.analysis.latent import (
+    PROBE_STEPS,
     latent_domain_accuracy,
+    linear_probes,
     note_latent_gain,
     pitch_probe_accuracy,
 )
@@ -171,6 +173,32 @@ def test_latent_probe_is_at_chance_on_a_latent_without_information(ds, tiny_data
 def test_latent_probe_finds_the_domain_in_a_spectral_latent(ds):
     """A 'latent' that is the spectrum keeps the timbre: the probe tells the domains apart."""
     assert latent_domain_accuracy(SpectrumEncoder(), ds, ds.domains) >= 0.9
+
+
+def test_probes_fit_together_predict_what_each_fit_alone_predicts():
+    """linear_probes' K stacked fits equal K separate logistic regressions (nn.Linear, its own
+    standardisation and Adam) on each probe's training rows, here on rows whose class means
+    differ by less than their spread (so the predictions are not trivially all right)."""
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (300,), generator=gen)
+    x = torch.randn(300, 6, generator=gen) * 3 + 5 + y[:, None] * 0.8
+    train = torch.rand(3, 300, generator=gen) < torch.tensor([[0.3], [0.5], [0.8]])
+    together = linear_probes(x, y, train, 4)
+    for k in range(3):
+        tx, ty = x[train[k]], y[train[k]]
+        mean, std = tx.mean(dim=0), tx.std(dim=0)
+        probe = torch.nn.Linear(6, 4)
+        torch.nn.init.zeros_(probe.weight)
+        torch.nn.init.zeros_(probe.bias)
+        opt = torch.optim.Adam(probe.parameters(), lr=0.05, weight_decay=1e-4)
+        for _ in range(PROBE_STEPS):
+            loss = torch.nn.functional.cross_entropy(probe((tx - mean) / std), ty)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        alone = probe((x - mean) / std).argmax(dim=-1)
+        assert torch.equal(together[k], alone)
+        assert 0.3 < (alone == y).float().mean() < 0.95
 
 
 def test_pitch_probe_reads_pitch_from_a_spectral_latent_on_an_instrument_it_never_saw(ds):

@@ -76,9 +76,9 @@ def linear_probes(x: Tensor, y: Tensor, train: Tensor, classes: int) -> Tensor:
     weights = train.float()  # (K, N)
     count = weights.sum(dim=1, keepdim=True)
     mean = weights @ x / count  # (K, D)
-    var = weights @ x.pow(2) / count - mean.pow(2)
-    std = (var.clamp_min(0) * count / (count - 1)).sqrt().clamp_min(1e-6)  # unbiased
-    features = (x - mean[:, None]) / std[:, None]  # (K, N, D)
+    centred = x - mean[:, None]  # (K, N, D)
+    var = (weights[..., None] * centred.pow(2)).sum(dim=1) / (count - 1)  # unbiased, as std()
+    features = centred / var.sqrt().clamp_min(1e-6)[:, None]
     k, d = mean.shape
     weight = torch.zeros(k, d, classes, requires_grad=True)
     bias = torch.zeros(k, 1, classes, requires_grad=True)
