@@ -32,7 +32,7 @@ def main() -> None:
     cfg = overrides(preset(args.preset, data.domains), [f"data.path={Path(args.data).resolve()}"])
     torch.manual_seed(0)
     model = UniversalTranslator(cfg.model).eval()
-    clips = LeadingIndicators(cfg)._held_out_clips()
+    clips = LeadingIndicators(cfg).held_out_clips()
     parts = {  # in the order an epoch end runs them
         "pitch probe": lambda: pitch_probe_accuracy(model, data, cfg.model.domains),
         "note latent gain": lambda: note_latent_gain(model, data, cfg.model.domains),

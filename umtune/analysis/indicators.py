@@ -57,7 +57,7 @@ class LeadingIndicators:
         if gain is not None:
             out["note_latent_gain"], out["note_latent_gain_onset"] = gain
         if self.cfg.train.indicator_seconds > 0:
-            out["recon_chroma"] = reconstruction_chroma(model, self.cfg, self._held_out_clips())
+            out["recon_chroma"] = reconstruction_chroma(model, self.cfg, self.held_out_clips())
         return out
 
     def _dataset(self) -> Dataset:
@@ -65,7 +65,8 @@ class LeadingIndicators:
             self._data = Dataset.open(self.cfg.data.path)
         return self._data
 
-    def _held_out_clips(self) -> list:
+    def held_out_clips(self) -> list:
+        """The fixed held-out clip per domain that recon_chroma regenerates (read once)."""
         if self._clips is None:
             data = self._dataset()
             pool = self.cfg.model.encoder.pool

@@ -120,10 +120,9 @@ class FusedSteps:
         skip = sums - stack.residual_channels
         self.logits = torch.zeros(G, batch, stack.classes)
         scratch = torch.empty(batch * (sums + gate + gate // 2 + skip))
-        tensors = [stack.start, stack.past, torch.stack(stack.present),
-                   torch.stack(stack.res_skip), stack.head_hidden, stack.head_out,
-                   stack.out_bias, conditioning.gates, conditioning.head, cache.past.values,
-                   cache.inputs, self.logits, scratch]
+        tensors = [stack.start, stack.past, stack.present, stack.res_skip, stack.head_hidden,
+                   stack.head_out, stack.out_bias, conditioning.gates, conditioning.head,
+                   cache.past.values, cache.inputs, self.logits, scratch]
         for t in tensors:
             if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
                 raise FusedUnavailable(f"the fused step runs contiguous float32 tensors on the "

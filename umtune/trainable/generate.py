@@ -91,11 +91,13 @@ class DecoderStack:
         # dilated weight (gate, R, k): taps 0 .. k - 2 see the past (oldest first), k - 1 now
         self.past = torch.cat([stacked(lambda d, i=i: d.layers[i].dilated.weight[:, :, :-1]
                                        .permute(2, 1, 0).flatten(0, 1)) for i in layers])
-        self.present = [stacked(lambda d, i=i: d.layers[i].dilated.weight[:, :, -1].T)
-                        for i in layers]  # (G, R, gate) each
+        self.present = torch.stack([stacked(lambda d, i=i: d.layers[i].dilated.weight[:, :, -1]
+                                            .T) for i in layers])  # (layers, G, R, gate)
         self.gate_bias = torch.stack([stacked(lambda d, i=i: d.layers[i].dilated.bias)
                                       for i in layers])  # (layers, G, gate)
-        self.res_skip = [stacked(lambda d, i=i: with_bias(d.layers[i].res_skip)) for i in layers]
+        self.res_skip = torch.stack([stacked(lambda d, i=i: with_bias(d.layers[i].res_skip))
+                                     for i in layers])  # (layers, G, gate / 2 + 1, R + S)
+        self.layers = list(zip(self.present, self.res_skip, strict=True))  # views, made once
         self.head_hidden = stacked(lambda d: d.head_hidden.weight[:, :, 0].T)
         self.head_bias = stacked(lambda d: d.head_hidden.bias)  # (G, S)
         self.head_out = stacked(lambda d: d.head_out.weight[:, :, 0].T)  # (G, S, classes)
@@ -218,8 +220,8 @@ def decoder_step(stack: DecoderStack, x: Tensor, frame: tuple[Tensor, Tensor],
     inputs[..., :-2] = inputs[..., 1:-1].clone()
     inputs[..., -2] = x
     torch.bmm(inputs, stack.start, out=cache.sums[0])
-    for present, res_skip, (gates, a, b, residual, sums, gated, product, after) in zip(
-            stack.present, stack.res_skip, cache.layers, strict=True):
+    for (present, res_skip), (gates, a, b, residual, sums, gated, product, after) in zip(
+            stack.layers, cache.layers, strict=True):
         gates.baddbmm_(residual, present)
         torch.mul(torch.tanh(a, out=cache.tanh), torch.sigmoid(b, out=cache.sigmoid), out=product)
         torch.baddbmm(sums, gated, res_skip, out=after)
