@@ -30,6 +30,7 @@ from umtune.data import Dataset
 from umtune.sweep import SweepOptions, run_sweep
 from umtune.trainable.checkpoint import LocalRun
 from umtune.trainable.loop import train
+from umtune.trainable.ray_train import connect
 
 
 def main() -> None:
@@ -79,7 +80,7 @@ def measure(cfg, cpus: int, work: Path, epochs: int) -> dict[str, float]:
     bare = time.perf_counter() - start
 
     start = time.perf_counter()
-    ray.init(num_cpus=cpus, include_dashboard=True, log_to_driver=False)
+    connect()  # the local Ray `umtune sweep` starts (all CPUs, dashboard, preloading workers)
     ray_start = time.perf_counter() - start
     # The same bare run beside an idle Ray: what Ray's own processes take from the cores.
     start = time.perf_counter()
