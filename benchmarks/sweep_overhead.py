@@ -80,7 +80,7 @@ def measure(cfg, cpus: int, work: Path, epochs: int) -> dict[str, float]:
     bare = time.perf_counter() - start
 
     start = time.perf_counter()
-    connect()  # the local Ray `umtune sweep` starts (all CPUs, dashboard, preloading workers)
+    connect()  # the local Ray `umtune sweep` starts (all CPUs, the dashboard)
     ray_start = time.perf_counter() - start
     # The same bare run beside an idle Ray: what Ray's own processes take from the cores.
     start = time.perf_counter()

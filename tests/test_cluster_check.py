@@ -11,7 +11,6 @@ import yaml
 
 from umtune.cli import main
 from umtune.cluster.check import RAY_VERSION, check, load
-from umtune.trainable.ray_train import PRELOAD_MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,24 +54,6 @@ def test_shipped_aws_file_keeps_the_project_promises():
     gpus = [t["node_config"]["InstanceType"] for t in config["available_node_types"].values()]
     assert {"g6e.12xlarge", "p5.48xlarge"} <= set(gpus)
 
-
-@pytest.mark.parametrize("name", ["ray_cluster.yaml", "cluster/local.yaml"])
-def test_every_node_preloads_what_a_local_ray_preloads(name):
-    """Trials land on idle workers that have imported torch and the trial, as on a local Ray."""
-    config = _filled(name)
-    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands")
-              for c in config[key] if "ray start" in c]
-    assert len(starts) == 2
-    assert all(f"RAY_preload_python_modules={PRELOAD_MODULES} " in c for c in starts)
-
-
-def test_every_kuberay_pod_preloads_what_a_local_ray_preloads():
-    pods = yaml.safe_load((ROOT / "cluster/kuberay.yaml").read_text())["spec"]
-    groups = [pods["headGroupSpec"], *pods["workerGroupSpecs"]]
-    envs = [{e["name"]: e.get("value") for e in c["env"]}
-            for g in groups for c in g["template"]["spec"]["containers"]]
-    assert len(envs) == 2
-    assert all(env["RAY_preload_python_modules"] == PRELOAD_MODULES for env in envs)
 
 def test_on_premise_file_warns_that_gpus_are_detected_not_declared(tmp_path):
     findings = check(_write(tmp_path, _filled("cluster/local.yaml")), gpu=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -205,38 +204,15 @@ def fit(cfg: RunConfig, resources: Resources = Resources(), *, run_dir: str | Pa
     return result
 
 
-# What a trial process imports before it trains (3-4 s on 2 cores). Ray's workers import it as
-# they start, before any work arrives (Ray's `preload_python_modules`), so a trial that lands
-# on an idle worker starts at once; the cluster files set the same on every node.
-PRELOAD_MODULES = "torch,umtune.sweep.trial"
-
-
 def connect(address: str | None = None) -> None:
     """Join the Ray cluster at `address`, or start a local Ray; nothing if Ray is running.
 
     Ray 2.60 clusters require token auth; a client sends ~/.ray/auth_token when
     RAY_AUTH_MODE=token is set, or by itself for `--address auto` (a cluster on this node).
-    A local Ray's workers preload PRELOAD_MODULES (unless RAY_preload_python_modules says else).
     """
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address)
-        return
-    with _environment(RAY_preload_python_modules=PRELOAD_MODULES):  # read as the raylet starts
-        ray.init()
-
-
-@contextlib.contextmanager
-def _environment(**defaults: str):
-    """Set environment variables the caller has not set, for the duration of the block."""
-    added = {k: v for k, v in defaults.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
+    ray.init(address=address) if address else ray.init()
 
 
 def alive_nodes() -> int:
