@@ -56,7 +56,7 @@ def main() -> None:
           f"{args.repeats} repeat(s), each bare, beside Ray, sweep in turn")
     print(f"{'seconds':34} " + " ".join(f"{f'run {i + 1}':>8}" for i in range(len(rows)))
           + f" {'median':>8}")
-    for key, label in (("ray_start", "Ray start-up (ray.init)"),
+    for key, label in (("ray_start", "Ray start-up (connect)"),
                        ("bare", "bare training (plain loop)"),
                        ("beside_ray", "bare training beside an idle Ray"),
                        ("swept", "one-trial sweep (Tune)")):
@@ -82,6 +82,9 @@ def measure(cfg, cpus: int, work: Path, epochs: int) -> dict[str, float]:
     start = time.perf_counter()
     connect()  # the local Ray `umtune sweep` starts (all CPUs, the dashboard)
     ray_start = time.perf_counter() - start
+    if ray.cluster_resources().get("CPU") != cpus:  # a cgroup limit or a running `ray start`
+        raise SystemExit(f"Ray has {ray.cluster_resources().get('CPU')} CPUs, this machine "
+                         f"{cpus}: the one-trial sweep would not match the bare run")
     # The same bare run beside an idle Ray: what Ray's own processes take from the cores.
     start = time.perf_counter()
     train(cfg, report=LocalRun(work / "bare-beside-ray", echo=False),
