@@ -294,8 +294,8 @@ def _add_train(sub, config, ray) -> None:
 
 
 def _add_sweep(sub, config, ray) -> None:
-    sw = sub.add_parser("sweep", help="sweep hyperparameters on Ray Tune (trials = Train runs)",
-                        epilog=f"--resume: {RESUME_TRUST}.", parents=[config, ray])
+    sw = sub.add_parser("sweep", help="sweep hyperparameters on Ray Tune (a training run per "
+                        "trial)", epilog=f"--resume: {RESUME_TRUST}.", parents=[config, ray])
     sw.set_defaults(data=Path("data/bach"))
     sw.add_argument("--space", default="ablation",
                     help="a built-in space (see `umtune spaces`) or a YAML file")

@@ -1,7 +1,7 @@
-"""The sweep side: Ray Tune over search spaces, one Ray Train run per trial.
+"""The sweep side: Ray Tune over search spaces, one training run per trial.
 
     driver.py   run_sweep / resume_sweep: the space, Optuna or random/grid search, ASHA -> Tuner
-    trial.py    tune_trial, the trainable: one Train run, then the end-of-run evaluation
+    trial.py    tune_trial, the trainable: one training run, then the end-of-run evaluation
     options.py  SweepOptions (saved in sweep.json); each trial's TrialOptions come from them
     table.py    the trial table, its Pareto front, the Optuna study, the printed summary
     folder.py   reading and writing the sweep folder's own files (names: umtune/layout.py)

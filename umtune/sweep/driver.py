@@ -1,10 +1,11 @@
 """The sweep driver: a search space, a searcher and a scheduler on Ray Tune.
 
 `run_sweep` starts a sweep at `<storage>/<name>` and `resume_sweep` finishes one whose driver
-died. Every trial is `tune_trial` (trial.py): a Ray Train run of the trial's config, relaying
-its per-epoch metrics to Tune, where ASHA compares trials at equal `epoch`s (Tune's own
-`training_iteration` restarts after a restore). When the sweep ends its trial table and Optuna
-study are written (table.py) into the sweep folder (umtune/layout.py).
+died. Every trial is `tune_trial` (trial.py): the trial's config trained in the trial's own
+process (one worker) or as a Ray Train run (several), reporting per-epoch metrics to Tune,
+where ASHA compares trials at equal `epoch`s (Tune's own `training_iteration` restarts after a
+restore). When the sweep ends its trial table and Optuna study are written (table.py) into the
+sweep folder (umtune/layout.py).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
 
 def resume_sweep(path: str | Path, *, address: str | None = None) -> SweepResult:
     """Finish the sweep at `path` after its driver died: finished trials are kept as they are,
-    unfinished ones continue their Train runs from their latest checkpoints.
+    unfinished ones continue from their latest checkpoints.
 
     Tune's saved state is pickled: restoring it runs whatever code a crafted sweep folder
     holds, so resume only sweep folders you trust (the CLI's --help and the README say so)."""
