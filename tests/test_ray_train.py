@@ -3,6 +3,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -133,6 +135,39 @@ def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset
                for m in history)
     assert main(["train", "--resume", str(tmp_path / "nothing"), "--workers", "2"]) == 2
     assert "no Ray Train run" in capsys.readouterr().err
+
+
+CONNECT_AND_SHOW_POLICIES = """
+import json, os, ray
+from umtune.trainable.ray_train import connect
+connect()
+parents = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        parents[int(pid)] = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        pass
+ours, grown = {os.getpid()}, True
+while grown:
+    grown = {p for p, parent in parents.items() if parent in ours} - ours
+    ours |= grown
+print(json.dumps({"driver": os.sched_getscheduler(0),
+                  "ray": sorted({os.sched_getscheduler(p) for p in ours - {os.getpid()}}),
+                  "task": ray.get(ray.remote(lambda: os.sched_getscheduler(0)).remote())}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+def test_the_local_ray_umtune_starts_runs_as_batch_work_and_its_driver_does_not():
+    """connect() starts Ray's services and workers (so trials) under SCHED_BATCH, and the
+    driver, whose own thread launched them, keeps the default policy. In a fresh process: the
+    module's Ray is started by the fixture."""
+    run = subprocess.run([sys.executable, "-c", CONNECT_AND_SHOW_POLICIES], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    policies = json.loads(run.stdout.splitlines()[-1])
+    assert policies == {"driver": os.SCHED_OTHER, "ray": [os.SCHED_BATCH],
+                        "task": os.SCHED_BATCH}, policies
 
 
 def test_storage_must_be_shared_on_a_multi_node_cluster(tmp_path):
