@@ -17,7 +17,6 @@ and the medians are printed too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -30,9 +29,8 @@ import ray
 
 from umtune.config import overrides, preset
 from umtune.data import Dataset
-from umtune.layout import HISTORY_FILE
 from umtune.sweep import SweepOptions, run_sweep
-from umtune.trainable.ray_train import connect
+from umtune.trainable.ray_train import connect, read_history
 
 UMTUNE = Path(sys.executable).with_name("umtune")  # the venv's console script
 
@@ -115,7 +113,7 @@ def bare_run(train_cmd: list[str], out: Path, epochs: int) -> tuple[float, float
     start = time.perf_counter()
     subprocess.run([*train_cmd, "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
-    last = json.loads((out / HISTORY_FILE).read_text().splitlines()[-1])
+    last = read_history(out)[-1]  # metrics.jsonl: the run folder holds it as a checkpoint does
     assert last["epoch"] == epochs, last
     return seconds, last["elapsed_s"]
 
