@@ -138,9 +138,10 @@ def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset
 
 
 CONNECT_AND_SHOW_POLICIES = """
-import json, os, ray
+import json, os, time, ray
 from umtune.trainable.ray_train import connect
 connect()
+time.sleep(5)  # Ray would have prestarted its idle workers by now
 parents = {}
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
@@ -151,22 +152,29 @@ ours, grown = {os.getpid()}, True
 while grown:
     grown = {p for p, parent in parents.items() if parent in ours} - ours
     ours |= grown
-print(json.dumps({"driver": os.sched_getscheduler(0),
+def title(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline").read()
+    except OSError:
+        return ""
+print(json.dumps({"idle_workers": sum(title(p).startswith("ray::IDLE") for p in ours),
+                  "driver": os.sched_getscheduler(0),
                   "ray": sorted({os.sched_getscheduler(p) for p in ours - {os.getpid()}}),
                   "task": ray.get(ray.remote(lambda: os.sched_getscheduler(0)).remote())}))
 """
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
-def test_the_local_ray_umtune_starts_runs_as_batch_work_and_its_driver_does_not():
+def test_the_local_ray_umtune_starts_runs_as_batch_work_without_idle_workers():
     """connect() starts Ray's services and workers (so trials) under SCHED_BATCH, and the
-    driver, whose own thread launched them, keeps the default policy. In a fresh process: the
-    module's Ray is started by the fixture."""
+    driver, whose own thread launched them, keeps the default policy; no idle worker waits
+    (each would wake 100 times a second). In a fresh process: the module's Ray is started by
+    the fixture."""
     run = subprocess.run([sys.executable, "-c", CONNECT_AND_SHOW_POLICIES], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     policies = json.loads(run.stdout.splitlines()[-1])
-    assert policies == {"driver": os.SCHED_OTHER, "ray": [os.SCHED_BATCH],
+    assert policies == {"idle_workers": 0, "driver": os.SCHED_OTHER, "ray": [os.SCHED_BATCH],
                         "task": os.SCHED_BATCH}, policies
 
 
