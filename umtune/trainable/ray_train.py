@@ -33,6 +33,7 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+from ray._private import services as ray_services
 
 from umtune import storage
 from umtune.config import RunConfig
@@ -220,11 +221,17 @@ def connect(address: str | None = None) -> None:
     """
     if ray.is_initialized():
         return
-    if address:
+    if address or _cluster_to_join():
         ray.init(address=address)
         return
     with _children_as_batch_work():
         ray.init(_system_config={"prestart_worker_first_driver": False})
+
+
+def _cluster_to_join() -> str | None:
+    """The cluster a bare ray.init() joins (RAY_ADDRESS, as in a Ray job, or the latest
+    `ray start` on this node), or None where it starts its own: Ray's own rule."""
+    return ray_services.canonicalize_bootstrap_address(None)
 
 
 @contextlib.contextmanager
