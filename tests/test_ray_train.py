@@ -138,9 +138,17 @@ def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset
 
 
 CONNECT_AND_SHOW_POLICIES = """
-import json, os, time, ray
-from umtune.trainable.ray_train import connect
+import json, os, threading, time, ray, torch
+from umtune.trainable.ray_train import connect, use_assigned_cpus
 connect()
+@ray.remote(num_cpus=2)
+def train():
+    before = set(os.listdir("/proc/self/task"))
+    use_assigned_cpus()
+    torch.rand(512, 512) @ torch.rand(512, 512)  # starts torch's second thread
+    started = set(os.listdir("/proc/self/task")) - before
+    return sorted({os.sched_getscheduler(int(t))
+                   for t in started | {str(threading.get_native_id())}})
 time.sleep(5)  # Ray would have prestarted its idle workers by now
 parents = {}
 for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -160,7 +168,8 @@ def title(pid):
 print(json.dumps({"idle_workers": sum(title(p).startswith("ray::IDLE") for p in ours),
                   "driver": os.sched_getscheduler(0),
                   "ray": sorted({os.sched_getscheduler(p) for p in ours - {os.getpid()}}),
-                  "task": ray.get(ray.remote(lambda: os.sched_getscheduler(0)).remote())}))
+                  "task": ray.get(ray.remote(lambda: os.sched_getscheduler(0)).remote()),
+                  "training": ray.get(train.remote())}))
 """
 
 
@@ -168,14 +177,15 @@ print(json.dumps({"idle_workers": sum(title(p).startswith("ray::IDLE") for p in 
 def test_the_local_ray_umtune_starts_runs_as_batch_work_without_idle_workers():
     """connect() starts Ray's services and workers (so trials) under SCHED_BATCH, and the
     driver, whose own thread launched them, keeps the default policy; no idle worker waits
-    (each would wake 100 times a second). In a fresh process: the module's Ray is started by
+    (each would wake 100 times a second). A worker's training thread and the torch threads it
+    starts go back to the default policy. In a fresh process: the module's Ray is started by
     the fixture."""
     run = subprocess.run([sys.executable, "-c", CONNECT_AND_SHOW_POLICIES], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     policies = json.loads(run.stdout.splitlines()[-1])
     assert policies == {"idle_workers": 0, "driver": os.SCHED_OTHER, "ray": [os.SCHED_BATCH],
-                        "task": os.SCHED_BATCH}, policies
+                        "task": os.SCHED_BATCH, "training": [os.SCHED_OTHER]}, policies
 
 
 def test_storage_must_be_shared_on_a_multi_node_cluster(tmp_path):
