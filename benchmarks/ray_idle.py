@@ -56,7 +56,7 @@ def process_counters() -> dict[int, tuple[str, int, int]]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                children[parent_pid(entry)].append(int(entry.name))
+                children[parent_pid(int(entry.name))].append(int(entry.name))
             except OSError:
                 continue
     counters, todo = {}, list(children[os.getpid()])
@@ -70,8 +70,10 @@ def process_counters() -> dict[int, tuple[str, int, int]]:
     return counters
 
 
-def parent_pid(proc: Path) -> int:
-    return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+def parent_pid(pid: int) -> int:
+    """The process that started `pid` (the fourth field of its stat; the name before it may
+    hold spaces and parentheses)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def process_name(pid: int) -> str:
@@ -84,7 +86,7 @@ def process_name(pid: int) -> str:
     if not first.startswith("python"):
         return first
     if "-c" in words:
-        return f"{process_name(parent_pid(Path(f'/proc/{pid}')))} subprocess"
+        return f"{process_name(parent_pid(pid))} subprocess"
     return os.path.basename(next((w for w in words[1:] if not w.startswith("-")), first))
 
 
