@@ -9,8 +9,7 @@ own start-up is timed apart. Prints the sweep's wall time over the bare run's: t
 (target: under 10% for 2-minute trials), split into what Ray's idle processes take from the
 cores and what the trial machinery adds; and the seconds spent in training steps alone, which
 tell this machine's noise from a fixed cost. With --repeats N the three runs alternate N times
-and the medians are printed too. With --dashboard, Ray runs its dashboard, as `umtune sweep
---dashboard` starts it.
+and the medians are printed too.
 
     .venv/bin/python benchmarks/sweep_overhead.py --data data/bach --epochs 10 [--repeats 3]
 """
@@ -45,7 +44,6 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="alternate the three runs this many times (this machine's noise: the "
                         "same overhead measured -3%% and +19%% in two runs)")
-    p.add_argument("--dashboard", action="store_true", help="the local Ray with its dashboard")
     args = p.parse_args()
     cpus = os.cpu_count() or 1
     data = Path(args.data).resolve()
@@ -55,12 +53,10 @@ def main() -> None:
                  *(a for s in sets for a in ("--set", s))]
     work = Path(tempfile.mkdtemp(prefix="umtune-overhead-"))
 
-    rows = [measure(cfg, train_cmd, cpus, work / f"repeat-{i}", args.dashboard)
-            for i in range(args.repeats)]
+    rows = [measure(cfg, train_cmd, cpus, work / f"repeat-{i}") for i in range(args.repeats)]
     print(f"{args.preset} preset, {args.epochs} epochs x {cfg.train.steps_per_epoch} steps, "
           f"{cpus} CPUs (bare: `umtune train`, {cpus} threads; sweep: a one-worker trial with "
-          f"{cpus} CPUs); Ray {'with' if args.dashboard else 'without'} its dashboard; "
-          f"{args.repeats} repeat(s), each bare, beside Ray, sweep in turn")
+          f"{cpus} CPUs); {args.repeats} repeat(s), each bare, beside Ray, sweep in turn")
     print(f"{'seconds':36} " + " ".join(f"{f'run {i + 1}':>8}" for i in range(len(rows)))
           + f" {'median':>8}")
     for key, label in (("ray_start", "Ray start-up (connect)"),
@@ -83,13 +79,12 @@ def main() -> None:
               + f" {statistics.median(values):+7.0f}%")
 
 
-def measure(cfg, train_cmd: list[str], cpus: int, work: Path,
-            dashboard: bool) -> dict[str, float]:
+def measure(cfg, train_cmd: list[str], cpus: int, work: Path) -> dict[str, float]:
     """One repeat: the run bare, then beside an idle local Ray, then as a one-trial sweep."""
     bare, bare_steps = bare_run(train_cmd, work / "bare", cfg.train.max_epochs)
 
     start = time.perf_counter()
-    connect(dashboard=dashboard)  # the local Ray `umtune sweep` starts (all CPUs)
+    connect()  # the local Ray `umtune sweep` starts (all CPUs, the dashboard)
     ray_start = time.perf_counter() - start
     if ray.cluster_resources().get("CPU") != cpus:  # a cgroup limit or a running `ray start`
         raise SystemExit(f"Ray has {ray.cluster_resources().get('CPU')} CPUs, this machine "

@@ -79,8 +79,7 @@ def _train(a: argparse.Namespace) -> None:
     from umtune.trainable.runs import RayRequest, saved_config, train
 
     request = RayRequest(workers=a.workers, gpu=a.gpu or None, cpus_per_worker=a.cpus_per_worker,
-                         address=a.address, dashboard=a.dashboard, storage=a.storage,
-                         max_failures=a.max_failures)
+                         address=a.address, storage=a.storage, max_failures=a.max_failures)
     cfg = _with_sets(a, saved_config(a.resume, request) if a.resume else _new_config(a),
                      minutes=a.minutes)
     print(train(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
@@ -91,7 +90,7 @@ def _sweep(a: argparse.Namespace) -> int:
     from umtune.sweep import SweepOptions, resume_sweep, run_sweep, summary
 
     if a.resume:
-        result = resume_sweep(a.resume, address=a.address, dashboard=a.dashboard)
+        result = resume_sweep(a.resume, address=a.address)
     else:
         opts = SweepOptions(space=a.space, samples=a.samples, search=a.search,
                             scheduler=a.scheduler, objectives=tuple(a.objective.split(",")),
@@ -102,8 +101,7 @@ def _sweep(a: argparse.Namespace) -> int:
                             grace_epochs=a.grace_epochs)
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = run_sweep(_with_sets(a, _new_config(a), minutes=a.minutes_per_trial), opts,
-                           storage=a.storage, name=name, address=a.address,
-                           dashboard=a.dashboard)
+                           storage=a.storage, name=name, address=a.address)
     print(summary(result))
     return 1 if result.failed else 0
 
@@ -217,9 +215,6 @@ def _ray_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("Ray")
     g.add_argument("--address", help="join this Ray cluster (default: start a local Ray)")
-    g.add_argument("--dashboard", action="store_true", help="the local Ray started here runs "
-                   "Ray's dashboard (127.0.0.1:8265); off by default: its processes take time "
-                   "from training on a few cores")
     g.add_argument("--gpu", action="store_true", help="one GPU per Train worker (nccl)")
     g.add_argument("--cpus-per-worker", type=_number, help="CPUs (= torch threads) per worker")
     return p

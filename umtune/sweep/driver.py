@@ -28,10 +28,9 @@ KEEP_CHECKPOINTS = 3  # newest checkpoints kept of a one-worker trial (its histo
 
 
 def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "sweeps",
-              name: str, address: str | None = None, dashboard: bool = False) -> SweepResult:
+              name: str, address: str | None = None) -> SweepResult:
     """Run a new sweep at `<storage>/<name>` over `opts.space` around `base`, and write its
-    trial table and Optuna study there. On a local Ray (no `address`) started here, with its
-    dashboard if `dashboard`."""
+    trial table and Optuna study there."""
     from ray import tune
 
     from umtune.trainable import ray_train
@@ -39,7 +38,7 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     base = replace(base, data=base.data.with_absolute_path())
     # The space is built (and so checked) before Ray starts and before anything is written.
     domains = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
-    ray_train.connect(address, dashboard=dashboard)
+    ray_train.connect(address)
     storage = check_storage(storage, ray_train.alive_nodes())
     path = f"{storage}/{name}"
     if sweep_file_exists(path):
@@ -63,8 +62,7 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     return _finish(tuner.fit(), path, opts, base)
 
 
-def resume_sweep(path: str | Path, *, address: str | None = None,
-                 dashboard: bool = False) -> SweepResult:
+def resume_sweep(path: str | Path, *, address: str | None = None) -> SweepResult:
     """Finish the sweep at `path` after its driver died: finished trials are kept as they are,
     unfinished ones continue from their latest checkpoints.
 
@@ -78,7 +76,7 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     saved = read_sweep_file(path)
     opts = SweepOptions(**{**saved["options"], "objectives": tuple(saved["options"]
                                                                    ["objectives"])})
-    ray_train.connect(address, dashboard=dashboard)
+    ray_train.connect(address)
     tuner = tune.Tuner.restore(path, trainable=_trainable(), resume_unfinished=True,
                                resume_errored=False, restart_errored=False)
     return _finish(tuner.fit(), path, opts, RunConfig.from_dict(saved[BASE_KEY]))

@@ -191,15 +191,14 @@ def torch_trainer(cfg: RunConfig, resources: Resources, *, storage_path: str, na
 
 
 def fit(cfg: RunConfig, resources: Resources = Resources(), *, run_dir: str | Path,
-        address: str | None = None, dashboard: bool = False, keep_checkpoints: int | None = 3,
-        resume: bool = False, indicators: loop.Indicators | None = None) -> ray.train.Result:
+        address: str | None = None, keep_checkpoints: int | None = 3, resume: bool = False,
+        indicators: loop.Indicators | None = None) -> ray.train.Result:
     """Run (or with `resume`, continue) the run at `run_dir` (`<storage>/<name>`) on Ray and
     wait for it.
 
-    Starts a local Ray (with its dashboard if `dashboard`) unless `address` names a cluster to
-    join (or Ray is already running).
+    Starts a local Ray unless `address` names a cluster to join (or Ray is already running).
     """
-    connect(address, dashboard=dashboard)
+    connect(address)
     storage_path, name = storage.split_run_dir(run_dir)
     storage_path = storage.check_storage(storage_path, alive_nodes())
     exists = run_exists(f"{storage_path}/{name}")
@@ -214,7 +213,7 @@ def fit(cfg: RunConfig, resources: Resources = Resources(), *, run_dir: str | Pa
     return result
 
 
-def connect(address: str | None = None, *, dashboard: bool = False) -> None:
+def connect(address: str | None = None) -> None:
     """Join the Ray cluster at `address`, or start a local Ray; nothing if Ray is running.
 
     Ray 2.60 clusters require token auth; a client sends ~/.ray/auth_token when
@@ -225,8 +224,7 @@ def connect(address: str | None = None, *, dashboard: bool = False) -> None:
     once (on 2 cores a trial's were preempted ~300 times a second each). So its processes
     (services, workers, so trials too) run as batch work, whose wake-ups wait for the running
     thread's time slice, and it prestarts no idle workers (each checks for signals 100 times a
-    second; a trial starts its own). Nor does it run the dashboard unless asked (`dashboard`):
-    the dashboard's head and its nine module processes are ~40% of an idle Ray's wake-ups.
+    second; a trial starts its own).
     """
     if ray.is_initialized():
         return
@@ -234,8 +232,7 @@ def connect(address: str | None = None, *, dashboard: bool = False) -> None:
         ray.init(address=address)
         return
     with _children_as_batch_work():
-        ray.init(include_dashboard=dashboard,
-                 _system_config={"prestart_worker_first_driver": False})
+        ray.init(_system_config={"prestart_worker_first_driver": False})
 
 
 def _cluster_to_join() -> str | None:

@@ -23,13 +23,12 @@ class RayRequest:
     gpu: bool | None = None
     cpus_per_worker: float | None = None
     address: str | None = None
-    dashboard: bool = False  # a local Ray started for the run runs its dashboard
     storage: str | None = None  # a new run's storage (its folder's name is kept)
     max_failures: int = 3
 
     def asks_for_ray(self) -> bool:
         return bool(self.workers or self.gpu or self.cpus_per_worker or self.address
-                    or self.dashboard or self.storage)
+                    or self.storage)
 
 
 def is_ray_run(run_dir: str | Path) -> bool:
@@ -77,6 +76,5 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
     else:
         resources = ray_train.Resources(max_failures=request.max_failures)
     result = ray_train.fit(cfg, replace(resources, **given), run_dir=run_dir,
-                           address=request.address, dashboard=request.dashboard, resume=resume,
-                           indicators=indicators)
+                           address=request.address, resume=resume, indicators=indicators)
     return f"run: {result.path}\nlatest checkpoint: {result.checkpoint.path}"
