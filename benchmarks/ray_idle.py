@@ -1,11 +1,13 @@
 """What an idle local Ray takes from a machine whose cores training fills: wake-ups and CPU.
 
-Starts the local Ray that `umtune sweep` starts (`connect()`), waits, then counts for each of
-its processes, over a window, the context switches of all its threads (each is a wake-up that
-can preempt a training thread) and the CPU time they used, and prints them by process. A
-trial's training threads on 2 cores are preempted by these (see README, Trial start-up).
+Starts the local Ray that `umtune sweep` starts for one-worker trials (no dashboard; with
+--dashboard, that of `umtune sweep --dashboard` or of multi-worker trials), waits, then counts
+for each of its processes, over a window, the context switches of all its threads (each is a
+wake-up that can preempt a training thread) and the CPU time they used, and prints them by
+process. A trial's training threads on 2 cores are preempted by these (see README, Trial
+start-up).
 
-    .venv/bin/python benchmarks/ray_idle.py [--warm-up 15] [--seconds 20]
+    .venv/bin/python benchmarks/ray_idle.py [--dashboard] [--warm-up 15] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--warm-up", type=float, default=15, help="seconds after Ray starts")
     p.add_argument("--seconds", type=float, default=20, help="the window counted")
+    p.add_argument("--dashboard", action="store_true", help="Ray with its dashboard")
     args = p.parse_args()
-    connect()
+    connect(dashboard=args.dashboard)
     try:
         time.sleep(args.warm_up)
         before = process_counters()
@@ -41,7 +44,8 @@ def main() -> None:
         _, switches_before, ticks_before = before.get(pid, (name, 0, 0))
         wakeups[name] += (switches - switches_before) / args.seconds
         cpu[name] += (ticks - ticks_before) / TICKS / args.seconds
-    print(f"idle local Ray, {args.seconds:.0f} s from {args.warm_up:.0f} s after its start")
+    print(f"idle local Ray{' with its dashboard' * args.dashboard}, {args.seconds:.0f} s from "
+          f"{args.warm_up:.0f} s after its start")
     print(f"| {'process':32} | wake-ups/s | % of a core |")
     print(f"|{'-' * 34}|-----------:|------------:|")
     for name, rate in wakeups.most_common():

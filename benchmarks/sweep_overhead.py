@@ -9,7 +9,8 @@ own start-up is timed apart. Prints the sweep's wall time over the bare run's: t
 (target: under 10% for 2-minute trials), split into what Ray's idle processes take from the
 cores and what the trial machinery adds; and the seconds spent in training steps alone, which
 tell this machine's noise from a fixed cost. With --repeats N the three runs alternate N times
-and the medians are printed too.
+and the medians are printed too. Ray runs as `umtune sweep` starts it for one-worker trials
+(no dashboard), or with --dashboard as `umtune sweep --dashboard` does.
 
     .venv/bin/python benchmarks/sweep_overhead.py --data data/bach --epochs 10 [--repeats 3]
 """
@@ -44,6 +45,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="alternate the three runs this many times (this machine's noise: the "
                         "same overhead measured -3%% and +19%% in two runs)")
+    p.add_argument("--dashboard", action="store_true", help="the local Ray with its dashboard")
     args = p.parse_args()
     cpus = os.cpu_count() or 1
     data = Path(args.data).resolve()
@@ -53,10 +55,12 @@ def main() -> None:
                  *(a for s in sets for a in ("--set", s))]
     work = Path(tempfile.mkdtemp(prefix="umtune-overhead-"))
 
-    rows = [measure(cfg, train_cmd, cpus, work / f"repeat-{i}") for i in range(args.repeats)]
+    rows = [measure(cfg, train_cmd, cpus, work / f"repeat-{i}", args.dashboard)
+            for i in range(args.repeats)]
     print(f"{args.preset} preset, {args.epochs} epochs x {cfg.train.steps_per_epoch} steps, "
           f"{cpus} CPUs (bare: `umtune train`, {cpus} threads; sweep: a one-worker trial with "
-          f"{cpus} CPUs); {args.repeats} repeat(s), each bare, beside Ray, sweep in turn")
+          f"{cpus} CPUs); Ray {'with' if args.dashboard else 'without'} its dashboard; "
+          f"{args.repeats} repeat(s), each bare, beside Ray, sweep in turn")
     print(f"{'seconds':36} " + " ".join(f"{f'run {i + 1}':>8}" for i in range(len(rows)))
           + f" {'median':>8}")
     for key, label in (("ray_start", "Ray start-up (connect)"),
@@ -79,12 +83,18 @@ def main() -> None:
               + f" {statistics.median(values):+7.0f}%")
 
 
-def measure(cfg, train_cmd: list[str], cpus: int, work: Path) -> dict[str, float]:
+def measure(cfg, train_cmd: list[str], cpus: int, work: Path,
+            dashboard: bool) -> dict[str, float]:
     """One repeat: the run bare, then beside an idle local Ray, then as a one-trial sweep."""
     bare, bare_steps = bare_run(train_cmd, work / "bare", cfg.train.max_epochs)
 
+    same_config = {"name": "bare", "params": {"train.seed": {"type": "grid",
+                                                             "values": [cfg.train.seed]}}}
+    opts = SweepOptions(space=same_config, samples=1, search="grid", scheduler="none",
+                        cpus_per_worker=cpus, eval_clips=0)  # the bare run has no evaluation
     start = time.perf_counter()
-    connect()  # the local Ray `umtune sweep` starts (all CPUs, the dashboard)
+    # The local Ray `umtune sweep [--dashboard]` starts for these options (all CPUs).
+    connect(dashboard=dashboard or opts.runs_ray_train)
     ray_start = time.perf_counter() - start
     if ray.cluster_resources().get("CPU") != cpus:  # a cgroup limit or a running `ray start`
         raise SystemExit(f"Ray has {ray.cluster_resources().get('CPU')} CPUs, this machine "
@@ -93,12 +103,7 @@ def measure(cfg, train_cmd: list[str], cpus: int, work: Path) -> dict[str, float
     beside_ray, _ = bare_run(train_cmd, work / "bare-beside-ray", cfg.train.max_epochs)
 
     start = time.perf_counter()
-    same_config = {"name": "bare", "params": {"train.seed": {"type": "grid",
-                                                             "values": [cfg.train.seed]}}}
-    result = run_sweep(cfg, SweepOptions(space=same_config, samples=1, search="grid",
-                                         scheduler="none", cpus_per_worker=cpus,
-                                         eval_clips=0),  # the bare run has no evaluation
-                       storage=work / "sweeps", name="overhead")
+    result = run_sweep(cfg, opts, storage=work / "sweeps", name="overhead")
     swept = time.perf_counter() - start
     ray.shutdown()
     trial = result.trials.iloc[0]

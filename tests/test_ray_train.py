@@ -138,9 +138,9 @@ def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset
 
 
 CONNECT_AND_SHOW_POLICIES = """
-import json, os, threading, time, ray, torch
+import json, os, sys, threading, time, urllib.request, ray, torch
 from umtune.trainable.ray_train import connect, use_assigned_cpus
-connect()
+connect(dashboard=sys.argv[1:] != ["--no-dashboard"])
 @ray.remote(num_cpus=2)
 def train():
     before = set(os.listdir("/proc/self/task"))
@@ -165,7 +165,13 @@ def title(pid):
         return open(f"/proc/{pid}/cmdline").read()
     except OSError:
         return ""
+url = ray.init(ignore_reinit_error=True).address_info["webui_url"]
+token = open(os.environ["RAY_AUTH_TOKEN_PATH"]).read().strip()  # the session's (conftest)
+version = urllib.request.Request(f"http://{url}/api/version",
+                                 headers={"Authorization": f"Bearer {token}"})
 print(json.dumps({"idle_workers": sum(title(p).startswith("ray::IDLE") for p in ours),
+                  "dashboard_modules": sum(title(p).startswith("ray-dashboard-") for p in ours),
+                  "dashboard": bool(url) and urllib.request.urlopen(version, timeout=30).status,
                   "driver": os.sched_getscheduler(0),
                   "ray": sorted({os.sched_getscheduler(p) for p in ours - {os.getpid()}}),
                   "task": ray.get(ray.remote(lambda: os.sched_getscheduler(0)).remote()),
@@ -174,17 +180,22 @@ print(json.dumps({"idle_workers": sum(title(p).startswith("ray::IDLE") for p in 
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
-def test_the_local_ray_umtune_starts_runs_as_batch_work_without_idle_workers():
+@pytest.mark.parametrize("dashboard", [True, False])
+def test_the_local_ray_umtune_starts_runs_as_batch_work_without_idle_workers(dashboard):
     """connect() starts Ray's services and workers (so trials) under SCHED_BATCH, and the
     driver, whose own thread launched them, keeps the default policy; no idle worker waits
-    (each would wake 100 times a second). A worker's training thread and the torch threads it
-    starts go back to the default policy. In a fresh process: the module's Ray is started by
-    the fixture."""
-    run = subprocess.run([sys.executable, "-c", CONNECT_AND_SHOW_POLICIES], capture_output=True,
-                         text=True, timeout=300)
+    (each would wake 100 times a second); the dashboard (its nine module processes) runs unless
+    told not to. A worker's training thread and the torch threads it starts go back to the
+    default policy. In a fresh process: the module's Ray is started by the fixture."""
+    run = subprocess.run([sys.executable, "-c", CONNECT_AND_SHOW_POLICIES]
+                         + ["--no-dashboard"] * (not dashboard), capture_output=True, text=True,
+                         timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     policies = json.loads(run.stdout.splitlines()[-1])
-    assert policies == {"idle_workers": 0, "driver": os.SCHED_OTHER, "ray": [os.SCHED_BATCH],
+    modules = policies.pop("dashboard_modules")
+    assert (modules >= 5) if dashboard else (modules == 0), policies
+    assert policies == {"idle_workers": 0, "dashboard": 200 if dashboard else False,
+                        "driver": os.SCHED_OTHER, "ray": [os.SCHED_BATCH],
                         "task": os.SCHED_BATCH, "training": [os.SCHED_OTHER]}, policies
 
 

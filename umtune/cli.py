@@ -90,7 +90,7 @@ def _sweep(a: argparse.Namespace) -> int:
     from umtune.sweep import SweepOptions, resume_sweep, run_sweep, summary
 
     if a.resume:
-        result = resume_sweep(a.resume, address=a.address)
+        result = resume_sweep(a.resume, address=a.address, dashboard=a.dashboard)
     else:
         opts = SweepOptions(space=a.space, samples=a.samples, search=a.search,
                             scheduler=a.scheduler, objectives=tuple(a.objective.split(",")),
@@ -101,7 +101,8 @@ def _sweep(a: argparse.Namespace) -> int:
                             grace_epochs=a.grace_epochs)
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = run_sweep(_with_sets(a, _new_config(a), minutes=a.minutes_per_trial), opts,
-                           storage=a.storage, name=name, address=a.address)
+                           storage=a.storage, name=name, address=a.address,
+                           dashboard=a.dashboard)
     print(summary(result))
     return 1 if result.failed else 0
 
@@ -308,6 +309,9 @@ def _add_sweep(sub, config, ray) -> None:
     sw.add_argument("--objective", default="quality",
                     help="quality, or quality,cost for a multi-objective (Pareto) search")
     sw.add_argument("--trial-workers", type=int, default=1, help="Train workers per trial")
+    sw.add_argument("--dashboard", action="store_true", help="the local Ray started here runs "
+                    "Ray's dashboard (127.0.0.1:8265) even for one-worker trials, which train "
+                    "without it: its processes take time from training on a few cores")
     sw.add_argument("--max-concurrent", type=int,
                     help="trials at once (default: as many as the cluster's resources fit)")
     sw.add_argument("--minutes-per-trial", type=_number, help="training budget of each trial")

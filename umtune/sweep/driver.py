@@ -28,9 +28,10 @@ KEEP_CHECKPOINTS = 3  # newest checkpoints kept of a one-worker trial (its histo
 
 
 def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "sweeps",
-              name: str, address: str | None = None) -> SweepResult:
+              name: str, address: str | None = None, dashboard: bool = False) -> SweepResult:
     """Run a new sweep at `<storage>/<name>` over `opts.space` around `base`, and write its
-    trial table and Optuna study there."""
+    trial table and Optuna study there. A local Ray started for it (no `address`) runs Ray's
+    dashboard if asked or if its trials run Ray Train (which needs it)."""
     from ray import tune
 
     from umtune.trainable import ray_train
@@ -38,7 +39,7 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     base = replace(base, data=base.data.with_absolute_path())
     # The space is built (and so checked) before Ray starts and before anything is written.
     domains = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
-    ray_train.connect(address)
+    ray_train.connect(address, dashboard=dashboard or opts.runs_ray_train)
     storage = check_storage(storage, ray_train.alive_nodes())
     path = f"{storage}/{name}"
     if sweep_file_exists(path):
@@ -62,9 +63,10 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     return _finish(tuner.fit(), path, opts, base)
 
 
-def resume_sweep(path: str | Path, *, address: str | None = None) -> SweepResult:
+def resume_sweep(path: str | Path, *, address: str | None = None,
+                 dashboard: bool = False) -> SweepResult:
     """Finish the sweep at `path` after its driver died: finished trials are kept as they are,
-    unfinished ones continue from their latest checkpoints.
+    unfinished ones continue from their latest checkpoints. Ray as for `run_sweep`.
 
     Tune's saved state is pickled: restoring it runs whatever code a crafted sweep folder
     holds, so resume only sweep folders you trust (the CLI's --help and the README say so)."""
@@ -76,7 +78,7 @@ def resume_sweep(path: str | Path, *, address: str | None = None) -> SweepResult
     saved = read_sweep_file(path)
     opts = SweepOptions(**{**saved["options"], "objectives": tuple(saved["options"]
                                                                    ["objectives"])})
-    ray_train.connect(address)
+    ray_train.connect(address, dashboard=dashboard or opts.runs_ray_train)
     tuner = tune.Tuner.restore(path, trainable=_trainable(), resume_unfinished=True,
                                resume_errored=False, restart_errored=False)
     return _finish(tuner.fit(), path, opts, RunConfig.from_dict(saved[BASE_KEY]))
