@@ -30,8 +30,7 @@ KEEP_CHECKPOINTS = 3  # newest checkpoints kept of a one-worker trial (its histo
 def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "sweeps",
               name: str, address: str | None = None, dashboard: bool = False) -> SweepResult:
     """Run a new sweep at `<storage>/<name>` over `opts.space` around `base`, and write its
-    trial table and Optuna study there. A local Ray started for it (no `address`) runs Ray's
-    dashboard if asked or if its trials run Ray Train (which needs it)."""
+    trial table and Optuna study there. Ray: `connect`."""
     from ray import tune
 
     from umtune.trainable import ray_train
@@ -39,7 +38,7 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     base = replace(base, data=base.data.with_absolute_path())
     # The space is built (and so checked) before Ray starts and before anything is written.
     domains = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
-    ray_train.connect(address, dashboard=dashboard or opts.runs_ray_train)
+    connect(opts, address, dashboard=dashboard)
     storage = check_storage(storage, ray_train.alive_nodes())
     path = f"{storage}/{name}"
     if sweep_file_exists(path):
@@ -66,22 +65,30 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
 def resume_sweep(path: str | Path, *, address: str | None = None,
                  dashboard: bool = False) -> SweepResult:
     """Finish the sweep at `path` after its driver died: finished trials are kept as they are,
-    unfinished ones continue from their latest checkpoints. Ray as for `run_sweep`.
+    unfinished ones continue from their latest checkpoints. Ray: `connect`.
 
     Tune's saved state is pickled: restoring it runs whatever code a crafted sweep folder
     holds, so resume only sweep folders you trust (the CLI's --help and the README say so)."""
     from ray import tune
 
-    from umtune.trainable import ray_train
-
     path = absolute(path)
     saved = read_sweep_file(path)
     opts = SweepOptions(**{**saved["options"], "objectives": tuple(saved["options"]
                                                                    ["objectives"])})
-    ray_train.connect(address, dashboard=dashboard or opts.runs_ray_train)
+    connect(opts, address, dashboard=dashboard)
     tuner = tune.Tuner.restore(path, trainable=_trainable(), resume_unfinished=True,
                                resume_errored=False, restart_errored=False)
     return _finish(tuner.fit(), path, opts, RunConfig.from_dict(saved[BASE_KEY]))
+
+
+def connect(opts: SweepOptions, address: str | None = None, *, dashboard: bool = False) -> None:
+    """Join the cluster at `address`, or start the local Ray a sweep with `opts` needs: with
+    Ray's dashboard if asked or if its trials run Ray Train (several workers), which frees a
+    finished or stopped run's placement group through the State API the dashboard serves.
+    One-worker trials train in the trial's own process and so run without it."""
+    from umtune.trainable import ray_train
+
+    ray_train.connect(address, dashboard=dashboard or opts.trial_workers > 1)
 
 
 def trial_name(trial) -> str:

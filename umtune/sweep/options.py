@@ -53,12 +53,6 @@ class SweepOptions:
         """CPUs (= torch threads) each Train worker requests; the trial driver takes none."""
         return self.cpus_per_worker or 1.0
 
-    @property
-    def runs_ray_train(self) -> bool:
-        """Whether trials run Ray Train runs (several workers); one-worker trials train in the
-        trial's own process."""
-        return self.trial_workers > 1
-
     def metrics(self) -> tuple[list[str], list[str]]:
         """The objectives' reported metrics and their directions ("min"/"max")."""
         metric, mode = zip(*(OBJECTIVES[o] for o in self.objectives), strict=True)
