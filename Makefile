@@ -14,7 +14,8 @@ APT_PACKAGES := fluidsynth fluid-soundfont-gm chromium openssh-server openssh-cl
 SYSTEM_COMMANDS := fluidsynth chromium /usr/sbin/sshd ssh rsync nc cc
 SOUNDFONT := /usr/share/sounds/sf2/FluidR3_GM.sf2
 
-.PHONY: setup system-deps test test-slow lint demo translation-results ablation gpu-check clean
+.PHONY: setup system-deps test test-slow lint demo translation-results translation-curve ablation \
+	gpu-check clean
 
 setup: $(STAMP) system-deps
 
@@ -36,7 +37,7 @@ system-deps:
 	fi
 
 lint: setup
-	$(VENV)/bin/ruff check umtune tests benchmarks
+	$(VENV)/bin/ruff check umtune tests benchmarks docs
 
 # Everything: the fast tests, then the slow ones (real Ray clusters); about 10 minutes on 2 cores.
 test: setup lint
@@ -72,10 +73,26 @@ RESULTS_MINUTES ?= 60
 RESULTS_RUN ?= runs/cpu-$(shell date +%Y%m%d-%H%M%S)
 
 translation-results: setup $(LINES_DATA)/manifest.json $(FOUR_VOICE_DATA)/manifest.json
-	$(VENV)/bin/umtune train --preset cpu --data $(LINES_DATA) --minutes $(RESULTS_MINUTES) --out $(RESULTS_RUN)
+	$(VENV)/bin/umtune train --preset cpu --data $(LINES_DATA) --minutes $(RESULTS_MINUTES) \
+		--keep-every $(CURVE_EVERY) --out $(RESULTS_RUN)
 	$(VENV)/bin/umtune evaluate $(RESULTS_RUN)/checkpoint --clips 4 --seeds 2 --table results/cpu.md
 	$(VENV)/bin/umtune evaluate $(RESULTS_RUN)/checkpoint --data $(FOUR_VOICE_DATA) --clips 2 \
 		-o $(RESULTS_RUN)/eval-four-voice --table results/cpu-four-voice.md
+
+# What more compute buys: the run of translation-results (RESULTS_RUN=runs/cpu-...) resumed to
+# CURVE_MINUTES of training, keeping a checkpoint every CURVE_EVERY minutes, then every kept
+# checkpoint evaluated as translation-results does; writes results/cpu-curve.md. The resumed
+# run's cosine learning rate continues from its fraction of the new budget.
+CURVE_MINUTES ?= 180
+CURVE_EVERY ?= 30
+
+translation-curve: setup $(LINES_DATA)/manifest.json
+	@test -f "$(RESULTS_RUN)/checkpoint/state.pt" || { echo "translation-curve: set \
+		RESULTS_RUN to the run of translation-results (runs/cpu-...)"; exit 2; }
+	$(VENV)/bin/umtune train --resume $(RESULTS_RUN) --minutes $(CURVE_MINUTES) \
+		--keep-every $(CURVE_EVERY)
+	$(VENV)/bin/umtune evaluate $(RESULTS_RUN)/checkpoints/* --clips 4 --seeds 2 \
+		--table results/cpu-curve.md
 
 # The paper's ablation with the `cpu` preset: lambda in {0, 1e-2} x augmentation in {0, 0.5}
 # semitones, two trials at a time on one core each, ABLATION_MINUTES of training each, every

@@ -1,9 +1,11 @@
 """`make gpu-check`: what umtune does on this machine's NVIDIA GPUs, in one command.
 
-With CUDA: the `paper` preset's training step (bf16 autocast, then fp32) with samples/s and % of
-the GPU's dense bf16 peak; cached generation's real-time factor at batch 1 and batched; a DDP
-step over nccl on every GPU through torchrun; then the fast tests with CUDA visible. Exit 1 if
-the DDP step or a test fails. Without CUDA: a short CPU part (the `cpu` preset's step and
+With CUDA: the `paper` preset's training step (bf16 autocast compiled with torch.compile, bf16
+eager, fp32 eager) with samples/s and % of the GPU's dense bf16 peak, and a check that the
+compiled step computes the eager step's loss and gradients; cached generation's real-time factor
+at batch 1 and batched; a DDP step over nccl on every GPU through torchrun; then the fast tests
+with CUDA visible (`--tests` to choose them). Exit 1 if the compiled step differs, the DDP step
+or a test fails. Without CUDA: a short CPU part (the `cpu` preset's step and
 batch-1 generation), then a line saying the GPU part was skipped, exit 0, so that CI keeps the
 script working. The GPU part's figures are what docs/scaling.md's estimates should become.
 
@@ -31,10 +33,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DDP_PREFIX = "ddp-result "
+# The one-GPU step: two domains (two decoders; compiling all six takes minutes) of this many
+# 0.75 s segments each, the per-GPU load of the paper's 32 per domain on 8 GPUs.
+STEP_BATCH = 4
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets, by a fragment
 # of torch.cuda.get_device_name(); the first fragment found wins, so variants come first.
@@ -106,26 +112,56 @@ def train_rows(data, quick: bool, peak: float | None, matmul: float) -> dict[str
 
     rows = {}
     tf32 = "TF32 convolutions in fp32, " if torch.backends.cudnn.allow_tf32 else ""
-    print(f"\ntraining step, `paper` preset, one GPU ({tf32}% of the bf16 peaks in both rows)")
-    print(f"{'prec':5} {'batch':>12} {'s/step':>7} {'samples/s':>10} {'TFLOP/step':>10} "
-          f"{'TFLOP/s':>8} {'% bf16 peak':>11} {'% bf16 matmul':>13}")
-    for precision in ("bf16", "fp32"):
-        cfg = step_config("paper", data, domains=2 if quick else None,
-                          batch_per_domain=1 if quick else None, segment=1600 if quick else 0,
-                          precision=precision)
+    print(f"\ntraining step, `paper` preset, one GPU, 2 domains x {STEP_BATCH} segments "
+          f"({tf32}% of the bf16 peaks in every row; compiled: its first step, the "
+          "compilation, is not timed)")
+    print(f"{'prec':5} {'step':8} {'batch':>12} {'s/step':>7} {'samples/s':>10} "
+          f"{'TFLOP/step':>10} {'TFLOP/s':>8} {'% bf16 peak':>11} {'% bf16 matmul':>13}")
+    for precision, compiled in (("bf16", False), ("fp32", False), ("bf16", True)):
+        cfg = step_config("paper", data, domains=2, batch_per_domain=1 if quick else STEP_BATCH,
+                          segment=1600 if quick else 0, precision=precision, compile=compiled)
+        name = f"{precision}{' compiled' if compiled else ''}"
         try:
             r = measure(cfg, data, steps=1 if quick else 5, device="cuda")
         except torch.cuda.OutOfMemoryError:
             print(f"{precision:5} out of GPU memory")
             torch.cuda.empty_cache()
             continue
-        rows[precision] = r
+        rows[name] = r
         tflops = r["GFLOP/s"] / 1e3
         of_peak = f"{100 * tflops / peak:10.1f}%" if peak else f"{'?':>11}"
-        print(f"{precision:5} {r['batch']:>12} {r['s/step']:7.3f} {r['samples/s']:10.0f} "
-              f"{r['GFLOP/step'] / 1e3:10.2f} {tflops:8.1f} {of_peak} "
-              f"{100 * tflops / matmul:12.1f}%")
+        print(f"{precision:5} {'compiled' if compiled else 'eager':8} {r['batch']:>12} "
+              f"{r['s/step']:7.3f} {r['samples/s']:10.0f} {r['GFLOP/step'] / 1e3:10.2f} "
+              f"{tflops:8.1f} {of_peak} {100 * tflops / matmul:12.1f}%")
     return rows
+
+
+def compiled_step_matches(data, quick: bool) -> bool:
+    """The compiled step's loss and gradients against the eager step's, on CUDA in bf16, from
+    the same weights and batch (tests/test_loop.py checks the same on the CPU)."""
+    from train_step import step_config
+
+    from umtune.trainable.loop import Trainer, draw_batch
+
+    cfg = step_config("paper", data, domains=2, batch_per_domain=1 if quick else STEP_BATCH,
+                      segment=1600 if quick else 0, precision="bf16")
+    results = []
+    for compiled in (False, True):
+        trainer = Trainer(replace(cfg, train=replace(cfg.train, compile=compiled)), data,
+                          device="cuda")
+        batch = draw_batch(cfg, data, 0, "train", augment=True)
+        loss, *_ = trainer.autoencoder_losses(*(t.cuda() for t in (
+            batch.inputs, batch.targets, batch.decoder_inputs, batch.labels)))
+        loss.backward()
+        results.append((loss.item(), [p.grad.float() for p in
+                                      trainer.model.autoencoder.parameters()]))
+    (eager, eager_grads), (fast, fast_grads) = results
+    worst = max(((a - b).norm() / a.norm().clamp_min(1e-12)).item()
+                for a, b in zip(eager_grads, fast_grads, strict=True))
+    ok = abs(eager - fast) <= 2e-2 * abs(eager) and worst <= 5e-2
+    print(f"compiled step against eager, bf16: loss {fast:.5f} vs {eager:.5f}, largest relative "
+          f"gradient difference {worst:.2e}: {'ok' if ok else 'FAILED'}")
+    return ok
 
 
 def generation_rows(quick: bool) -> None:
@@ -178,8 +214,8 @@ def ddp_worker(data_path: Path, quick: bool) -> None:
     dist.init_process_group("nccl", device_id=device)
     try:
         data = Dataset.open(data_path)
-        cfg = step_config("paper", data, domains=2 if quick else None,
-                          batch_per_domain=(1 if quick else 2) * world,
+        cfg = step_config("paper", data, domains=2,
+                          batch_per_domain=(1 if quick else STEP_BATCH) * world,
                           segment=1600 if quick else 0, precision="bf16")
         r = measure(cfg, data, steps=1 if quick else 5, device=device, rank=rank,
                     world_size=world,
@@ -190,13 +226,13 @@ def ddp_worker(data_path: Path, quick: bool) -> None:
         dist.destroy_process_group()
 
 
-def fast_tests() -> bool:
-    """`pytest -m "not slow"` with CUDA visible; without Ray, its tests are skipped."""
+def fast_tests(tests: list[str]) -> bool:
+    """`pytest -m "not slow" [tests]` with CUDA visible; without Ray, its tests are skipped."""
     print("\nfast tests, CUDA visible", flush=True)
     if importlib.util.find_spec("pytest") is None:
         print("FAILED: pytest is not installed (pip install pytest)")
         return False
-    command = [sys.executable, "-m", "pytest", "-q", "-m", "not slow"]
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "not slow", *tests]
     paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
     if importlib.util.find_spec("ray") is None:
         print("Ray is not installed: tests that import it are skipped (skip_without_ray.py)")
@@ -206,7 +242,7 @@ def fast_tests() -> bool:
     return subprocess.run(command, cwd=ROOT, env=env).returncode == 0
 
 
-def gpu_part(tmp: Path, quick: bool) -> int:
+def gpu_part(tmp: Path, quick: bool, tests: list[str]) -> int:
     import torch
     from train_step import matmul_peak
 
@@ -220,17 +256,20 @@ def gpu_part(tmp: Path, quick: bool) -> int:
           f"bf16 matmul measured {matmul:.0f} TFLOP/s")
     data = synthetic_dataset(tmp / "paper", preset("paper").model.domains, 16000)
     single = train_rows(data, quick, peak, matmul)
+    compiled_ok = compiled_step_matches(data, quick)
     generation_rows(quick)
     ddp_ok = ddp_row(data.path, gpus, quick, single.get("bf16"))
-    tests_ok = fast_tests()
-    print(f"\ngpu-check: DDP {'ok' if ddp_ok else 'FAILED'}, fast tests "
-          f"{'passed' if tests_ok else 'FAILED'}")
-    return 0 if ddp_ok and tests_ok else 1
+    tests_ok = fast_tests(tests)
+    print(f"\ngpu-check: compiled step {'ok' if compiled_ok else 'FAILED'}, DDP "
+          f"{'ok' if ddp_ok else 'FAILED'}, fast tests {'passed' if tests_ok else 'FAILED'}")
+    return 0 if compiled_ok and ddp_ok and tests_ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    p.add_argument("--tests", nargs="*", default=[],
+                   help="test files or ids for the fast tests with CUDA (default: all)")
     p.add_argument("--ddp-worker", type=Path, metavar="DATA", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sys.path.insert(1, str(ROOT))  # this checkout's umtune, installed or not
@@ -245,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             print("no CUDA GPU: skipped the GPU part (paper-preset step, generation, DDP over "
                   "nccl, fast tests with CUDA)")
             return 0
-        return gpu_part(Path(tmp), args.quick)
+        return gpu_part(Path(tmp), args.quick, args.tests)
 
 
 if __name__ == "__main__":

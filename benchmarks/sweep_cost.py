@@ -18,7 +18,7 @@ import argparse
 import math
 from dataclasses import dataclass, replace
 
-from train_step import measure
+from train_step import measure, step_config
 
 from umtune.data import Dataset
 
@@ -82,9 +82,9 @@ def main() -> None:
 
     prices = {k: float(v) for k, v in (item.split("=") for item in args.price)}
     instances = [replace(i, usd_per_hour=prices.get(i.name, i.usd_per_hour)) for i in INSTANCES]
-    counted = measure("paper", Dataset.open(args.data),
-                      argparse.Namespace(domains=2, batch_per_domain=1, segment=4000, steps=1),
-                      "fp32")
+    data = Dataset.open(args.data)
+    counted = measure(step_config("paper", data, domains=2, batch_per_domain=1, segment=4000,
+                                  precision="fp32"), data, steps=1)
     flop_per_sample = counted["GFLOP/step"] * 1e9 / (2 * 4000)
     print(f"paper preset: {flop_per_sample / 1e6:.2f} MFLOP per training sample (counted); "
           f"official epoch = {EPOCH_SAMPLES / 1e9:.2f} G samples = "

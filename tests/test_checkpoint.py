@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -124,3 +126,30 @@ def test_train_out_onto_an_existing_run_without_resume_is_refused(tiny_dataset, 
                                                run / "checkpoint" / "state.pt")} == before
     assert [json.loads(line)["epoch"] for line in
             (run / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_a_second_trainer_of_one_run_is_refused_and_a_killed_ones_lock_is_free(tiny_dataset,
+                                                                              tmp_path, capsys):
+    """While one `umtune train --out RUN` trains, a second into RUN (new or --resume) exits 2
+    naming the other process's lock; once the first is killed (-9), the run resumes."""
+    run = tmp_path / "run"
+    args = ["--data", str(tiny_dataset), "--out", str(run), "--set", "train.steps_per_epoch=2",
+            "--set", "train.max_epochs=1000", "--set", "data.segment_samples=800",
+            "--set", "train.eval_segments=2", "--set", "train.indicator_seconds=0"]
+    first = subprocess.Popen([sys.executable, "-m", "umtune.cli", "train", *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists():  # it holds the lock and has an epoch
+            assert first.poll() is None and time.monotonic() < deadline, "first run stalled"
+            time.sleep(0.2)
+        assert main(["train", *args]) == 2
+        assert "another umtune process is training this run" in capsys.readouterr().err
+        assert main(["train", "--resume", str(run), "--set", "train.max_epochs=1000"]) == 2
+        assert f"{run}: another umtune process" in capsys.readouterr().err
+    finally:
+        first.kill()
+        first.wait()
+    done = len((run / "metrics.jsonl").read_text().splitlines())
+    assert main(["train", "--resume", str(run), "--set", f"train.max_epochs={done + 1}"]) == 0
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == done + 1

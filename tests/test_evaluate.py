@@ -12,7 +12,6 @@ import torch
 from test_loop import tiny_run
 
 from umtune.analysis.evaluate import (
-    EVAL_SAMPLING,
     SEED_METRICS,
     SUMMARY_KEYS,
     EvalOptions,
@@ -23,6 +22,7 @@ from umtune.analysis.results import heldout_curve, target_rows
 from umtune.cli import main
 from umtune.data import Dataset, DatasetError
 from umtune.trainable.checkpoint import LocalRun
+from umtune.trainable.generate import DEFAULT_SAMPLING
 from umtune.trainable.loop import train
 from umtune.trainable.model import UniversalTranslator
 
@@ -217,7 +217,43 @@ def test_several_seeds_average_the_translation_metrics_and_give_their_spread(tin
         assert result["summary_sd"][k] == pytest.approx(np.std(values, ddof=1)), k
     assert {p["seed"] for p in result["pairs"]} == {0, 1}
     single = evaluate(model, cfg, tiny_dataset, EvalOptions(
-        clips=1, seconds=0.5, seeds=1, sampling=replace(EVAL_SAMPLING, seed=1)))
+        clips=1, seconds=0.5, seeds=1, sampling=replace(DEFAULT_SAMPLING, seed=1)))
     assert single["summary"]["timbre_acc"] == result["per_seed"][1]["timbre_acc"]
     assert single["summary"]["latent_domain_acc"] == result["summary"]["latent_domain_acc"]
     assert all(v is None for v in single["summary_sd"].values())
+
+
+def test_a_run_keeps_the_first_checkpoint_past_each_mark(run, tmp_path):
+    """With keep_every_minutes=1, reports at 50, 70, 130, 200 and 230 s of training keep the
+    checkpoints of 70 s (minute 1), 130 s (minute 2) and 200 s (minute 3), not 50 s or 230 s;
+    the newest is always in checkpoint/."""
+    kept = LocalRun(tmp_path / "kept", echo=False, keep_every_minutes=1.0)
+    for epoch, elapsed in enumerate((50.0, 70.0, 130.0, 200.0, 230.0), start=1):
+        kept({"epoch": epoch, "elapsed_s": elapsed}, run.checkpoint)
+    assert sorted(p.name for p in kept.milestones.iterdir()) == [
+        "minute_0001_000", "minute_0002_000", "minute_0003_000"]
+    assert (kept.milestones / "minute_0002_000" / "state.pt").read_bytes() == \
+        (run.checkpoint / "state.pt").read_bytes()
+    assert (kept.checkpoint / "state.pt").exists()
+
+
+def test_evaluating_several_checkpoints_writes_one_curve_table(run, tiny_dataset, tmp_path,
+                                                               capsys):
+    """`umtune evaluate CKPT CKPT --table` evaluates each into a folder of its own and writes
+    one row per checkpoint, in order of training time; two of one name are refused."""
+    later = LocalRun(tmp_path / "later", echo=False)
+    train(tiny_run(tiny_dataset, max_epochs=2, steps_per_epoch=2), report=later)
+    early, late = shutil.copytree(run.checkpoint, tmp_path / "early"), \
+        shutil.copytree(later.checkpoint, tmp_path / "late")
+    table = tmp_path / "curve.md"
+    assert main(["evaluate", str(late), str(early), "--clips", "1", "--seconds", "0.25",
+                 "-o", str(tmp_path / "ev"), "--table", str(table)]) == 0
+    assert (tmp_path / "ev" / "early" / "metrics.json").exists()
+    assert main(["evaluate", str(later.checkpoint), str(run.checkpoint), "-o",
+                 str(tmp_path / "ev2"), "--table", str(table)]) == 2
+    assert "would both be evaluated into" in capsys.readouterr().err
+    text = table.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| minutes | steps | timbre_acc |")
+    assert [r.split(" | ")[1] for r in rows[1:]] == ["2", "4"]  # steps, by training time
+    assert "of 5 |" in rows[1] and "lr schedule step" in text

@@ -8,7 +8,7 @@ import torch
 from test_fused import FUSED, needs_compiler
 from test_model import TINY, _model
 
-from umtune.config import RunConfig
+from umtune.config import DataConfig, RunConfig
 from umtune.trainable.generate import (
     DecoderCache,
     DecoderStack,
@@ -146,3 +146,68 @@ def test_sampling_options_are_checked_by_name():
                        ("temperature", 0.0)):
         with pytest.raises(ValueError, match=field):
             Sampling(**{field: bad})
+
+
+@pytest.mark.parametrize("backend", ["torch", FUSED])
+def test_a_probability_floor_never_samples_an_unlikely_class(backend):
+    """With floor 0.02 every sampled code had at least that probability (or was the most likely
+    one), by the decoder's own teacher-forced logits of the generated audio; without the floor
+    the same seed draws such codes, and both steps sample the same codes."""
+    m = _model().eval()
+    decoder, z = m.decoders["a"], torch.randn(2, 4, 6)
+
+    def worst_probability(codes):
+        with torch.no_grad():
+            probs = decoder(codes, z).softmax(dim=1)  # (B, classes, T)
+        chosen = probs.gather(1, codes[:, None])[:, 0]
+        return chosen.masked_fill(probs.argmax(dim=1) == codes, 1.0).min().item()
+
+    floored = generate(decoder, z, POOL, seed=3, floor=0.02, backend=backend)
+    assert worst_probability(floored) >= 0.02 - 1e-4
+    assert worst_probability(generate(decoder, z, POOL, seed=3, backend=backend)) < 0.02
+    assert torch.equal(floored, generate(decoder, z, POOL, seed=3, floor=0.02, backend="naive"))
+
+
+def test_the_default_lead_in_covers_the_decoders_receptive_field():
+    """Sampling's default lead-in is the receptive field rounded up to whole latent frames; an
+    explicit one is used as given."""
+    assert Sampling().lead_frames(512, 8000, 200) == 3
+    assert Sampling().lead_frames(600, 8000, 200) == 3
+    assert Sampling().lead_frames(601, 8000, 200) == 4
+    assert Sampling(lead_seconds=0.05).lead_frames(512, 8000, 200) == 2
+    assert Sampling(lead_seconds=0).lead_frames(512, 8000, 200) == 0
+    with pytest.raises(ValueError, match="floor"):
+        Sampling(floor=1.0)
+    with pytest.raises(ValueError, match="floor"):
+        Sampling(floor=-0.1)
+    with pytest.raises(ValueError, match="emit='median'"):
+        Sampling(emit="median")
+
+
+def test_a_translation_encodes_the_clip_in_training_sized_windows():
+    """The latent a translation decodes equals the latent of each training-sized window of the
+    (lead-padded) clip encoded alone, not of the whole clip at once."""
+    m = _model().eval()
+    cfg = RunConfig(model=TINY, data=DataConfig(segment_samples=4 * POOL))
+    translator = Translator(model=m, config=cfg)
+    audio = torch.rand(12 * POOL) - 0.5
+    z = translator._chunk_latents(audio, chunk=12, lead=0)[0]  # one chunk: the whole clip
+    windows = torch.cat([m.encode(audio[None, i:i + 4 * POOL])[0]
+                         for i in range(0, 12 * POOL, 4 * POOL)], dim=-1)
+    torch.testing.assert_close(z, windows)
+    assert not torch.allclose(z, m.encode(audio[None])[0])
+
+
+@pytest.mark.parametrize("backend", ["torch", FUSED])
+def test_the_mean_output_is_each_steps_expectation_given_the_sampled_past(backend):
+    """With levels, generation returns at every step the expectation of levels[c] under the
+    decoder's teacher-forced distribution given the codes it sampled (same seed), and both
+    steps agree."""
+    m = _model().eval()
+    decoder, z = m.decoders["b"], torch.randn(2, 4, 4)
+    levels = torch.linspace(-1, 1, 256)
+    codes = generate(decoder, z, POOL, seed=5, backend=backend)
+    means = generate(decoder, z, POOL, seed=5, backend=backend, levels=levels)
+    with torch.no_grad():
+        expected = (decoder(codes, z).softmax(dim=1) * levels[None, :, None]).sum(dim=1)
+    torch.testing.assert_close(means, expected, atol=1e-4, rtol=1e-4)

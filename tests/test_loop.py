@@ -1,6 +1,7 @@
 """The training loop on a real rendered dataset: learning, checkpoints, exact resume, CLI."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -10,11 +11,13 @@ from test_model import TINY
 from umtune.cli import main
 from umtune.config import PRESETS, DataConfig, RunConfig, TrainConfig, preset
 from umtune.data import Dataset
-from umtune.trainable.checkpoint import LocalRun, load_checkpoint, save_checkpoint
+from umtune.trainable.checkpoint import LocalRun, load_checkpoint, load_model, save_checkpoint
 from umtune.trainable.loop import (
     Trainer,
+    confusion_penalty,
     decoder_mask_fraction,
     draw_batch,
+    learning_rate,
     span_mask,
     splice,
     train,
@@ -175,7 +178,7 @@ def test_cpu_preset_is_tiny_at_8khz_with_a_long_field_the_content_loss_and_no_st
     assert (cpu.model.decoder.residual_channels, cpu.model.decoder.gate_channels,
             cpu.model.decoder.skip_channels) == (64, 128, 64)
     assert cpu.model.content_head and cpu.train.content_loss_weight == 1.0
-    assert cpu.train == replace(tiny.train, precision="bf16", steps_per_epoch=100,
+    assert cpu.train == replace(tiny.train, steps_per_epoch=100,
                                 content_loss_weight=1.0, decoder_mask_fraction=0.25,
                                 decoder_mask_span=512, decoder_mask_steps=1500)
 
@@ -289,3 +292,98 @@ def test_splices_are_drawn_for_the_global_batch_and_only_in_training(tiny_datase
                           world_size=2)
         rows = [k * 4 + i for k in range(2) for i in range(rank, 4, 2)]
         assert torch.equal(part.targets, spliced.targets[rows])
+
+
+def test_the_cosine_schedule_anneals_over_the_budget_and_the_step_schedule_is_the_papers():
+    """"cosine": lr at the start, half at half the time budget (or of the steps, without one),
+    0 at its end and after; "step": lr * 0.995 ** (step // 1000)."""
+    timed = tiny_run("data", lr=1e-3, lr_schedule="cosine", max_minutes=10.0)
+    assert learning_rate(timed, 0, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(timed, 5, 300.0) == pytest.approx(5e-4)
+    assert learning_rate(timed, 9, 600.0) == learning_rate(timed, 9, 900.0) == pytest.approx(0)
+    by_steps = tiny_run("data", lr=1e-3, lr_schedule="cosine", max_epochs=2, steps_per_epoch=3)
+    assert learning_rate(by_steps, 3, 1e6) == pytest.approx(5e-4)
+    paper_like = tiny_run("data", lr=1e-3)
+    assert learning_rate(paper_like, 2999, 1e6) == pytest.approx(1e-3 * 0.995 ** 2)
+
+
+def test_the_moving_average_is_what_generation_loads_and_a_resume_continues_it(tiny_dataset,
+                                                                                tmp_path):
+    """With train.ema_decay the checkpoint keeps the averaged weights, load_model returns them
+    (not the trained ones), the held-out figures report both CEs, and N + N resumed steps give
+    the same average as 2N straight."""
+    cfg = tiny_run(tiny_dataset, ema_decay=0.9, max_epochs=2)
+    straight = LocalRun(tmp_path / "straight", echo=False)
+    done = train(cfg, report=straight)
+    split = LocalRun(tmp_path / "split", echo=False)
+    train(replace(cfg, train=replace(cfg.train, max_epochs=1)), report=split)
+    resumed = train(cfg, report=split, resume=split.checkpoint)
+    for name, value in done.ema.module.state_dict().items():
+        assert torch.equal(value, resumed.ema.module.state_dict()[name]), name
+    model, _ = load_model(straight.checkpoint)
+    averaged, trained = done.ema.module.state_dict(), done.model.state_dict()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, averaged[name]), name
+    assert any(not torch.equal(averaged[k], trained[k]) for k in trained)
+    last = straight.history()[-1]
+    assert last["heldout_ce_trained"] != last["heldout_ce"]
+
+
+def test_the_uniform_confusion_target_is_bounded_and_drives_predictions_to_uniform():
+    """"max_ce" rewards a confidently wrong confusion net without bound; "uniform" is at least
+    log K, reached by the uniform prediction, which descending on it approaches."""
+    labels = torch.tensor([0, 1, 2])
+    wrong = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    assert confusion_penalty(100 * wrong, labels, "max_ce") < confusion_penalty(
+        10 * wrong, labels, "max_ce") < -9
+    assert confusion_penalty(100 * wrong, labels, "uniform") > math.log(3)
+    assert confusion_penalty(torch.zeros(3, 3), labels, "uniform") == pytest.approx(math.log(3))
+    logits = torch.randn(3, 3, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    optimizer = torch.optim.SGD([logits], lr=1.0)
+    for _ in range(200):
+        optimizer.zero_grad()
+        confusion_penalty(logits, labels, "uniform").backward()
+        optimizer.step()
+    torch.testing.assert_close(logits.softmax(-1), torch.full((3, 3), 1 / 3), atol=1e-3,
+                               rtol=0)
+
+
+def test_an_unknown_schedule_target_or_precision_is_refused_naming_the_field():
+    for field, bad in (("lr_schedule", "linear"), ("confusion_target", "kl"),
+                       ("precision", "fp16"), ("ema_decay", 1.0)):
+        with pytest.raises(ValueError, match=f"train.{field}"):
+            TrainConfig(**{field: bad})
+
+
+@pytest.mark.slow
+def test_the_compiled_step_computes_the_plain_steps_loss_and_gradients(tiny_dataset):
+    """train.compile: the autoencoder's losses and every gradient, content head included,
+    equal the eager step's from the same weights and batch (float rounding apart)."""
+    cfg = tiny_run(tiny_dataset, content_loss_weight=1.0, confusion_lambda=0.1)
+    cfg = replace(cfg, model=replace(cfg.model, content_head=True))
+    data = Dataset.open(tiny_dataset)
+    batch = draw_batch(cfg, data, 0, "train", augment=True)
+    results = []
+    for compiled in (False, True):
+        trainer = Trainer(replace(cfg, train=replace(cfg.train, compile=compiled)), data)
+        losses = trainer.autoencoder_losses(batch.inputs, batch.targets, batch.decoder_inputs,
+                                            batch.labels)
+        losses[0].backward()
+        results.append(([v.item() for v in losses],
+                        {k: p.grad.clone() for k, p in trainer.model.autoencoder
+                         .named_parameters()}))
+    (plain, plain_grads), (fast, fast_grads) = results
+    assert fast == pytest.approx(plain, rel=1e-5)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_time_budget_ends_training_at_the_step_that_spends_it(tiny_dataset, tmp_path):
+    """A 3-second budget in epochs of 10,000 steps stops at the first step past 3 s: one
+    report of the steps done, not a whole epoch."""
+    run = LocalRun(tmp_path / "run", echo=False)
+    train(tiny_run(tiny_dataset, max_minutes=0.05, steps_per_epoch=10_000, max_epochs=5),
+          report=run)
+    (report,) = run.history()
+    per_step = report["elapsed_s"] / report["step"]
+    assert 0 < report["step"] < 10_000 and 3.0 <= report["elapsed_s"] < 3.0 + 2 * per_step

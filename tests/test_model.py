@@ -17,6 +17,8 @@ from umtune.config import (
 from umtune.trainable.model import (
     UniversalTranslator,
     WaveNetDecoder,
+    audio_to_codes,
+    codes_to_audio,
     codes_to_input,
     decoder_receptive_field,
     encoder_receptive_field,
@@ -242,3 +244,38 @@ def test_decoder_sees_the_inputs_it_is_given_and_predicts_the_codes():
     noisy = decoder(codes, z, codes_to_input(codes, 256) + 0.1 * torch.randn(2, 200))
     assert torch.equal(noisy[..., 0], clean[..., 0])
     assert (noisy[..., 1:] - clean[..., 1:]).abs().amax() > 1e-3
+
+
+def test_windowed_encoding_encodes_each_window_alone_and_pads_the_last_with_silence():
+    """Encoder(x, window=W) is each W-sample window encoded on its own (the last one padded
+    with zeros), as training encodes its segments; whole-clip encoding differs."""
+    encoder = _model().encoder.eval()
+    W = 3 * TINY.encoder.pool
+    x = torch.rand(2, 7 * TINY.encoder.pool) - 0.5  # two windows and a third of one
+    with torch.no_grad():
+        z = encoder(x, window=W)
+        parts = [encoder(x[:, :W]), encoder(x[:, W:2 * W]),
+                 encoder(F.pad(x[:, 2 * W:], (0, 2 * TINY.encoder.pool)))[..., :1]]
+        torch.testing.assert_close(z, torch.cat(parts, dim=-1))
+        assert not torch.allclose(z, encoder(x))
+        torch.testing.assert_close(encoder(x[:, :W], window=W), encoder(x[:, :W]))
+
+
+def test_pre_emphasis_shapes_the_code_noise_under_the_music_and_decodes_back():
+    """With model.pre_emphasis the codes decode back to the audio (within mu-law's step), and
+    a one-step error in every code comes out of `codes_to_audio` with less energy above 2 kHz
+    than below, where without it the error is white."""
+    t = torch.arange(16000) / 16000
+    audio = 0.5 * torch.sin(2 * torch.pi * 440 * t)[None]
+    emphasised = replace(TINY, pre_emphasis=0.85)
+    codes = audio_to_codes(audio, emphasised)
+    assert not torch.equal(codes, mu_law_encode(audio, TINY.classes))
+    assert (codes_to_audio(codes, emphasised) - audio).abs().max() < 0.05
+    noise = torch.randint(0, 2, codes.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def high_over_low(cfg):
+        error = codes_to_audio((codes + noise).clamp(0, 255), cfg) - codes_to_audio(codes, cfg)
+        power = torch.fft.rfft(error[0]).abs().square()
+        return power[4000:].mean() / power[:4000].mean()  # above / below 2 kHz
+
+    assert high_over_low(emphasised) < 0.3 < high_over_low(TINY)

@@ -502,19 +502,37 @@ def test_cli_report_writes_the_page_and_names_a_missing_sweep(sweep_dir, tmp_pat
 
 def test_component_effects_compare_evaluated_trials_with_and_without_each_component(sweep_dir):
     """Lambda: trial 00000 (on) against 00001 (switched off); the augmentation is on in both
-    evaluated trials, so it has no row. Latent accuracy counts as better when lower."""
+    evaluated trials, so it has no row. Latent accuracy counts as better when lower. One trial
+    a side and one evaluation seed measure no spread, so no verdict is given."""
     effects = component_effects(load_sweep(sweep_dir)).set_index("metric")
     assert set(effects["component"]) == {"confusion loss (lambda > 0)"}
     gain = effects.loc["eval/translation_gain"]
     assert (gain["with"], gain["without"]) == (0.31, 0.12)
-    assert gain["change"] == pytest.approx(0.19) and gain["verdict"] == "helps"
-    latent = effects.loc["eval/latent_domain_acc"]
-    assert latent["change"] == pytest.approx(-0.19) and latent["verdict"] == "helps"
-    assert effects.loc["heldout_ce", "verdict"] == "helps"  # 5.20 with lambda, 5.25 without
+    assert gain["change"] == pytest.approx(0.19) and pd.isna(gain["spread"])
+    assert gain["verdict"].startswith("no spread measured")
+    assert effects.loc["eval/latent_domain_acc", "change"] == pytest.approx(-0.19)
     assert effects.loc["eval/unseen_timbre_acc", "verdict"] == "not measured"  # no whistle
-    assert [effect_verdict(x) for x in (0.0004, -0.0004, 0.002, -0.002)] == [
-        "no change", "no change", "helps", "hurts"]
+    assert [effect_verdict(x, 0.01) for x in (0.004, -0.01, 0.02, -0.02)] == [
+        "no measurable difference", "no measurable difference", "helps", "hurts"]
     assert effects.loc["heldout_ce", "trials with / without"] == "1 / 1"
+
+
+def test_a_component_helps_only_by_more_than_the_spread_over_seeds(tiny_dataset, tmp_path):
+    """Two seeds a side: the translation gain differs by 0.19 with an sd of 0.014 over seeds
+    (helps); the held-out CE by 0.015 with an sd of 0.07 (no measurable difference)."""
+    row = ("completed", 0.01, True, 0.5, "doubling", 16)
+    trials = {"trial_s_00000": (*row, 5.20, 4), "trial_s_00001": (*row, 5.30, 4),
+              "trial_s_00002": (*row[:2], False, *row[3:], 5.25, 4),
+              "trial_s_00003": (*row[:2], False, *row[3:], 5.22, 4)}
+    evaluated = dict(zip(trials, (0.30, 0.32, 0.12, 0.11), strict=True))
+    sweep = make_sweep(tmp_path, tiny_dataset, trials=trials, evaluated=evaluated,
+                       objectives=("quality",), study=False)
+    effects = component_effects(load_sweep(sweep)).set_index("metric")
+    gain = effects.loc["eval/translation_gain"]
+    assert gain["change"] == pytest.approx(0.195) and gain["verdict"] == "helps"
+    assert gain["spread"] == pytest.approx(0.0141, abs=1e-4)
+    ce = effects.loc["heldout_ce"]
+    assert ce["verdict"] == "no measurable difference" and ce["spread"] > abs(ce["change"])
 
 
 def test_cli_report_table_says_whether_each_component_helps(sweep_dir, tiny_dataset, tmp_path,
@@ -530,7 +548,7 @@ def test_cli_report_table_says_whether_each_component_helps(sweep_dir, tiny_data
     assert f"written: {md}" in capsys.readouterr().out
     assert text.count("| trial_a_") == len(TRIALS)
     assert "| confusion loss (lambda > 0) | `eval/translation_gain` | 0.310 | 0.120 | +0.190 " \
-           "| helps |" in text
+           "| - | 1 / 1 | no spread measured" in text
     assert "command: `umtune report " in text and "machine: " in text
     assert "Does each component help?" in (tmp_path / "r.html").read_text()
 

@@ -86,18 +86,20 @@ def test_paper_dilation_choices_are_distinct_valid_schedules_for_the_base(preset
     assert ("nonrepeating" in by_field["model.encoder.dilations"]) == (preset_name == "tiny")
 
 
-def test_ablation_grid_is_the_papers_four_points():
-    """Tune's own variant generator expands `get("ablation")` to {0, 1e-2} x {0, 0.5}."""
+def test_ablation_grid_is_the_papers_four_points_from_two_seeds_each():
+    """Tune's own variant generator expands `get("ablation")` to {0, 1e-2} x {0, 0.5}, each
+    point trained from the base seed and the next."""
     from ray.tune.search.variant_generator import generate_variants
 
     base = preset("tiny")
-    assert space("ablation").grid_size() == 4
+    assert space("ablation").grid_size() == 8
     assert get("ablation", search="random") == get("ablation")
     variants = [trial_config(spec) for _, spec in generate_variants(get("ablation"))]
-    assert {(c.train.confusion_lambda, c.train.aug_semitones) for c in variants} == {
-        (0.0, 0.0), (0.0, 0.5), (1e-2, 0.0), (1e-2, 0.5)}
-    assert all(changed_fields(base, c) <= {"train.confusion_lambda", "train.aug_semitones"}
-               for c in variants)
+    assert sorted((c.train.confusion_lambda, c.train.aug_semitones, c.train.seed)
+                  for c in variants) == [(lam, aug, seed) for lam in (0.0, 1e-2)
+                                         for aug in (0.0, 0.5) for seed in (0, 1)]
+    assert all(changed_fields(base, c) <= {"train.confusion_lambda", "train.aug_semitones",
+                                           "train.seed"} for c in variants)
 
 
 @pytest.mark.parametrize("name", names())
@@ -216,7 +218,7 @@ def test_cli_spaces_lists_the_built_in_spaces_and_checks_a_file(tmp_path, capsys
     for name in names():
         assert f"{name}: " in out
         assert all(p.field in out for p in space(name).params)
-    assert "grid (4 points)" in out and "train.confusion_lambda:enabled" in out
+    assert "grid (8 points)" in out and "train.confusion_lambda:enabled" in out
     path = tmp_path / "mine.yaml"
     path.write_text(YAML_SPACE)
     assert main(["spaces", "--file", str(path)]) == 0

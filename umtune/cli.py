@@ -24,10 +24,15 @@ def _sampling_parser() -> argparse.ArgumentParser:
                    help="clips are cut into chunks of this length generated side by side")
     g.add_argument("--lead-seconds", type=_number,
                    help="each chunk is entered through this much of the audio before it "
-                   "(0: chunks restart from silence)")
+                   "(default: the decoders' receptive field; 0: chunks restart from silence)")
     g.add_argument("--temperature", type=_number,
                    help="sampling temperature: 1 samples the decoder's trained distribution, "
                    "below 1 sharpens it (fewer noisy samples, less variety)")
+    g.add_argument("--floor", type=_number,
+                   help="classes less probable than this are never sampled (0: none removed)")
+    g.add_argument("--emit", choices=("sample", "mean"),
+                   help="write the drawn samples, or each step's expected value under the "
+                   "decoder's distribution (the decoder continues from its samples either way)")
     g.add_argument("--seed", type=int, default=0,
                    help="seeds generation (evaluate: also chooses the clips)")
     return p
@@ -36,7 +41,8 @@ def _sampling_parser() -> argparse.ArgumentParser:
 def _sampling(a: argparse.Namespace, base):
     from dataclasses import replace
 
-    given = {k: getattr(a, k) for k in ("chunk_seconds", "lead_seconds", "temperature", "seed")
+    given = {k: getattr(a, k) for k in ("chunk_seconds", "lead_seconds", "temperature", "floor",
+                                        "emit", "seed")
              if getattr(a, k) is not None}
     return replace(base, **given)
 
@@ -83,7 +89,7 @@ def _train(a: argparse.Namespace) -> None:
     cfg = _with_sets(a, saved_config(a.resume, request) if a.resume else _new_config(a),
                      minutes=a.minutes)
     print(train(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
-                indicators=LeadingIndicators(cfg)))
+                indicators=LeadingIndicators(cfg), keep_every_minutes=a.keep_every or 0.0))
 
 
 def _sweep(a: argparse.Namespace) -> int:
@@ -124,11 +130,11 @@ def _new_config(a: argparse.Namespace):
 
 
 def _translate(a: argparse.Namespace) -> None:
-    from umtune.trainable.generate import Sampling
+    from umtune.trainable.generate import DEFAULT_SAMPLING
     from umtune.trainable.translate import translate_files
 
     for path in translate_files(a.checkpoint, a.inputs, a.to, a.output,
-                                _sampling(a, Sampling())):
+                                _sampling(a, DEFAULT_SAMPLING)):
         print(path)
 
 
@@ -143,23 +149,40 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    from umtune.analysis.evaluate import (
-        EVAL_SAMPLING,
-        EvalOptions,
-        evaluate_checkpoint,
-        format_evaluation,
-    )
+    from umtune.analysis.evaluate import EvalOptions, evaluate_checkpoint, format_evaluation
+    from umtune.analysis.results import write_curve_table, write_results_table
+    from umtune.trainable.generate import DEFAULT_SAMPLING
 
-    out = a.output or Path(a.checkpoint).absolute().parent / "evaluation"
     options = EvalOptions(clips=a.clips, seconds=a.seconds, seeds=a.seeds,
-                          sampling=_sampling(a, EVAL_SAMPLING))
-    result = evaluate_checkpoint(a.checkpoint, a.data, out_dir=out, options=options,
-                                 progress=True)
-    print(format_evaluation(result) + f"\nwritten: {out}/metrics.json")
+                          sampling=_sampling(a, DEFAULT_SAMPLING))
+    folders = {}
+    for checkpoint in a.checkpoints:
+        other = folders.setdefault(_evaluation_folder(a, checkpoint), checkpoint)
+        if other != checkpoint:
+            raise ValueError(f"checkpoints {other} and {checkpoint} would both be evaluated into "
+                             f"{_evaluation_folder(a, checkpoint)}; expected checkpoints of "
+                             "distinct names (or evaluate them one at a time)")
+    results = []
+    for out, checkpoint in folders.items():
+        result = evaluate_checkpoint(checkpoint, a.data, out_dir=out, options=options,
+                                     progress=True)
+        print(format_evaluation(result) + f"\nwritten: {out}/metrics.json")
+        results.append(result)
     if a.table:
-        from umtune.analysis.results import write_results_table
+        written = write_results_table(results[0], a.checkpoints[0], a.table, a.command_line) \
+            if len(results) == 1 else write_curve_table(results, a.checkpoints, a.table,
+                                                        a.command_line)
+        print(f"written: {written}")
 
-        print(f"written: {write_results_table(result, a.checkpoint, a.table, a.command_line)}")
+
+def _evaluation_folder(a: argparse.Namespace, checkpoint: Path) -> Path:
+    """Where a checkpoint's evaluation goes: -o, or beside the checkpoint; with several
+    checkpoints, a folder for each (named after it) in -o or beside it."""
+    checkpoint = Path(checkpoint).absolute()
+    if len(a.checkpoints) == 1:
+        return a.output or checkpoint.parent / "evaluation"
+    return a.output / checkpoint.name if a.output else \
+        checkpoint.parent / f"evaluation-{checkpoint.name}"
 
 
 def _spaces(a: argparse.Namespace) -> None:
@@ -282,6 +305,9 @@ def _add_train(sub, config, ray) -> None:
                         parents=[config, ray])
     tr.add_argument("--out", type=Path, help="run directory: checkpoint/, metrics.jsonl")
     tr.add_argument("--minutes", type=_number, help="wall-clock training budget")
+    tr.add_argument("--keep-every", type=_number, metavar="MINUTES",
+                    help="also keep the first checkpoint after every MINUTES of training in "
+                    "RUN/checkpoints/ (plain runs), e.g. to evaluate the run over time")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR",
                     help="continue the run in RUN_DIR from its checkpoint")
     g = tr.add_argument_group("Ray Train (any option here or under Ray trains on Ray)")
@@ -342,7 +368,9 @@ def _add_generation(sub) -> None:
 
     ev = sub.add_parser("evaluate", help="score a checkpoint's translations of held-out clips",
                         parents=[sampling])
-    ev.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. RUN/checkpoint)")
+    ev.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT",
+                    help="checkpoint directory (e.g. RUN/checkpoint); several: each is "
+                    "evaluated, and --table compares them (e.g. RUN/checkpoints/*)")
     ev.add_argument("--data", type=Path, help="dataset (default: the checkpoint's data.path)")
     ev.add_argument("--clips", type=int, default=2, help="held-out clips per domain pair")
     ev.add_argument("--seconds", type=_number, default=1.0, help="length of each clip")
@@ -350,10 +378,11 @@ def _add_generation(sub) -> None:
                     help="evaluate with this many seeds from --seed on (other clips, other "
                     "samples); the summary averages them and gives their spread")
     ev.add_argument("-o", "--output", type=Path,
-                    help="folder for metrics.json and audio/ (default: CHECKPOINT/../evaluation)")
+                    help="folder for metrics.json and audio/ (default: CHECKPOINT/../evaluation; "
+                    "several checkpoints: a folder each, named after it)")
     ev.add_argument("--table", type=Path, metavar="FILE.md",
                     help="also write the results table against the translation targets, with "
-                    "the training facts and this machine")
+                    "the training facts and this machine (several checkpoints: one row each)")
     ev.set_defaults(handler=_evaluate)
 
 

@@ -20,6 +20,10 @@ CONFIG_VERSION = 2
 
 DEFAULT_DOMAINS = ("piano", "violin", "flute", "trumpet", "organ", "guitar")
 
+LR_SCHEDULES = ("step", "cosine")
+CONFUSION_TARGETS = ("max_ce", "uniform")
+PRECISIONS = ("fp32", "bf16", "auto")
+
 # Named dilation patterns (see `dilation_schedule`); an explicit tuple of ints is also accepted.
 DILATION_PATTERNS = ("doubling", "cycle5", "cycle8", "cycle10", "cycle12", "cycle14",
                      "nonrepeating", "base3")
@@ -165,6 +169,10 @@ class ModelConfig:
     # A 1x1 head on the latent predicting the input's chroma, trained by
     # train.content_loss_weight (trainable/content.py); not in the paper.
     content_head: bool = False
+    # Pre-emphasis coefficient (LPCNet's 0.85): the network models x[t] - a * x[t - 1] and
+    # generation de-emphasises, putting the sampling noise under the music's spectrum. 0 (the
+    # paper): the waveform itself.
+    pre_emphasis: float = 0.0
 
     def __post_init__(self):
         _check_types(self, "model")
@@ -175,6 +183,7 @@ class ModelConfig:
                and len(self.domains) >= 2 and len(set(self.domains)) == len(self.domains),
                "model.domains", self.domains, "at least two distinct domain names")
         _check(self.classes >= 2, "model.classes", self.classes, ">= 2")
+        _check(0 <= self.pre_emphasis < 1, "model.pre_emphasis", self.pre_emphasis, "in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -205,10 +214,21 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     lr: float = 1e-3
-    lr_decay: float = 0.995  # multiplied into lr every lr_decay_every steps
+    # "step": the paper's lr * lr_decay ** (step // lr_decay_every), made for runs of 100k+
+    # steps; "cosine": lr annealed to 0 over the run's budget (max_minutes of training time if
+    # set, else max_epochs) by the elapsed fraction, which a resumed run continues.
+    lr_schedule: str = "step"
+    lr_decay: float = 0.995  # multiplied into lr every lr_decay_every steps ("step")
     lr_decay_every: int = 1000
+    # Generation and the held-out figures use an exponential moving average of the weights
+    # with this decay per step (kept in the checkpoint); 0 (the paper): the weights themselves.
+    ema_decay: float = 0.0
     grad_clip: float = 1.0  # clip gradients by value
     confusion_lambda: float = 1e-2  # weight of the adversarial term; 0 is the no-confusion ablation
+    # What the encoder is trained to do to the confusion net: "max_ce" (the paper) maximises its
+    # cross-entropy, which a confidently wrong answer satisfies without bound; "uniform" brings
+    # its prediction to the uniform distribution (cross-entropy to it), a bounded target.
+    confusion_target: str = "max_ce"
     confusion_lr: float = 1e-3
     aug_semitones: float = 0.5  # max |pitch shift| of the augmentation; 0 disables it
     # The shifted stretch is this share of the segment (the official code: L/4 .. L/2), so the
@@ -242,7 +262,12 @@ class TrainConfig:
     # Seconds of one held-out clip per domain that each domain's decoder regenerates at every
     # epoch end, for the reconstruction-chroma indicator (analysis/indicators.py); 0: skip it.
     indicator_seconds: float = 0.5
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast)
+    # "fp32", "bf16" (autocast) or "auto": bf16 where this device runs it faster than fp32,
+    # measured once per machine (trainable/precision.py)
+    precision: str = "fp32"
+    # The autoencoder's forward and backward compiled (torch.compile): the same maths in fewer,
+    # fused kernels; the first step pays the compilation.
+    compile: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -250,6 +275,13 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr", self.lr, "> 0")
         _check(0 < self.lr_decay <= 1, "train.lr_decay", self.lr_decay, "in (0, 1]")
         _check(self.lr_decay_every >= 1, "train.lr_decay_every", self.lr_decay_every, ">= 1")
+        _check(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule", self.lr_schedule,
+               " or ".join(map(repr, LR_SCHEDULES)))
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
+        _check(self.confusion_target in CONFUSION_TARGETS, "train.confusion_target",
+               self.confusion_target, " or ".join(map(repr, CONFUSION_TARGETS)))
+        _check(self.precision in PRECISIONS, "train.precision", self.precision,
+               " or ".join(map(repr, PRECISIONS)))
         _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "> 0")
         _check(self.confusion_lambda >= 0, "train.confusion_lambda", self.confusion_lambda, ">= 0")
         _check(self.confusion_lr > 0, "train.confusion_lr", self.confusion_lr, "> 0")
@@ -281,8 +313,13 @@ class TrainConfig:
         is over (max_epochs reached or the max_minutes budget spent)."""
         budget = self.max_minutes * 60
         return epoch >= self.max_epochs or bool(budget and elapsed_seconds >= budget)
-        _check(self.precision in ("fp32", "bf16"), "train.precision", self.precision,
-               "'fp32' or 'bf16'")
+
+    def progress(self, step: int, elapsed_seconds: float) -> float:
+        """The spent share of the run's budget, in [0, 1]: training time against max_minutes
+        if set, else steps against max_epochs' steps."""
+        if self.max_minutes:
+            return min(1.0, elapsed_seconds / (self.max_minutes * 60))
+        return min(1.0, step / (self.max_epochs * self.steps_per_epoch))
 
 
 @dataclass(frozen=True)
@@ -316,6 +353,7 @@ class RunConfig:
                 confusion=_build(ConfusionConfig, d["model"]["confusion"], "model.confusion"),
                 classes=d["model"]["classes"],
                 content_head=d["model"].get("content_head", False),
+                pre_emphasis=d["model"].get("pre_emphasis", 0.0),
             ),
             train=_build(TrainConfig, d["train"], "train"),
         )
@@ -423,7 +461,7 @@ def paper(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
     return RunConfig(
         data=DataConfig(segment_samples=12000, batch_per_domain=2),
         model=ModelConfig(domains=tuple(domains)),
-        train=TrainConfig(),
+        train=TrainConfig(precision="auto"),
     )
 
 
@@ -439,7 +477,7 @@ def tiny(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
                                   gate_channels=64, skip_channels=32),
             confusion=ConfusionConfig(layers=3, channels=32, dropout=0.0),
         ),
-        train=TrainConfig(steps_per_epoch=25, eval_segments=4),
+        train=TrainConfig(steps_per_epoch=25, eval_segments=4, precision="auto"),
     )
 
 
@@ -469,7 +507,7 @@ def cpu(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
             encoder=dataclasses.replace(base.model.encoder, blocks=1, layers_per_block=11),
             decoder=dataclasses.replace(base.model.decoder, residual_channels=64,
                                         gate_channels=128, skip_channels=64)),
-        train=dataclasses.replace(base.train, precision="bf16", steps_per_epoch=100,
+        train=dataclasses.replace(base.train, steps_per_epoch=100,
                                   content_loss_weight=1.0, decoder_mask_fraction=0.25,
                                   decoder_mask_span=512, decoder_mask_steps=1500),
     )

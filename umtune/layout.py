@@ -11,7 +11,9 @@ A sweep folder `<storage>/<name>/`:
                         for every trial its evaluation/ and diverged.txt
     trials.parquet      one row per trial when the sweep ends (and trials.csv)
     study.db            the same trials as an Optuna study
-A plain run folder (`umtune train --out RUN`): config.json, checkpoint/, metrics.jsonl.
+A plain run folder (`umtune train --out RUN`): config.json, checkpoint/, metrics.jsonl, and with
+`--keep-every M` checkpoints/minute_MMMM_MMM/: the first checkpoint after each M minutes of
+training.
 A Ray Train run folder `<storage>/<name>/`:
     checkpoint_manager_snapshot.json   Ray Train's, in every run
     epoch_NNNNNN/       a kept checkpoint, with metrics.jsonl (the history up to it)
@@ -25,6 +27,7 @@ from __future__ import annotations
 HISTORY_FILE = "metrics.jsonl"  # every epoch's metrics; in a Ray Train run, in each checkpoint
 RUN_CONFIG_FILE = "config.json"  # plain runs: the config the run was started (or resumed) with
 RUN_CHECKPOINT_DIR = "checkpoint"  # plain runs: the newest checkpoint
+MILESTONES_DIR = "checkpoints"  # plain runs: checkpoints kept at training-time marks (below)
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 DIVERGED_FILE = "diverged.txt"
 EVALUATION_DIR = "evaluation"
@@ -34,6 +37,11 @@ EVALUATION_AUDIO_DIR = "audio"
 
 def checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch:06d}"
+
+
+def milestone_name(minutes: float) -> str:
+    """A plain run's checkpoint kept once `minutes` of training had passed (`--keep-every`)."""
+    return f"minute_{minutes:08.3f}".replace(".", "_")
 
 
 # -- a sweep folder

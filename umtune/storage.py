@@ -10,6 +10,7 @@ sweep driver, Train workers and `umtune cluster check` all read it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -23,6 +24,29 @@ from pathlib import Path
 # the same path on every node (NFS, EFS, Lustre), written as file:///mnt/shared/...
 SHARED_SCHEMES = ("s3://", "gs://", "gcs://", "abfs://", "abfss://", "hdfs://", "file://")
 _STAGED = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$")  # `staged`'s names: .NAME.PID.HEX.tmp
+
+
+class Locked(OSError):
+    """Another process holds the lock."""
+
+
+def exclusive_lock(path: Path) -> int:
+    """An exclusive `flock` on the file `path` (created if need be), held by the returned file
+    descriptor until it is closed or the process ends (a killed holder's lock is free at once);
+    `Locked` when another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Locked(f"{path} is locked by another process") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder before us removed the file as we opened it: take the new one
 
 
 def local_path(location: str) -> Path | None:

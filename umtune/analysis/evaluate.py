@@ -64,12 +64,10 @@ from umtune.data.chorales import TAIL_SECONDS
 from umtune.layout import EVALUATION_AUDIO_DIR, EVALUATION_METRICS_FILE
 from umtune.storage import staged_dir, write_json_atomic
 from umtune.trainable.checkpoint import load_model
-from umtune.trainable.generate import Sampling, Translator
+from umtune.trainable.generate import DEFAULT_SAMPLING, Sampling, Translator
 from umtune.trainable.loop import heldout_batch
 from umtune.trainable.model import UniversalTranslator, decoder_receptive_field, latent_use
 
-# Shorter chunks = larger generation batches = faster; each pays its lead-in once.
-EVAL_SAMPLING = Sampling(chunk_seconds=0.25, lead_seconds=0.05)
 SUMMARY_KEYS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain",
                 "self_timbre_acc", "recon_chroma", "latent_domain_acc", "latent_chance",
@@ -213,7 +211,7 @@ class EvalOptions:
     clips: int = 2
     seconds: float = 1.0
     seeds: int = 1
-    sampling: Sampling = EVAL_SAMPLING
+    sampling: Sampling = DEFAULT_SAMPLING
 
     def __post_init__(self):
         if self.clips < 1 or not (math.isfinite(self.seconds) and self.seconds > 0) or \
@@ -292,7 +290,7 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path,
         "unseen_domains": list(unseen), "clip_names": runs[0]["clip_names"],
         "seed": seeds[0], "seeds": list(seeds),
         "chunk_seconds": sampling.chunk_seconds, "lead_seconds": sampling.lead_seconds,
-        "temperature": sampling.temperature,
+        "temperature": sampling.temperature, "floor": sampling.floor, "emit": sampling.emit,
         "classifier": {"domains": list(classifier.domains), "heldout_acc": classifier.heldout_acc,
                        "chance": 1 / len(classifier.domains)},
         "skipped": skipped,

@@ -30,11 +30,10 @@ from umtune.analysis.features import chroma_similarity
 from umtune.analysis.latent import note_latent_gain, pitch_probe_accuracy
 from umtune.config import RunConfig
 from umtune.data import Dataset
-from umtune.trainable.generate import Sampling, Translator
+from umtune.trainable.generate import DEFAULT_SAMPLING, Translator
 from umtune.trainable.model import UniversalTranslator
 
 INDICATOR_SEED = 0
-INDICATOR_SAMPLING = Sampling(chunk_seconds=0.25, lead_seconds=0.05)
 
 
 @dataclass
@@ -83,7 +82,7 @@ def reconstruction_chroma(model: UniversalTranslator, cfg: RunConfig, clips: lis
     domains = cfg.model.domains
     sr = cfg.data.sample_rate
     out = translator.translate_many({d: [c.audio[d] for c in clips] for d in domains}, sr,
-                                    INDICATOR_SAMPLING)
+                                    DEFAULT_SAMPLING)
     scores = [chroma_similarity(torch.stack(out[d]), torch.stack(
         [torch.from_numpy(c.audio[d]) for c in clips]), sr) for d in domains]
     return torch.cat(scores).nanmean().item()

@@ -32,10 +32,10 @@ from torch import Tensor
 from umtune.data import Dataset
 from umtune.trainable.model import (
     UniversalTranslator,
+    audio_to_codes,
     codes_to_input,
     decoder_receptive_field,
     latent_use,
-    mu_law_encode,
 )
 
 PROBE_WINDOW_SECONDS = 0.1
@@ -197,7 +197,7 @@ def note_latent_gain(model: UniversalTranslator, data: Dataset, domains: tuple[s
     length = max(1, min(shortest, round(NOTE_GAIN_SECONDS * data.sample_rate)) // pool) * pool
     audio = torch.from_numpy(np.stack([data.audio(e)[:length] for d in domains
                                        for e in notes[d]])).to(device)
-    codes = mu_law_encode(audio, classes)
+    codes = audio_to_codes(audio, model.cfg)
     z = torch.cat([model.encoder(rows) for rows in codes_to_input(codes, classes)
                    .split(ENCODE_ROWS)])
     use = latent_use(model.autoencoder, z, codes, decoder_receptive_field(model.cfg.decoder))

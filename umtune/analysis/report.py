@@ -165,9 +165,10 @@ def _components(data: SweepData) -> str:
         raise Unavailable("no component (lambda, augmentation) was evaluated both on and off in "
                           "completed trials")
     return ("<p>Mean of each metric over evaluated completed trials with the component and "
-            "without it; <i>helps</i>: the change is in the metric's better direction (the "
-            "latent accuracy: lower, towards chance), <i>no change</i>: it rounds to 0.000. "
-            "One seed per setting: read small changes as noise.</p>"
+            "without it; <i>helps</i>: the change is larger than the spread over seeds (the "
+            "sd over each side's trials, or over the evaluation seeds, whichever is larger) and "
+            "in the metric's better direction (the latent accuracy: lower, towards chance); "
+            "<i>no measurable difference</i>: within that spread.</p>"
             + sortable_table(effects.round(4), {}))
 
 

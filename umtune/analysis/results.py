@@ -1,5 +1,6 @@
 """Result tables in Markdown, meant to be committed: one trained network against the translation
-targets, and the paper's ablation (what each component of the method changes) from a sweep.
+targets, the same network over its training time, and the paper's ablation (what each
+component of the method changes) from a sweep.
 
 The targets are those a preset must reach to count as translating (issue 8 of the project):
 timbre accuracy >= 0.8, chroma similarity to the truth within 0.1 of the truth-vs-truth ceiling,
@@ -17,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -68,8 +70,24 @@ def machine() -> str:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{model}, {len(os.sched_getaffinity(0))} CPU cores, {memory:.0f} GiB RAM, {gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}")
+    return (f"{model} ({vector_extensions()}), {len(os.sched_getaffinity(0))} CPU cores, "
+            f"{memory:.0f} GiB RAM, {gpu}; Python {platform.python_version()}, torch "
+            f"{torch.__version__}")
+
+
+# The CPU features that decide training speed: fp32 vector width and native bf16.
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve", "bf16")
+
+
+def vector_extensions() -> str:
+    """This CPU's vector extensions among VECTOR_FLAGS, e.g. "avx2 avx512f avx512_bf16"."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in
+                      Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        flags = []
+    return " ".join(f for f in VECTOR_FLAGS if f in flags) or "no vector extensions listed"
 
 
 def target_rows(summary: dict, confusion_lambda: float) -> list[dict]:
@@ -119,7 +137,8 @@ def results_markdown(evaluation: dict, checkpoint: str | Path, state: TrainingSt
         f"- written: {time.strftime('%Y-%m-%d %H:%M %Z')}",
         *([f"- command: `{command}`"] if command else []),
         f"- training: {state.elapsed_seconds / 60:.1f} minutes of training steps, {state.step} "
-        f"steps, {state.epoch} epochs; seed {train.seed}; precision {train.precision}; lambda "
+        f"steps, {state.epoch} epochs; seed {train.seed}; precision "
+        f"{_precision(train.precision, epochs)}; lambda "
         f"{train.confusion_lambda:g}; augmentation {train.aug_semitones:g} semitones",
         *([f"- held-out CE (nats/sample) by training time: {heldout_curve(epochs)}"]
           if epochs else []),
@@ -144,6 +163,63 @@ def results_markdown(evaluation: dict, checkpoint: str | Path, state: TrainingSt
     return "\n".join(lines) + "\n"
 
 
+# Beside the targets in a curve table: what stalls them (evaluate.py's summary).
+CURVE_INDICATORS = ("self_timbre_acc", "recon_chroma", "recon_ce", "latent_gain",
+                    "pitch_probe_acc")
+
+
+def curve_markdown(evaluations: Sequence[dict], states: Sequence[TrainingState], *,
+                   command: str | None = None) -> str:
+    """One network at several points of its training (checkpoints of one run, in order): per
+    checkpoint the training time, the steps, every target metric and the indicators of what
+    limits them, and how many targets it meets."""
+    first = states[0].config.train
+    header = ["minutes", "steps", *(t.metric for t in TARGETS), "met", *CURVE_INDICATORS]
+    lines = [
+        "# Translation results over training time",
+        "",
+        f"- written: {time.strftime('%Y-%m-%d %H:%M %Z')}",
+        *([f"- command: `{command}`"] if command else []),
+        f"- training: seed {first.seed}; precision {first.precision}; lambda "
+        f"{first.confusion_lambda:g}; augmentation {first.aug_semitones:g} semitones; lr "
+        f"schedule {first.lr_schedule}",
+        f"- machine: {machine()}",
+        f"- evaluation: {evaluations[0]['clips']} held-out clip(s) x "
+        f"{evaluations[0]['seconds']:.2f} s per domain pair, {_seeds(evaluations[0])}, "
+        f"sampling temperature {evaluations[0]['temperature']:g}",
+        "- targets: " + "; ".join(f"`{t.metric}` {t.rule}" for t in TARGETS),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for evaluation, state in zip(evaluations, states, strict=True):
+        s = evaluation["summary"]
+        met = sum(r["met"] is True for r in target_rows(s, state.config.train.confusion_lambda))
+        cells = [f"{state.elapsed_seconds / 60:.0f}", str(state.step),
+                 *(_spread(evaluation, t.metric, s[t.metric]) for t in TARGETS),
+                 f"{met} of {len(TARGETS)}", *(_number(s[k]) for k in CURVE_INDICATORS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_curve_table(evaluations: Sequence[dict], checkpoints: Sequence[str | Path],
+                      out: str | Path, command: str | None = None) -> Path:
+    """`curve_markdown` of evaluated checkpoints, in order of their training time, written
+    atomically to `out`."""
+    states = [load_checkpoint(Path(c)) for c in checkpoints]
+    order = sorted(range(len(states)), key=lambda i: states[i].elapsed_seconds)
+    return write_text_atomic(Path(out), curve_markdown(
+        [evaluations[i] for i in order], [states[i] for i in order], command=command))
+
+
+def _precision(configured: str, epochs: Sequence[dict]) -> str:
+    """The precision the run trained in: what its last epoch report says, and how chosen."""
+    used = epochs[-1].get("precision") if epochs else None
+    if used is None or used == configured:
+        return configured
+    return f"{used} ({configured})"
+
+
 def write_results_table(evaluation: dict, checkpoint: str | Path, out: str | Path,
                         command: str | None = None) -> Path:
     """`results_markdown` of an evaluated checkpoint, with its run's epoch reports when it is a
@@ -161,9 +237,12 @@ def write_ablation_table(sweep_dir: str | Path, out: str | Path, command: str | 
 
 def component_effects(data: SweepData) -> pd.DataFrame:
     """For lambda and the augmentation: each metric's mean over evaluated completed trials with
-    the component and without it, the change, and its verdict: "helps" when the change is in
-    the metric's better direction, "hurts" against it, "no change" when it rounds to 0.000.
-    Empty when the sweep never ran a component both on and off."""
+    the component and without it, the change, the spread that a difference must exceed, and the
+    verdict: "helps" when the change is larger than the spread and in the metric's better
+    direction, "hurts" against it, "no measurable difference" within it. The spread is the
+    largest of the metric's sd over each side's trials (training seeds) and its mean sd over the
+    evaluation seeds; with one trial a side and one evaluation seed there is none, and no
+    verdict. Empty when the sweep never ran a component both on and off."""
     t = data.completed()
     t = t[t["trial"].isin(data.evaluations)]
     rows = []
@@ -176,18 +255,29 @@ def component_effects(data: SweepData) -> pd.DataFrame:
         for metric, sign in DIRECTIONS.items():
             if metric not in t.columns:
                 continue
-            with_, without = finite(t.loc[~off, metric]).mean(), finite(t.loc[off, metric]).mean()
-            change = with_ - without
-            rows.append({"component": label, "metric": metric, "with": with_,
-                         "without": without, "change": change,
+            with_, without = finite(t.loc[~off, metric]), finite(t.loc[off, metric])
+            change = with_.mean() - without.mean()
+            spread = pd.Series([with_.std(), without.std(),
+                                _evaluation_sd(data, t["trial"], metric)]).max()
+            rows.append({"component": label, "metric": metric, "with": with_.mean(),
+                         "without": without.mean(), "change": change, "spread": spread,
                          "trials with / without": f"{int((~off).sum())} / {int(off.sum())}",
-                         "verdict": effect_verdict(sign * change)})
+                         "verdict": effect_verdict(sign * change, spread)})
     return pd.DataFrame(rows)
+
+
+def _evaluation_sd(data: SweepData, trials: pd.Series, metric: str) -> float:
+    """The mean over `trials` of `metric`'s sd over each trial's evaluation seeds (NaN where
+    no trial had two seeds or the metric does not change with them)."""
+    name = metric.removeprefix(EVAL_PREFIX)
+    sds = [data.evaluations[t].metrics.get("summary_sd", {}).get(name) for t in trials]
+    return float(np.mean([v for v in sds if isinstance(v, (int, float))])) \
+        if any(isinstance(v, (int, float)) for v in sds) else float("nan")
 
 
 def ablation_markdown(data: SweepData, command: str | None = None) -> str:
     """The ablation's committed table: every trial's settings and metrics, then per component
-    whether it helps (one seed per cell: read small changes as noise)."""
+    whether it helps by more than the spread over seeds (`component_effects`)."""
     t = data.trials
     shown = [c for c in dict.fromkeys(("trial", "status", LAMBDA, AUG, "epoch", "elapsed_s",
                                        *DIRECTIONS)) if c in t.columns]
@@ -204,19 +294,24 @@ def ablation_markdown(data: SweepData, command: str | None = None) -> str:
     if effects.empty:
         lines.append("No component was evaluated both on and off in completed trials.")
     else:
-        lines += ["| component | metric | with | without | change | verdict |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| component | metric | with | without | change | spread | trials | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['component']} | `{r['metric']}` | {_number(r['with'])} | "
                   f"{_number(r['without'])} | {_number(r['change'], signed=True)} | "
-                  f"{r['verdict']} |" for _, r in effects.iterrows()]
+                  f"{_number(r['spread'])} | {r['trials with / without']} | {r['verdict']} |"
+                  for _, r in effects.iterrows()]
     return "\n".join(lines) + "\n"
 
 
-def effect_verdict(improvement: float) -> str:
-    """A change signed so that > 0 is better, in words; NaN when either side was not measured."""
+def effect_verdict(improvement: float, spread: float) -> str:
+    """A change signed so that > 0 is better, in words, against the `spread` it must exceed."""
     if pd.isna(improvement):
         return "not measured"
-    return "no change" if round(improvement, 3) == 0 else "helps" if improvement > 0 else "hurts"
+    if pd.isna(spread):
+        return "no spread measured (one trial and one evaluation seed a side)"
+    if abs(improvement) <= spread:
+        return "no measurable difference"
+    return "helps" if improvement > 0 else "hurts"
 
 
 def _short(column: str) -> str:

@@ -14,7 +14,6 @@ staging directory, and puts back a dataset that a replacement (`--force`) had mo
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import os
 import shutil
@@ -25,7 +24,7 @@ import numpy as np
 
 from umtune.data.dataset import FORMAT_VERSION, MANIFEST
 from umtune.data.errors import DatasetError
-from umtune.storage import write_json_atomic
+from umtune.storage import Locked, exclusive_lock, write_json_atomic
 
 
 def to_int16(audio: np.ndarray) -> np.ndarray:
@@ -34,22 +33,12 @@ def to_int16(audio: np.ndarray) -> np.ndarray:
 
 
 def _lock(path: Path, out: Path) -> int:
-    """An exclusive `flock` on the file `path` (created if need be), held by the returned file
-    descriptor; DatasetError when another process holds it."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise DatasetError(f"output directory {out}: another umtune process is writing it "
-                               f"(it holds {path}); expected one writer at a time") from None
-        try:
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # the holder before us removed the file as we opened it: take the new one
+    """`exclusive_lock` on `path`; DatasetError naming `out` when another process holds it."""
+    try:
+        return exclusive_lock(path)
+    except Locked:
+        raise DatasetError(f"output directory {out}: another umtune process is writing it "
+                           f"(it holds {path}); expected one writer at a time") from None
 
 
 class DatasetWriter:

@@ -3,7 +3,8 @@
 - `paper`: the hyperparameters the paper fixes, around its values (Mor et al. 2018, section 3):
   the confusion weight lambda (log-uniform around 1e-2, or exactly 0: the no-confusion ablation),
   the augmentation range, both dilation schedules, the learning rate and the latent size.
-- `ablation`: the paper's ablation grid, lambda in {0, 1e-2} x augmentation in {0, 0.5} semitones.
+- `ablation`: the paper's ablation grid, lambda in {0, 1e-2} x augmentation in {0, 0.5} semitones,
+  each from two training seeds.
 - `lambda-aug`: lambda (or 0) and the augmentation range only, sampled: the demo sweep's space.
 """
 
@@ -56,9 +57,12 @@ def paper(base: RunConfig) -> SearchSpace:
 
 
 def ablation(base: RunConfig) -> SearchSpace:
-    return SearchSpace("ablation", "the paper's ablation: confusion lambda x augmentation", (
+    return SearchSpace("ablation", "the paper's ablation: confusion lambda x augmentation, each "
+                       "arm trained from two seeds (a difference smaller than the spread over "
+                       "seeds is no verdict)", (
         Param("train.confusion_lambda", "grid", values=(0.0, PAPER_LAMBDA)),
         Param("train.aug_semitones", "grid", values=(0.0, PAPER_SEMITONES)),
+        Param("train.seed", "grid", values=(base.train.seed, base.train.seed + 1)),
     ))
 
 

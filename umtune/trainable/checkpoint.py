@@ -11,17 +11,26 @@ permissions the umask allows (with the usual 022, colleagues on shared storage c
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pickle
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from umtune.config import RunConfig
-from umtune.layout import HISTORY_FILE, RUN_CHECKPOINT_DIR, RUN_CONFIG_FILE
-from umtune.storage import staged, write_json_atomic
+from umtune.layout import (
+    HISTORY_FILE,
+    MILESTONES_DIR,
+    RUN_CHECKPOINT_DIR,
+    RUN_CONFIG_FILE,
+    milestone_name,
+)
+from umtune.storage import Locked, exclusive_lock, staged, write_json_atomic
 
 STATE_FILE = "state.pt"
 
@@ -37,6 +46,15 @@ class TrainingState:
     step: int
     epoch: int
     elapsed_seconds: float
+    # The moving average of the weights (`train.ema_decay`; an AveragedModel's state), or None.
+    averaged: dict | None = None
+
+    def generator_weights(self) -> dict:
+        """The network's weights that generation uses: the moving average where one is kept."""
+        if self.averaged is None:
+            return self.model
+        return {k.removeprefix("module."): v for k, v in self.averaged.items()
+                if k.startswith("module.")} if isinstance(self.averaged, dict) else {}
 
 
 def save_checkpoint(state: TrainingState, directory: Path) -> Path:
@@ -53,6 +71,7 @@ def save_checkpoint(state: TrainingState, directory: Path) -> Path:
             "step": state.step,
             "epoch": state.epoch,
             "elapsed_seconds": state.elapsed_seconds,
+            **({} if state.averaged is None else {"averaged": state.averaged}),
         }, f)
     return directory
 
@@ -69,7 +88,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Tra
         state = TrainingState(config=RunConfig.from_dict(raw["config"]), model=raw["model"],
                               autoencoder_optimizer=raw["autoencoder_optimizer"],
                               confusion_optimizer=raw["confusion_optimizer"], step=raw["step"],
-                              epoch=raw["epoch"], elapsed_seconds=raw["elapsed_seconds"])
+                              epoch=raw["epoch"], elapsed_seconds=raw["elapsed_seconds"],
+                              averaged=raw.get("averaged"))
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
         raise ValueError(f"checkpoint {file}: not a readable umtune checkpoint ({e})") from e
     _check_weights(state, file)
@@ -77,12 +97,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Tra
 
 
 def load_model(path: Path, map_location: str | torch.device = "cpu"):
-    """The trained network of a checkpoint (on `map_location`, in eval mode) and its config."""
+    """The network of a checkpoint as generation uses it (its moving average of the weights
+    where one is kept), on `map_location`, in eval mode, and its config."""
     from umtune.trainable.model import UniversalTranslator
 
     state = load_checkpoint(path, map_location)
     model = UniversalTranslator(state.config.model)
-    model.load_state_dict(state.model)
+    model.load_state_dict(state.generator_weights())
     return model.to(map_location).eval(), state.config
 
 
@@ -94,12 +115,14 @@ def _check_weights(state: TrainingState, file: Path) -> None:
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         expected = {k: tuple(v.shape) for k, v in
                     UniversalTranslator(state.config.model).state_dict().items()}
-    weights = state.model if isinstance(state.model, dict) else {}
-    found = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
-    problems = [f"missing {k}" for k in expected if k not in found]
-    problems += [f"unexpected {k}" for k in weights if k not in expected]
-    problems += [f"{k} is {list(found[k])}, the config makes it {list(shape)}"
-                 for k, shape in expected.items() if k in found and found[k] != shape]
+    problems = []
+    for weights in (state.model, state.generator_weights()):
+        weights = weights if isinstance(weights, dict) else {}
+        found = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+        problems += [f"missing {k}" for k in expected if k not in found]
+        problems += [f"unexpected {k}" for k in weights if k not in expected]
+        problems += [f"{k} is {list(found[k])}, the config makes it {list(shape)}"
+                     for k, shape in expected.items() if k in found and found[k] != shape]
     if problems:
         more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
         raise ValueError(f"checkpoint {file}: its weights do not match its config "
@@ -118,18 +141,37 @@ class LocalRun:
         run_dir: the run directory.
         echo: print each epoch's metrics.
         config: written to config.json with the first report (and replacing an older one).
-        new: the run must be a new one: refuse a directory that already holds a run.
+        keep_every_minutes: also keep the first checkpoint after every so many minutes of
+            training in `checkpoints/` (0: only the newest), e.g. to evaluate a run over time.
     """
 
     def __init__(self, run_dir: Path, echo: bool = True, config: RunConfig | None = None,
-                 new: bool = False):
+                 keep_every_minutes: float = 0.0):
         self.run_dir = Path(run_dir)
         self.echo = echo
         self.config = config
-        if new and self.exists():
-            raise FileExistsError(f"{self.run_dir} already holds a run ({RUN_CHECKPOINT_DIR}/, "
-                                  f"{HISTORY_FILE}): continue it with --resume {self.run_dir}, "
-                                  "or choose another --out")
+        self.keep_every_minutes = keep_every_minutes
+
+    @contextlib.contextmanager
+    def claim(self, new: bool) -> Iterator[None]:
+        """Hold this run's lock (`.NAME.lock` beside the folder) for the block: a second
+        process training into the same folder is refused, naming it; a killed holder's lock
+        is free at once. With `new`, a folder that already holds a run is refused too."""
+        lock = self.run_dir.with_name(f".{self.run_dir.name}.lock")
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = exclusive_lock(lock)
+        except Locked:
+            raise FileExistsError(f"{self.run_dir}: another umtune process is training this run "
+                                  f"(it holds {lock}); expected one at a time") from None
+        try:
+            if new and self.exists():
+                raise FileExistsError(f"{self.run_dir} already holds a run "
+                                      f"({RUN_CHECKPOINT_DIR}/, {HISTORY_FILE}): continue it "
+                                      f"with --resume {self.run_dir}, or choose another --out")
+            yield
+        finally:
+            os.close(fd)
 
     def exists(self) -> bool:
         return any((self.run_dir / name).exists() for name in (RUN_CHECKPOINT_DIR, HISTORY_FILE,
@@ -149,23 +191,40 @@ class LocalRun:
             write_json_atomic(self.run_dir / RUN_CONFIG_FILE, self.config.to_dict())
             self.config = None
         if checkpoint is not None:
-            self._keep(Path(checkpoint))
+            self._keep(Path(checkpoint), self.checkpoint)
+            if self.keep_every_minutes and "elapsed_s" in metrics:
+                self._keep_milestone(Path(checkpoint), metrics["elapsed_s"])
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.echo:
             print(format_metrics(metrics), flush=True)
 
-    def _keep(self, checkpoint: Path) -> None:
-        """Copy a reported checkpoint's files over this run's, each with one rename."""
-        self.checkpoint.mkdir(exist_ok=True)
+    def _keep(self, checkpoint: Path, where: Path) -> None:
+        """Copy a reported checkpoint's files over the checkpoint at `where`, each with one
+        rename."""
+        where.mkdir(parents=True, exist_ok=True)
         names = {f.name for f in checkpoint.iterdir() if f.is_file()}
         for name in sorted(names, key=lambda n: n == STATE_FILE):  # state.pt last
-            with staged(self.checkpoint / name) as tmp, open(checkpoint / name, "rb") as src, \
+            with staged(where / name) as tmp, open(checkpoint / name, "rb") as src, \
                     open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        for old in self.checkpoint.iterdir():
+        for old in where.iterdir():
             if old.is_file() and old.name not in names and not old.name.startswith("."):
                 old.unlink()
+
+    def _keep_milestone(self, checkpoint: Path, elapsed_seconds: float) -> None:
+        """Keep `checkpoint` in checkpoints/ if it is the first past a `keep_every_minutes`
+        mark (the previous epoch's report, in the history, was before it)."""
+        history = self.history()
+        before = history[-1].get("elapsed_s", 0.0) if history else 0.0
+        every = self.keep_every_minutes * 60
+        if elapsed_seconds // every > before // every:
+            mark = elapsed_seconds // every * self.keep_every_minutes
+            self._keep(checkpoint, self.milestones / milestone_name(mark))
+
+    @property
+    def milestones(self) -> Path:
+        return self.run_dir / MILESTONES_DIR
 
     def history(self) -> list[dict]:
         if not self.metrics_file.exists():

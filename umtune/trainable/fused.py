@@ -90,6 +90,7 @@ def _kernel_or_reason() -> ctypes.CDLL | str:
     kernel.umtune_steps.restype = None
     kernel.umtune_steps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float,
+                                    ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p,
                                     ctypes.c_int64, ctypes.c_int64]
     return kernel
 
@@ -140,15 +141,26 @@ class FusedSteps:
         self.kernel = load_kernel()
 
     def run(self, codes: Tensor, t0: int, steps: int, noise: Tensor | None = None,
-            temperature: float = 1.0) -> None:
+            temperature: float = 1.0, floor: float = 0.0, levels: Tensor | None = None,
+            means: Tensor | None = None) -> None:
         """Steps t0 .. t0 + steps - 1. With noise (steps, G, B, classes) each samples its code
-        into `codes` (Gumbel-max); without, codes are only read (teacher forcing) and `logits`
-        are the last step's."""
+        into `codes` (Gumbel-max, never a class less probable than `floor`) and, with `means`
+        (float32, the shape of codes), the expectation of `levels` (classes,) under its
+        distribution; without noise, codes are only read (teacher forcing) and `logits` are the
+        last step's."""
         if codes.shape != self.shape or codes.dtype != torch.long or not codes.is_contiguous():
             raise ValueError(f"codes: expected a contiguous int64 tensor of shape {self.shape}, "
                              f"got {codes.dtype} {tuple(codes.shape)}")
         if noise is not None:
             noise = noise.contiguous()
+        if means is not None and (means.shape != self.shape or means.dtype != torch.float32
+                                  or not means.is_contiguous() or levels is None):
+            raise ValueError(f"means: expected a contiguous float32 tensor of shape {self.shape}"
+                             " and the class levels")
+        if levels is not None:
+            levels = levels.float().contiguous()
         self.kernel.umtune_steps(self.sizes.data_ptr(), self.pointers, self.ring.data_ptr(),
                                  codes.data_ptr(), None if noise is None else noise.data_ptr(),
-                                 temperature, t0, steps)
+                                 temperature, floor,
+                                 None if levels is None else levels.data_ptr(),
+                                 None if means is None else means.data_ptr(), t0, steps)

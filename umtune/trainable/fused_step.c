@@ -7,6 +7,7 @@
  * pass. Compiled with -ffast-math for vectorised tanhf/expf (glibc's libmvec); sums are
  * reassociated, so results differ from PyTorch's in the last bits.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -96,12 +97,40 @@ static void step_rows(const int64_t *n, float *const *p, const int64_t *ring, in
     matvec_add(logits, C, hidden, S, B, p[HEAD_OUT] + g * S * C, S, C);
 }
 
+/* The lowest logit of n that may be drawn: log(floor) above log(sum(exp(x))), but never above
+ * the most likely class's. */
+static float floor_cut(const float *x, int64_t n, float floor) {
+    float top = x[0];
+    for (int64_t i = 1; i < n; i++) top = x[i] > top ? x[i] : top;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) sum += expf(x[i] - top);
+    const float cut = top + logf(sum) + logf(floor);
+    return cut < top ? cut : top;
+}
+
+/* The expectation of levels[c] under softmax(x) over n classes. */
+static float expected(const float *x, const float *levels, int64_t n) {
+    float top = x[0];
+    for (int64_t i = 1; i < n; i++) top = x[i] > top ? x[i] : top;
+    float sum = 0.0f, weighted = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float w = expf(x[i] - top);
+        sum += w;
+        weighted += w * levels[i];
+    }
+    return weighted / sum;
+}
+
 /* Steps t0 .. t0 + steps - 1 of every decoder. The input of step t is codes[.., t - 1] (0 at
  * t = 0). With noise (steps, G, B, classes), step t's code is argmax(logits + temperature *
- * noise) (Gumbel-max sampling), written to codes[.., t]; without, codes are only read (the
- * teacher-forced path, for tests) and LOGITS hold the last step's. codes: (G, B, LENGTH). */
+ * noise) (Gumbel-max sampling) over the classes at least `floor` probable (0: all; the most
+ * likely is always among them), written to codes[.., t]; with `means` too, the expectation of
+ * levels[c] under the step's (trained) distribution goes to means[.., t]. Without noise, codes
+ * are only read (the teacher-forced path, for tests) and LOGITS hold the last step's.
+ * codes and means: (G, B, LENGTH). */
 void umtune_steps(const int64_t *n, float *const *p, const int64_t *ring, int64_t *codes,
-                  const float *noise, float temperature, int64_t t0, int64_t steps) {
+                  const float *noise, float temperature, float floor, const float *levels,
+                  float *means, int64_t t0, int64_t steps) {
     const int64_t G = n[DECODERS], B = n[BATCH], K = n[KERNEL], C = n[CLASSES], T = n[LENGTH];
     for (int64_t t = t0; t < t0 + steps; t++) {
         for (int64_t g = 0; g < G; g++) {
@@ -116,11 +145,14 @@ void umtune_steps(const int64_t *n, float *const *p, const int64_t *ring, int64_
             for (int64_t b = 0; b < B; b++) {
                 const float *logits = p[LOGITS] + (g * B + b) * C;
                 const float *gumbel = noise + (((t - t0) * G + g) * B + b) * C;
-                int64_t best = 0;
-                float top = logits[0] + temperature * gumbel[0];
-                for (int64_t c = 1; c < C; c++) {
+                if (means) means[(g * B + b) * T + t] = expected(logits, levels, C);
+                const float cut = floor > 0.0f ? floor_cut(logits, C, floor) : -FLT_MAX;
+                int64_t best = -1;
+                float top = -FLT_MAX;
+                for (int64_t c = 0; c < C; c++) {
+                    if (logits[c] < cut) continue;
                     const float v = logits[c] + temperature * gumbel[c];
-                    if (v > top) {
+                    if (best < 0 || v > top) {
                         top = v;
                         best = c;
                     }

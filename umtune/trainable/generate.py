@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +36,10 @@ from umtune.trainable.fused import FusedSteps, fused_available
 from umtune.trainable.model import (
     UniversalTranslator,
     WaveNetDecoder,
+    codes_to_audio,
     codes_to_input,
-    mu_law_decode,
+    decoder_receptive_field,
+    deemphasize,
 )
 
 
@@ -277,10 +279,14 @@ BACKENDS = ("auto", "fused", "torch", "naive")
 
 @torch.no_grad()
 def generate_stacked(decoders: Sequence[WaveNetDecoder], z: Tensor, pool: int, *, seed: int = 0,
-                     temperature: float = 1.0, backend: str = "auto",
-                     progress: bool = False) -> Tensor:
+                     temperature: float = 1.0, floor: float = 0.0, backend: str = "auto",
+                     levels: Tensor | None = None, progress: bool = False) -> Tensor:
     """Sample mu-law codes (G, B, F * pool): decoder g conditioned on its latents z[g] (z is
-    (G, B, L, F)); `temperature` < 1 sharpens every sample's distribution (1: the trained one).
+    (G, B, L, F)); `temperature` < 1 sharpens every sample's distribution (1: the trained one),
+    and classes less probable than `floor` (in the trained distribution) are never drawn.
+    With `levels` (classes,), return instead each step's expectation of levels[code] under its
+    trained distribution (G, B, F * pool) float: the decoders still continue from the sampled
+    codes.
 
     `backend`: "fused" the compiled step (fused.py), "torch" PyTorch's (`decoder_step`),
     "naive" a teacher-forced pass per sample (a reference); "auto" the compiled step for up to
@@ -290,6 +296,8 @@ def generate_stacked(decoders: Sequence[WaveNetDecoder], z: Tensor, pool: int, *
     if not temperature > 0:
         raise ValueError(f"temperature={temperature!r}: expected a positive number (1 samples "
                          f"the trained distribution, below 1 sharpens it)")
+    if not 0 <= floor < 1:
+        raise ValueError(f"floor={floor!r}: expected a probability in [0, 1)")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
     stack = DecoderStack(decoders)
@@ -299,6 +307,7 @@ def generate_stacked(decoders: Sequence[WaveNetDecoder], z: Tensor, pool: int, *
         small = z.device.type == "cpu" and G * B <= FUSED_MAX_ROWS
         backend = "fused" if small and fused_available() is None else "torch"
     codes = torch.zeros(G, B, steps, dtype=torch.long, device=z.device)
+    means = None if levels is None else torch.zeros(G, B, steps, device=z.device)
     if backend == "fused":
         fused = FusedSteps(stack, DecoderCache(stack, B), stack.condition(z), pool, steps)
     else:
@@ -307,14 +316,25 @@ def generate_stacked(decoders: Sequence[WaveNetDecoder], z: Tensor, pool: int, *
     with tqdm(total=steps, disable=not progress, unit="sample", leave=False) as bar:
         for noise in gumbel_noise((G, B, stack.classes), steps, seed, z.device):
             if backend == "fused":
-                fused.run(codes, t, len(noise), noise, temperature)
+                fused.run(codes, t, len(noise), noise, temperature, floor, levels, means)
             else:
                 for i, gumbel in enumerate(noise):
-                    logits = logits_fn(t + i, codes).add_(gumbel, alpha=temperature)
-                    codes[..., t + i] = logits.argmax(-1)
+                    logits = logits_fn(t + i, codes)
+                    if means is not None:
+                        means[..., t + i] = logits.softmax(-1) @ levels.to(logits)
+                    if floor > 0:
+                        logits.masked_fill_(logits < floor_cut(logits, floor), -math.inf)
+                    codes[..., t + i] = logits.add_(gumbel, alpha=temperature).argmax(-1)
             t += len(noise)
             bar.update(len(noise))
-    return codes
+    return codes if means is None else means
+
+
+def floor_cut(logits: Tensor, floor: float) -> Tensor:
+    """(..., 1): the lowest logit that may be drawn, log(floor) above the logits' logsumexp but
+    never above the most likely class's (which is always kept)."""
+    cut = logits.logsumexp(-1, keepdim=True) + math.log(floor)
+    return torch.minimum(cut, logits.amax(-1, keepdim=True))
 
 
 def gumbel_noise(shape: tuple[int, ...], steps: int, seed: int, device,
@@ -339,34 +359,60 @@ def generate(decoder: WaveNetDecoder, z: Tensor, pool: int, **options) -> Tensor
 
 @dataclass(frozen=True)
 class Sampling:
-    """How a translation is generated.
+    """How a translation is generated: one value, the default everywhere (translate, evaluate,
+    the leading indicators), so that every figure describes the same generation.
 
     A clip is cut into chunks of `chunk_seconds` generated side by side as one batch. Each chunk
-    starts `lead_seconds` early, on the latent of the audio before it, and that lead-in is
-    dropped but for its last `CROSSFADE_SECONDS`, which crossfade with the previous chunk's end:
-    the decoder enters each chunk already playing, instead of restarting from silence (a false
-    attack per chunk). Cost: (chunk + lead) / chunk times the samples of the clip.
+    starts early, on the latent of the audio before it, and that lead-in is dropped but for its
+    last `CROSSFADE_SECONDS`, which crossfade with the previous chunk's end: the decoder enters
+    each chunk already playing, as in training, where its whole receptive field holds real
+    samples, instead of restarting from silence. The lead-in is `lead_seconds`, by default
+    (None) the decoders' receptive field in whole latent frames. Cost: (chunk + lead) / chunk
+    times the samples of the clip.
+
+    Each sample is drawn from the decoder's distribution at `temperature` (1: as trained) after
+    the classes less probable than `floor` are removed (LPCNet's pdf floor: the many unlikely
+    classes that together make a noise floor). `emit` is what is written: "sample", the drawn
+    samples, or "mean", each step's expected value under the decoder's distribution given the
+    samples drawn before it (the decoder's belief without the draw's own noise); the decoder
+    continues from its samples either way, as in training.
     """
 
     chunk_seconds: float = 0.5
-    lead_seconds: float = 0.1
-    temperature: float = 1.0  # 1 samples the trained distribution; below 1 sharpens it
+    lead_seconds: float | None = None
+    temperature: float = 1.0
+    floor: float = 0.0
+    emit: str = "sample"
     seed: int = 0
 
     def __post_init__(self):
-        for name, low in (("chunk_seconds", 0.0), ("lead_seconds", None), ("temperature", 0.0)):
+        for name, low in (("chunk_seconds", 0.0), ("lead_seconds", None), ("temperature", 0.0),
+                          ("floor", None)):
             value = getattr(self, name)
+            if value is None and name == "lead_seconds":
+                continue
             ok = isinstance(value, (int, float)) and math.isfinite(value) and (
                 value > low if low is not None else value >= 0)
             if not ok:
                 raise ValueError(f"{name}={value!r}: expected a finite number "
                                  f"{'> 0' if low is not None else '>= 0'}")
+        if self.floor >= 1:
+            raise ValueError(f"floor={self.floor!r}: expected a probability below 1")
+        if self.emit not in EMITS:
+            raise ValueError(f"emit={self.emit!r}: expected one of {', '.join(EMITS)}")
 
     def frames(self, seconds: float, sample_rate: int, pool: int) -> int:
         return round(seconds * sample_rate / pool)
 
+    def lead_frames(self, receptive_field: int, sample_rate: int, pool: int) -> int:
+        """The lead-in in latent frames: as given, or the receptive field rounded up."""
+        if self.lead_seconds is None:
+            return math.ceil(receptive_field / pool)
+        return self.frames(self.lead_seconds, sample_rate, pool)
+
 
 CROSSFADE_SECONDS = 0.01
+EMITS = ("sample", "mean")
 DEFAULT_SAMPLING = Sampling()
 
 
@@ -418,7 +464,8 @@ class Translator:
         longest = max(math.ceil(a.shape[-1] / pool) for clips in prepared.values() for a in clips)
         chunk = max(1, min(longest, sampling.frames(sampling.chunk_seconds, self.sample_rate,
                                                     pool)))
-        lead = sampling.frames(sampling.lead_seconds, self.sample_rate, pool)
+        lead = sampling.lead_frames(decoder_receptive_field(self.config.model.decoder),
+                                    self.sample_rate, pool)
         rows, latents = {}, []
         for to, clips in prepared.items():
             chunks = [self._chunk_latents(audio, chunk, lead) for audio in clips]
@@ -426,10 +473,14 @@ class Translator:
             latents.append(torch.cat(chunks))  # (rows, L, lead + chunk)
         width = max(z.shape[0] for z in latents)
         z = torch.stack([F.pad(z, (0, 0, 0, 0, 0, width - z.shape[0])) for z in latents])
-        codes = generate_stacked([self.model.decoders[to] for to in jobs], z, pool,
-                                 seed=sampling.seed, temperature=sampling.temperature,
-                                 progress=progress)  # (G, width, (lead + chunk) * pool)
-        audio = mu_law_decode(codes, self.config.model.classes)
+        classes = torch.arange(self.config.model.classes, device=z.device)
+        levels = codes_to_audio(classes, replace(self.config.model, pre_emphasis=0.0)) \
+            if sampling.emit == "mean" else None
+        out = generate_stacked([self.model.decoders[to] for to in jobs], z, pool,
+                               seed=sampling.seed, temperature=sampling.temperature,
+                               floor=sampling.floor, levels=levels, progress=progress)
+        audio = codes_to_audio(out, self.config.model) if levels is None else \
+            deemphasize(out, self.config.model)  # (G, width, (lead + chunk) * pool)
         fade = min(lead * pool, chunk * pool, round(CROSSFADE_SECONDS * self.sample_rate))
         return {to: [stitch_chunks(clip, lead * pool - fade, fade)[:a.shape[-1]].cpu()
                      for clip, a in zip(per_target.split(rows[to]), prepared[to], strict=False)]
@@ -437,12 +488,13 @@ class Translator:
 
     def _chunk_latents(self, audio: Tensor, chunk: int, lead: int) -> Tensor:
         """A prepared clip's latent cut into chunks of `chunk` frames, each with the `lead`
-        frames before it (silence before the clip): (chunks, L, lead + chunk)."""
+        frames before it (silence before the clip): (chunks, L, lead + chunk). The clip is
+        encoded in windows of the training segment, as the decoders saw latents in training."""
         pool = self.config.model.encoder.pool
         n = audio.shape[-1]
         frames = math.ceil(n / pool / chunk) * chunk
         audio = F.pad(audio, (lead * pool, frames * pool - n))
-        z = self.model.encode(audio.unsqueeze(0))[0]  # (L, lead + frames)
+        z = self.model.encode(audio.unsqueeze(0), window=self.config.data.segment_samples)[0]
         return z.unfold(1, lead + chunk, chunk).transpose(0, 1)
 
     def _prepare(self, waveform: Tensor | np.ndarray, sr: int) -> Tensor:

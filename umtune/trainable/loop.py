@@ -14,6 +14,7 @@ torch.distributed only when a process group is initialised (by Ray Train or torc
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import time
@@ -25,10 +26,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
 
 from umtune.config import RunConfig
 from umtune.data import Dataset
+from umtune.trainable import precision
 from umtune.trainable.augment import apply_shifts, sample_shifts
 from umtune.trainable.checkpoint import (
     LocalRun,
@@ -39,12 +42,12 @@ from umtune.trainable.checkpoint import (
 from umtune.trainable.content import content_loss
 from umtune.trainable.model import (
     UniversalTranslator,
+    audio_to_codes,
+    codes_to_audio,
     codes_to_input,
     decoder_receptive_field,
     encoder_receptive_field,
     latent_use,
-    mu_law_decode,
-    mu_law_encode,
     parameter_count,
 )
 
@@ -75,9 +78,14 @@ def step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
-def learning_rate(cfg: RunConfig, step: int) -> float:
-    """Step decay of the paper's code: lr * decay ** (step // every)."""
-    return cfg.train.lr * cfg.train.lr_decay ** (step // cfg.train.lr_decay_every)
+def learning_rate(cfg: RunConfig, step: int, elapsed_seconds: float) -> float:
+    """The autoencoder's lr at `step`, `elapsed_seconds` into training (`train.lr_schedule`):
+    the paper's step decay, lr * decay ** (step // every), or a cosine from lr to 0 over the
+    budget."""
+    t = cfg.train
+    if t.lr_schedule == "cosine":
+        return t.lr * 0.5 * (1 + math.cos(math.pi * t.progress(step, elapsed_seconds)))
+    return t.lr * t.lr_decay ** (step // t.lr_decay_every)
 
 
 def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment: bool,
@@ -103,7 +111,7 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         chosen = torch.rand(rows, generator=gen) < cfg.train.splice_fraction
         cuts = torch.randint(length // 4, 3 * length // 4 + 1, (rows,), generator=gen)
         audio = splice(audio, partners, cuts[mine], chosen[mine], round(SPLICE_FADE * sr))
-    targets = mu_law_encode(audio, classes)
+    targets = audio_to_codes(audio, cfg.model)
     clean = codes_to_input(targets, classes)
     inputs = decoder_inputs = clean
     if augment and cfg.train.aug_semitones > 0:
@@ -113,7 +121,7 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
                                max_seconds=cfg.train.aug_max_fraction * length / sr,
                                generator=gen)
         shifted = apply_shifts(audio, shifts.rows(mine), sr)
-        inputs = codes_to_input(mu_law_encode(shifted, classes), classes)
+        inputs = codes_to_input(audio_to_codes(shifted, cfg.model), classes)
     if augment and cfg.train.decoder_input_noise > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         noise = torch.randn(rows, length, generator=gen)[mine]
@@ -207,13 +215,42 @@ class Trainer:
         self.confusion = wrap(self.model.confusion)
         self.opt_ae = torch.optim.Adam(self.model.autoencoder.parameters(), lr=cfg.train.lr)
         self.opt_c = torch.optim.Adam(self.model.confusion.parameters(), lr=cfg.train.confusion_lr)
+        self.ema = averaged(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+        self.precision = precision.resolve(cfg.train.precision, self.device)
+        # The same function compiled: fused elementwise kernels around the convolutions.
+        self.autoencoder_losses = torch.compile(self._autoencoder_losses, dynamic=False) \
+            if cfg.train.compile else self._autoencoder_losses
         self.step_count = 0
         self.epoch = 0
         self.elapsed_seconds = 0.0
 
+    @property
+    def generator_model(self) -> UniversalTranslator:
+        """The weights generation uses: their moving average if kept, else the trained ones."""
+        return self.model if self.ema is None else self.ema.module
+
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.cfg.train.precision == "bf16")
+        return precision.autocast(self.precision.precision, self.device)
+
+    def _autoencoder_losses(self, inputs: Tensor, targets: Tensor, decoder_inputs: Tensor,
+                            labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The autoencoder's loss, its reconstruction CE, the confusion net's CE on its latent
+        and the content loss (None when off), for one batch."""
+        cfg = self.cfg.train
+        with self.autocast():
+            ce_per_domain, z = self.autoencoder(inputs, targets, decoder_inputs)
+            # The unwrapped confusion net: its parameters are not updated here, so no all-reduce.
+            adv_logits = _unwrap(self.confusion)(z).float()
+        ce = ce_per_domain.mean()
+        loss = ce + cfg.confusion_lambda * confusion_penalty(adv_logits, labels,
+                                                             cfg.confusion_target)
+        content = None
+        if cfg.content_loss_weight > 0:  # on the clean audio: the notes, not the shifted ones
+            clean = codes_to_audio(targets, self.cfg.model)
+            content = content_loss(self.model.autoencoder.content(z.float()), clean,
+                                   self.cfg.data.sample_rate, self.cfg.model.encoder.pool)
+            loss = loss + cfg.content_loss_weight * content
+        return loss, ce, F.cross_entropy(adv_logits, labels), content
 
     def step(self) -> dict[str, float]:
         """One confusion update then one autoencoder update; returns this step's losses."""
@@ -223,7 +260,7 @@ class Trainer:
                            rank=self.rank, world_size=self.world_size)
         batch = Batch(**{f.name: getattr(batch, f.name).to(self.device) for f in fields(batch)})
         for group in self.opt_ae.param_groups:
-            group["lr"] = learning_rate(self.cfg, self.step_count)
+            group["lr"] = learning_rate(self.cfg, self.step_count, self.elapsed_seconds)
 
         # 1. Confusion network on the clean input's latent (encoder frozen for this update).
         with torch.no_grad(), self.autocast():
@@ -237,19 +274,8 @@ class Trainer:
         self.opt_c.step()
 
         # 2. Encoder + decoders on the augmented input: reconstruct, and fool the confusion net.
-        with self.autocast():
-            ce_per_domain, z = self.autoencoder(batch.inputs, batch.targets,
-                                                   batch.decoder_inputs)
-            # The unwrapped confusion net: its parameters are not updated here, so no all-reduce.
-            adv_loss = F.cross_entropy(_unwrap(self.confusion)(z).float(), batch.labels)
-        ce = ce_per_domain.mean()
-        loss = ce - cfg.confusion_lambda * adv_loss
-        content = None
-        if cfg.content_loss_weight > 0:  # on the clean audio: the notes, not the shifted ones
-            clean = mu_law_decode(batch.targets, self.cfg.model.classes)
-            content = content_loss(self.model.autoencoder.content(z.float()), clean,
-                                   self.cfg.data.sample_rate, self.cfg.model.encoder.pool)
-            loss = loss + cfg.content_loss_weight * content
+        loss, ce, adv_loss, content = self.autoencoder_losses(
+            batch.inputs, batch.targets, batch.decoder_inputs, batch.labels)
         if _global_mean(torch.isfinite(loss.detach()).float()) < 1:  # on every rank
             raise DivergenceError(f"loss is {loss.item()} at step {self.step_count} "
                                   f"(reconstruction CE {ce.item()}, confusion CE "
@@ -259,6 +285,8 @@ class Trainer:
         loss.backward()
         nn.utils.clip_grad_value_(self.model.autoencoder.parameters(), cfg.grad_clip)
         self.opt_ae.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         self.step_count += 1
         accuracy = (conf_logits.argmax(-1) == batch.labels).float().mean()
         return {"train_ce": ce.item(), "confusion_ce": conf_loss.item(),
@@ -268,14 +296,19 @@ class Trainer:
     @torch.no_grad()
     def heldout_metrics(self) -> dict[str, float]:
         """Held-out CE, latent gain (whole segments and cold starts: `latent_use`) and confusion
-        accuracy on a fixed set of held-out segments."""
-        self.model.eval()
+        accuracy on a fixed set of held-out segments, of the weights generation uses; with a
+        moving average, also the trained weights' CE (`heldout_ce_trained`)."""
         batch = heldout_batch(self.cfg, self.data)
+        inputs, targets = batch.clean_inputs.to(self.device), batch.targets.to(self.device)
+        field = decoder_receptive_field(self.cfg.model.decoder)
+        model = self.generator_model
+        self.model.eval()
         with self.autocast():
-            z = self.model.encoder(batch.clean_inputs.to(self.device))
-            use = latent_use(self.model.autoencoder, z, batch.targets.to(self.device),
-                             decoder_receptive_field(self.cfg.model.decoder))
-            logits = self.model.confusion(z.float())
+            z = model.encoder(inputs)
+            use = latent_use(model.autoencoder, z, targets, field)
+            logits = model.confusion(z.float())
+            trained = {} if self.ema is None else {"heldout_ce_trained": self.model.autoencoder(
+                inputs, targets)[0].mean().item()}
         labels = batch.labels.to(self.device)
         self.model.train()
         return {"heldout_ce": use.ce.mean().item(),
@@ -284,13 +317,14 @@ class Trainer:
                 "heldout_latent_gain": use.gain.mean().item(),
                 "heldout_ce_cold": use.ce_cold.mean().item(),
                 "heldout_latent_gain_cold": use.gain_cold.mean().item(),
-                "heldout_confusion_acc": (logits.argmax(-1) == labels).float().mean().item()}
+                "heldout_confusion_acc": (logits.argmax(-1) == labels).float().mean().item(),
+                **trained}
 
     @torch.no_grad()
     def indicators(self, measure: Indicators) -> dict[str, float]:
         self.model.eval()
         try:
-            return measure(self.model)
+            return measure(self.generator_model)
         finally:
             self.model.train()
 
@@ -298,14 +332,42 @@ class Trainer:
         return TrainingState(config=self.cfg, model=self.model.state_dict(),
                              autoencoder_optimizer=self.opt_ae.state_dict(),
                              confusion_optimizer=self.opt_c.state_dict(), step=self.step_count,
-                             epoch=self.epoch, elapsed_seconds=self.elapsed_seconds)
+                             epoch=self.epoch, elapsed_seconds=self.elapsed_seconds,
+                             averaged=None if self.ema is None else self.ema.state_dict())
 
     def load(self, state: TrainingState) -> None:
         self.model.load_state_dict(state.model)
         self.opt_ae.load_state_dict(state.autoencoder_optimizer)
         self.opt_c.load_state_dict(state.confusion_optimizer)
+        if self.ema is not None:
+            if state.averaged is None:  # turned on at a resume: the average starts here
+                self.ema = averaged(self.model, self.cfg.train.ema_decay)
+            else:
+                self.ema.load_state_dict(state.averaged)
         self.step_count, self.epoch = state.step, state.epoch
         self.elapsed_seconds = state.elapsed_seconds
+
+
+def averaged(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of `model`'s weights (in eval mode: it is only measured
+    and generated from), updated after every step with decay min(decay, (1 + n) / (10 + n)) at
+    its n-th update, so that it forgets the random start quickly."""
+
+    @torch.no_grad()
+    def update(average: list[Tensor], current: list[Tensor], n: Tensor) -> None:
+        weight = 1 - min(decay, (1 + n.item()) / (10 + n.item()))
+        torch._foreach_lerp_(average, current, weight)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True).eval()
+
+
+def confusion_penalty(logits: Tensor, labels: Tensor, target: str) -> Tensor:
+    """What the autoencoder adds to its loss, per unit of lambda, to fool the confusion net
+    (`train.confusion_target`): minus its cross-entropy ("max_ce", the paper's), or its
+    cross-entropy to the uniform distribution ("uniform", bounded below by log K)."""
+    if target == "uniform":
+        return -F.log_softmax(logits, dim=-1).mean()
+    return -F.cross_entropy(logits, labels)
 
 
 def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
@@ -328,24 +390,34 @@ def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
     trainer = Trainer(cfg, data, device=device, wrap=wrap, rank=rank, world_size=world_size)
     if resume is not None:
         trainer.load(load_checkpoint(resume, map_location=trainer.device))
+    if rank == 0:
+        print(f"precision: {trainer.precision.precision} ({trainer.precision.reason})",
+              flush=True)
     samples_per_step = cfg.data.batch_per_domain * len(cfg.model.domains) * cfg.data.segment_samples
+    budget = cfg.train.max_minutes * 60
     while not cfg.train.finished(trainer.epoch, trainer.elapsed_seconds):
         start = time.perf_counter()
         sums: dict[str, float] = {}
-        for _ in range(cfg.train.steps_per_epoch):
+        steps = 0
+        while steps < cfg.train.steps_per_epoch:
             for k, v in trainer.step().items():
                 sums[k] = sums.get(k, 0.0) + v
+            steps += 1
+            spent = trainer.elapsed_seconds + time.perf_counter() - start
+            if budget and _global_mean(torch.tensor(float(spent >= budget))) > 0:
+                break  # the budget ends inside the epoch: report what was done
         seconds = time.perf_counter() - start
         trainer.epoch += 1
         trainer.elapsed_seconds += float(_global_mean(torch.tensor(seconds)).item())
-        means = _global_mean(torch.tensor([v / cfg.train.steps_per_epoch for v in sums.values()]))
+        means = _global_mean(torch.tensor([v / steps for v in sums.values()]))
         metrics = {
             "epoch": trainer.epoch, "step": trainer.step_count,
             **dict(zip(sums, means.tolist(), strict=True)),
             **trainer.heldout_metrics(),
             **(trainer.indicators(indicators) if indicators else {}),
             "lr": trainer.opt_ae.param_groups[0]["lr"],
-            "samples_per_s": samples_per_step * cfg.train.steps_per_epoch / seconds,
+            "precision": trainer.precision.precision,
+            "samples_per_s": samples_per_step * steps / seconds,
             "elapsed_s": trainer.elapsed_seconds,
         }
         _report_epoch(trainer, metrics, report)
@@ -364,16 +436,20 @@ def _report_epoch(trainer: Trainer, metrics: dict, report: Report) -> None:
 
 
 def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
-                indicators: Indicators | None = None) -> Trainer:
-    """`umtune train`: one process; `run_dir` holds config.json, checkpoint/, metrics.jsonl.
+                indicators: Indicators | None = None, keep_every_minutes: float = 0.0,
+                ) -> Trainer:
+    """`umtune train`: one process; `run_dir` holds config.json, checkpoint/, metrics.jsonl
+    (and checkpoints/ with `keep_every_minutes`: `LocalRun`).
 
     With `resume`, training continues from `run_dir`'s checkpoint (the epoch and time budgets
     in `cfg` count the whole run, so raise them to go further).
     """
-    run = LocalRun(run_dir, config=cfg, new=not resume)  # config.json with the first epoch
-    print(describe(cfg, UniversalTranslator(cfg.model)))
-    return train(cfg, report=run, resume=run.checkpoint if resume else None,
-                 indicators=indicators)
+    run = LocalRun(run_dir, config=cfg,  # config.json with the first epoch
+                   keep_every_minutes=keep_every_minutes)
+    with run.claim(new=not resume):  # one process at a time trains into run_dir
+        print(describe(cfg, UniversalTranslator(cfg.model)))
+        return train(cfg, report=run, resume=run.checkpoint if resume else None,
+                     indicators=indicators)
 
 
 def describe(cfg: RunConfig, model: UniversalTranslator) -> str:

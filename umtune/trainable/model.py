@@ -38,6 +38,26 @@ def mu_law_decode(codes: Tensor, classes: int) -> Tensor:
     return AF.mu_law_decoding(codes, classes)
 
 
+def audio_to_codes(audio: Tensor, cfg: ModelConfig) -> Tensor:
+    """Waveform (..., T) in [-1, 1] -> the mu-law codes the network models: pre-emphasised
+    first when `cfg.pre_emphasis` > 0, so that the quantisation and sampling noise, white in
+    the codes, lands under the music's spectrum once `codes_to_audio` de-emphasises it."""
+    if cfg.pre_emphasis > 0:
+        audio = AF.preemphasis(audio, cfg.pre_emphasis)
+    return mu_law_encode(audio, cfg.classes)
+
+
+def codes_to_audio(codes: Tensor, cfg: ModelConfig) -> Tensor:
+    """The inverse of `audio_to_codes`: codes (..., T) -> waveform."""
+    return deemphasize(mu_law_decode(codes, cfg.classes), cfg)
+
+
+def deemphasize(audio: Tensor, cfg: ModelConfig) -> Tensor:
+    """Undo `cfg.pre_emphasis` on a waveform (..., T) the network produced (the identity
+    without it)."""
+    return AF.deemphasis(audio, cfg.pre_emphasis) if cfg.pre_emphasis > 0 else audio
+
+
 def codes_to_input(codes: Tensor, classes: int) -> Tensor:
     """Codes -> network input scaled to [-0.5, 0.5], as in the paper's code."""
     return codes.float() / (classes - 1) - 0.5
@@ -103,7 +123,16 @@ class Encoder(nn.Module):
         self.layers = nn.Sequential(*(EncoderLayer(cfg.channels, cfg.kernel_size, d) for d in dil))
         self.to_latent = nn.Conv1d(cfg.channels, cfg.latent_channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:  # x: (B, T) scaled input
+    def forward(self, x: Tensor, window: int | None = None) -> Tensor:  # x: (B, T) scaled input
+        """The latent (B, L, T // pool). With `window`, x is encoded in consecutive windows of
+        that many samples, each alone as training encodes its segments (zero padding beyond
+        it; the last window padded with silence), so that a long clip's latent frames see the
+        contexts they saw in training."""
+        if window is not None and x.shape[-1] > window:
+            B, T = x.shape
+            x = F.pad(x, (0, -T % window)).reshape(-1, window)  # (B * windows, window)
+            z = self(x)  # (B * windows, L, window // pool)
+            return z.unflatten(0, (B, -1)).permute(0, 2, 1, 3).flatten(2)[..., :T // self.pool]
         h = self.layers(self.start(x.unsqueeze(1)))  # (B, C, T)
         z = F.avg_pool1d(self.to_latent(h), self.pool)  # (B, L, T // pool)
         return standardize_frames(z) if self.normalize_latent else z
@@ -307,10 +336,10 @@ class UniversalTranslator(nn.Module):
     def decoders(self) -> nn.ModuleDict:
         return self.autoencoder.decoders
 
-    def encode(self, audio: Tensor) -> Tensor:
-        """Waveform (B, T) in [-1, 1] -> latent (B, L, T // pool)."""
-        return self.encoder(codes_to_input(mu_law_encode(audio, self.cfg.classes),
-                                           self.cfg.classes))
+    def encode(self, audio: Tensor, window: int | None = None) -> Tensor:
+        """Waveform (B, T) in [-1, 1] -> latent (B, L, T // pool); `window`: see `Encoder`."""
+        return self.encoder(codes_to_input(audio_to_codes(audio, self.cfg), self.cfg.classes),
+                            window)
 
 
 def swapped_latent(z: Tensor, domains: int) -> Tensor:

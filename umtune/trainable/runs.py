@@ -56,14 +56,21 @@ def saved_config(run_dir: str | Path, request: RayRequest = RayRequest()) -> Run
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
-          request: RayRequest = RayRequest(), indicators: Indicators | None = None) -> str:
+          request: RayRequest = RayRequest(), indicators: Indicators | None = None,
+          keep_every_minutes: float = 0.0) -> str:
     """Train `cfg` at `run_dir` (with `resume`, continue the run there) until its budgets are
-    spent; returns where the run and its latest checkpoint are."""
+    spent; returns where the run and its latest checkpoint are. `keep_every_minutes`: see
+    `LocalRun` (plain runs; a Ray Train run keeps a checkpoint per epoch)."""
     if not _on_ray(run_dir, request, resume):
         from umtune.trainable.loop import train_local
 
-        train_local(cfg, Path(run_dir), resume=resume, indicators=indicators)
+        train_local(cfg, Path(run_dir), resume=resume, indicators=indicators,
+                    keep_every_minutes=keep_every_minutes)
         return f"run: {run_dir}\nlatest checkpoint: {LocalRun(Path(run_dir)).checkpoint}"
+    if keep_every_minutes:
+        raise ValueError(f"--keep-every {keep_every_minutes:g}: a Ray Train run keeps a "
+                         "checkpoint of every epoch already (epoch_NNNNNN/); expected it only "
+                         "for a plain run")
 
     from umtune.trainable import ray_train
 
