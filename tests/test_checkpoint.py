@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from test_loop import tiny_run
@@ -153,3 +157,133 @@ def test_a_second_trainer_of_one_run_is_refused_and_a_killed_ones_lock_is_free(t
     done = len((run / "metrics.jsonl").read_text().splitlines())
     assert main(["train", "--resume", str(run), "--set", f"train.max_epochs={done + 1}"]) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == done + 1
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 KiB tmpfs (root only): too small for a checkpoint; remount(size) resizes it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts a tmpfs: needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+
+    def remount(options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(disk)], check=True)
+
+    yield disk, remount
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def _train_args(tiny_dataset, run):
+    return ["train", "--data", str(tiny_dataset), "--out", str(run), "--set",
+            "train.steps_per_epoch=1", "--set", "train.max_epochs=1", "--set",
+            "data.segment_samples=800", "--set", "train.eval_segments=2"]
+
+
+def test_a_disk_that_fills_at_the_first_checkpoint_leaves_a_folder_a_new_run_can_take(
+        tiny_dataset, small_disk, capsys):
+    """The first checkpoint does not fit: exit 2 naming the file; the folder is no run (resume
+    says so) and, once there is room, a new run into it trains."""
+    disk, remount = small_disk
+    run = disk / "run"
+    assert main(_train_args(tiny_dataset, run)) == 2
+    err = capsys.readouterr().err
+    assert f"{disk}/" in err and "state.pt: cannot write the checkpoint" in err
+    assert "No space left on device" in err and err.count("\n") == 1
+    assert [p.name for p in disk.glob(".*")] == [".run.lock"]  # no staging left
+    assert main(["train", "--resume", str(run)]) == 2
+    assert f"{run} holds no complete checkpoint" in capsys.readouterr().err
+    remount("size=8m")
+    assert main(_train_args(tiny_dataset, run)) == 0
+    assert (run / "checkpoint" / "state.pt").is_file()
+    assert [p.name for p in disk.glob(".*")] == [".run.lock"] and not list(run.rglob(".*.tmp"))
+
+
+def test_an_unwritable_run_folder_is_refused_before_training(tiny_dataset, small_disk, capsys):
+    disk, remount = small_disk
+    remount("ro")
+    assert main(_train_args(tiny_dataset, disk / "run")) == 2
+    captured = capsys.readouterr()
+    assert f"run folder {disk / 'run'}: cannot write there" in captured.err
+    assert "epoch" not in captured.out
+
+
+def test_checkpoint_staging_left_by_a_killed_process_is_removed(tiny_dataset, tmp_path):
+    """Each epoch's checkpoint is staged beside the run; a staging folder of a dead process
+    (its pid in the name) is removed when a run starts there, one of a live process is not."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = Path(tempfile.mkdtemp(prefix=f".umtune-ckpt-{dead.pid}-", dir=tmp_path))
+    live = Path(tempfile.mkdtemp(prefix=f".umtune-ckpt-{os.getpid()}-", dir=tmp_path))
+    try:
+        train(tiny_run(tiny_dataset, max_epochs=1, steps_per_epoch=1),
+              report=LocalRun(tmp_path / "run", echo=False), staging=tmp_path)
+        assert not stale.exists() and live.exists()
+    finally:
+        shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(live, ignore_errors=True)
+
+
+def test_resume_keeps_what_the_weights_fix_and_refuses_edits_and_strangers(tiny_dataset,
+                                                                           tmp_path,
+                                                                           monkeypatch, capsys):
+    """A run started with a relative --data resumes from another folder (the path is stored
+    absolute) and from a moved dataset (--data on --resume); a --set of the model's size, an
+    edited config.json and a checkpoint copied in from another run are refused, naming what;
+    --adopt takes the stranger."""
+    monkeypatch.chdir(tiny_dataset.parent)
+    run, other = tmp_path / "run", tmp_path / "other"
+    for folder in (run, other):
+        assert main([*_train_args(tiny_dataset.name, folder), "--set",
+                     f"train.seed={len(folder.name)}"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["data"]["path"] == str(tiny_dataset)
+    monkeypatch.chdir(tmp_path)
+    moved = shutil.copytree(tiny_dataset, tmp_path / "moved")
+    assert main(["train", "--resume", str(run), "--data", str(moved), "--set",
+                 "train.max_epochs=2"]) == 0
+    assert load_checkpoint(run / "checkpoint").config.data.path == str(moved)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--set", "model.decoder.residual_channels=4",
+                 "--set", "train.max_epochs=3"]) == 2
+    assert "model.decoder.residual_channels (32 against 4): a resumed run's checkpoint fixes" \
+        in capsys.readouterr().err
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "train": {**config["train"],
+                                                                      "lr": 0.5}}))
+    assert main(["train", "--resume", str(run), "--set", "train.max_epochs=3"]) == 2
+    assert "config.json differs from its checkpoint's config at train.lr" in \
+        capsys.readouterr().err
+    (run / "config.json").write_text(json.dumps(config))
+    shutil.copy(other / "checkpoint" / "state.pt", run / "checkpoint" / "state.pt")
+    shutil.copy(other / "config.json", run / "config.json")
+    assert main(["train", "--resume", str(run), "--set", "train.max_epochs=3"]) == 2
+    assert "was written by another run" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--adopt", "--set", "train.max_epochs=3"]) == 0
+
+
+@pytest.mark.parametrize(("signum", "code", "how"), [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                     (signal.SIGINT, 130, "interrupted")])
+def test_a_stopped_training_says_what_was_saved_and_resumes(tiny_dataset, tmp_path, signum,
+                                                            code, how):
+    """SIGTERM (143) and SIGINT (130) after the first epoch: one line naming the checkpoint and
+    the command to continue, which then continues the run."""
+    run = tmp_path / "run"
+    args = [*_train_args(tiny_dataset, run)[1:-4], "--set", "train.max_epochs=1000",
+            "--set", "data.segment_samples=800", "--set", "train.indicator_seconds=0"]
+    proc = subprocess.Popen([sys.executable, "-m", "umtune.cli", "train", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code
+    assert err.strip().splitlines()[-1] == (
+        f"umtune: {how}; {run}/checkpoint holds the last finished epoch: continue with "
+        f"`umtune train --resume {run}`")
+    done = len((run / "metrics.jsonl").read_text().splitlines())
+    assert main(["train", "--resume", str(run), "--set", f"train.max_epochs={done + 1}"]) == 0

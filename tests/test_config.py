@@ -27,7 +27,7 @@ from umtune.config import RunConfig, TrainConfig, overrides, preset, replace_pat
     ("model.encoder=3", "config section model.encoder=3: expected one of its fields"),
     ("train.lr.x=1", "unknown config field 'train.lr.x': train.lr is a field, not a section"),
     ("train.lrr=1", "unknown config field 'train.lrr'"),
-    ("train.lr=[1", "override 'train.lr=[1': the value is not valid YAML"),
+    ("train.lr=[1", "override 'train.lr=[1': the value: not valid YAML"),
 ])
 def test_bad_overrides_name_the_whole_field_and_what_was_expected(assignment, message):
     """Each bad --set value is a ValueError naming the dotted field (train.lr, not lr)."""
@@ -75,3 +75,33 @@ def test_train_with_a_bad_override_exits_2_in_one_line_and_writes_nothing(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not run.exists()
+
+
+def _billion_laughs(levels: int = 6) -> str:
+    """YAML of a few hundred bytes whose aliases expand to 10 ** levels values."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_every_yaml_reader_bounds_what_aliases_expand_to(tmp_path, capsys):
+    """A search space, a cluster file and a --set value that expand to a million values are
+    refused at once, naming the source; the same anchors used a few times are fine."""
+    from umtune.cli import main
+
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_billion_laughs())
+    assert main(["spaces", "--file", str(bomb)]) == 2
+    assert f"{bomb}: its anchors and aliases expand it to" in capsys.readouterr().err
+    assert main(["cluster", "check", str(bomb)]) == 2
+    assert "expand it to" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="override 'train.lr=.*expand it to .* values"):
+        overrides(preset("tiny"), ["train.lr=" + "{" + _billion_laughs().replace("\n", ", ")
+                                   .rstrip(", ") + "}"])
+    assert overrides(preset("tiny"), ["model.decoder.dilations=[&d 1, 2, 4, 8, 16, 32, 64, "
+                                      "128, *d, 2, 4, 8, 16, 32, 64, 128]"]).model.decoder \
+        .dilations == (1, 2, 4, 8, 16, 32, 64, 128) * 2
+    from umtune import strict_yaml
+
+    assert strict_yaml.load(_billion_laughs(2), "small") == {"l0": ["x"] * 10,
+                                                             "l1": [["x"] * 10] * 10}

@@ -219,7 +219,7 @@ def test_skip_bad_still_refuses_a_domain_with_no_usable_file(src, tmp_path, caps
         f.write_bytes(b"")
     outs = tmp_path / "outs"
     _assert_refused(_run_import(src, outs / "ds", "--skip-bad"), capsys,
-                    str(src / "drone"), "no usable audio files")
+                    str(src / "drone"), "0 usable audio file(s) of")
     assert not outs.exists()
 
 
@@ -328,3 +328,50 @@ def test_a_failed_render_leaves_no_output(tmp_path, monkeypatch):
                                                     pieces_per_domain=1, heldout_pieces=1,
                                                     max_piece_seconds=2), progress=False)
     assert not outs.exists()
+
+
+def test_mp3_aiff_and_opus_import_and_other_files_are_listed_as_skipped(src, tmp_path, capsys):
+    """Formats the bundled libsndfile decodes are imported; a README and a broken symbolic link
+    are listed on stderr and in the manifest with the reason, not silently left out."""
+    sf.write(src / "bells" / "f.mp3", _tone(1.5, 44100), 44100, format="MP3")
+    sf.write(src / "drone" / "g.aiff", _tone(1.0, 16000, 220.0), 16000, format="AIFF")
+    sf.write(src / "drone" / "h.opus", 0.6 * _tone(1.0, 48000, 220.0), 48000, format="OGG",
+             subtype="OPUS")  # (libsndfile's Opus round trip raises the level)
+    (src / "bells" / "README.txt").write_text("notes")
+    (src / "drone" / "gone.wav").symlink_to(src / "nowhere.wav")
+    assert _run_import(src, tmp_path / "ds") == 0
+    err = capsys.readouterr().err
+    assert f"skipped {src / 'bells' / 'README.txt'}: not an audio file name" in err
+    assert f"skipped {src / 'drone' / 'gone.wav'}: a broken symbolic link" in err
+    ds = Dataset.open(tmp_path / "ds")
+    pieces = {e.piece for d in ds.domains for s in ("train", "heldout") for e in ds.files(d, s)}
+    assert {"bells/f.mp3", "drone/g.aiff", "drone/h.opus"} <= pieces
+    assert {s["reason"] for s in ds.manifest["skipped"]} == {
+        "a broken symbolic link", "not an audio file name (expected one of .wav, .flac, .ogg, "
+        ".opus, .mp3, .aiff, .aif, .caf, .au)"}
+
+
+@pytest.mark.parametrize(("name", "problem"), [("type", "reserved name"), ("a.b", "holds '.'"),
+                                               ("train_data", "look like a dataset's splits")])
+def test_a_folder_that_cannot_name_a_domain_is_refused_at_import(src, tmp_path, capsys, name,
+                                                                 problem):
+    """A name that would break the model's module keys, or that looks like a split (MusicNet's
+    train_data/test_data), is refused before anything is read, naming the folder."""
+    os.rename(src / "drone", src / name)
+    _assert_refused(_run_import(src, tmp_path / "outs" / "ds"), capsys, name, problem)
+    assert not (tmp_path / "outs").exists()
+
+
+def test_a_domain_with_one_usable_file_is_refused_at_import(src, tmp_path, capsys):
+    """One file cannot give a training and a held-out split: refused at import, not after an
+    epoch of training."""
+    for f in ("b.flac", "c.ogg", "d.wav", "e.WAV"):
+        (src / "drone" / f).unlink()
+    _assert_refused(_run_import(src, tmp_path / "outs" / "ds"), capsys,
+                    str(src / "drone"), "1 usable audio file(s) of 1; expected at least two")
+    assert not (tmp_path / "outs").exists()
+
+
+def test_an_import_into_its_own_source_is_refused(src, capsys):
+    _assert_refused(_run_import(src, src / "ds"), capsys, "lies in the import source")
+    assert not (src / "ds").exists()

@@ -4,6 +4,7 @@ audio gallery written, `umtune evaluate` on a checkpoint, and clear errors."""
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from umtune.analysis.evaluate import (
 from umtune.analysis.results import heldout_curve, target_rows
 from umtune.cli import main
 from umtune.data import Dataset, DatasetError
-from umtune.trainable.checkpoint import LocalRun
+from umtune.trainable.checkpoint import LocalRun, load_checkpoint
 from umtune.trainable.generate import DEFAULT_SAMPLING
 from umtune.trainable.loop import train
 from umtune.trainable.model import UniversalTranslator
@@ -257,3 +258,12 @@ def test_evaluating_several_checkpoints_writes_one_curve_table(run, tiny_dataset
     assert rows[0].startswith("| minutes | steps | timbre_acc |")
     assert [r.split(" | ")[1] for r in rows[1:]] == ["2", "4"]  # steps, by training time
     assert "of 5 |" in rows[1] and "lr schedule step" in text
+
+
+def test_an_evaluation_is_never_written_into_the_checkpoint_or_dataset_it_reads(run, tmp_path,
+                                                                                capsys):
+    for inside in (run.checkpoint / "ev", Path(load_checkpoint(run.checkpoint).config.data.path)
+                   / "ev"):
+        assert main(["evaluate", str(run.checkpoint), "-o", str(inside)]) == 2
+        assert "which this command reads" in capsys.readouterr().err
+        assert not inside.exists()

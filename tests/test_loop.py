@@ -178,7 +178,7 @@ def test_cpu_preset_is_tiny_at_8khz_with_a_long_field_the_content_loss_and_no_st
     assert (cpu.model.decoder.residual_channels, cpu.model.decoder.gate_channels,
             cpu.model.decoder.skip_channels) == (64, 128, 64)
     assert cpu.model.content_head and cpu.train.content_loss_weight == 1.0
-    assert cpu.train == replace(tiny.train, steps_per_epoch=100,
+    assert cpu.train == replace(tiny.train, steps_per_epoch=100, ema_decay=0.999,
                                 content_loss_weight=1.0, decoder_mask_fraction=0.25,
                                 decoder_mask_span=512, decoder_mask_steps=1500)
 
@@ -387,3 +387,14 @@ def test_the_time_budget_ends_training_at_the_step_that_spends_it(tiny_dataset, 
     (report,) = run.history()
     per_step = report["elapsed_s"] / report["step"]
     assert 0 < report["step"] < 10_000 and 3.0 <= report["elapsed_s"] < 3.0 + 2 * per_step
+
+
+def test_a_model_too_large_for_memory_is_refused_before_it_is_built(tiny_dataset, capsys):
+    """A decoder of 40,000 channels needs hundreds of GiB: exit 2 at once, saying how much is
+    needed and available, instead of the allocator's error."""
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(tiny_dataset.parent / "big"),
+                 "--set", "model.decoder.residual_channels=40000", "--set",
+                 "model.decoder.gate_channels=80000"]) == 2
+    err = capsys.readouterr().err
+    assert "training needs at least" in err and "GiB are available" in err
+    assert not (tiny_dataset.parent / "big").exists()

@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -684,3 +685,42 @@ def test_a_corrupt_result_or_metrics_file_is_named_and_the_rest_is_reported(tiny
     assert "trial_a_00002" not in data.curves and len(data.curves) == len(TRIALS) - 1
     assert set(data.evaluations) == {"trial_a_00000"}
     assert 'src="data:audio/wav;base64,' in html and unavailable_notes(html) != []
+
+
+def test_a_sweep_whose_driver_runs_is_not_reported_as_interrupted_nor_resumed(tmp_path,
+                                                                               capsys):
+    """While a process holds the sweep's driver lock, `report` says the sweep is still running
+    (not to resume it) and `sweep --resume` is refused; once it is gone, report's hint is
+    --resume again."""
+    from umtune.cli import main
+    from umtune.layout import driver_lock
+
+    sweep = tmp_path / "live"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps({"options": {}, "name": "live"}))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from umtune.storage import exclusive_lock; exclusive_lock(Path(sys.argv[1])); "
+         "print('held', flush=True); time.sleep(60)", driver_lock(str(sweep))],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["report", str(sweep), "-o", str(tmp_path / "r.html")]) == 2
+        err = capsys.readouterr().err
+        assert "the sweep is still running" in err and "--resume" not in err
+        assert main(["sweep", "--resume", str(sweep)]) == 2
+        assert "a umtune sweep driver is running it" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["report", str(sweep), "-o", str(tmp_path / "r.html")]) == 2
+    assert "umtune sweep --resume" in capsys.readouterr().err
+
+
+def test_a_report_is_never_written_into_the_sweep_folder_it_reads(sweep_dir, tmp_path, capsys):
+    from umtune.cli import main
+
+    before = sorted(p.name for p in sweep_dir.iterdir())
+    assert main(["report", str(sweep_dir), "-o", str(sweep_dir / "report.html")]) == 2
+    assert "lies in the sweep folder" in capsys.readouterr().err
+    assert sorted(p.name for p in sweep_dir.iterdir()) == before

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -82,12 +83,20 @@ def _data_summary(a: argparse.Namespace) -> None:
 
 def _train(a: argparse.Namespace) -> None:
     from umtune.analysis.indicators import LeadingIndicators
-    from umtune.trainable.runs import RayRequest, saved_config, train
+    from umtune.config import replace_path
+    from umtune.trainable.runs import RayRequest, resumed_config, saved_config, train
 
     request = RayRequest(workers=a.workers, gpu=a.gpu or None, cpus_per_worker=a.cpus_per_worker,
-                         address=a.address, storage=a.storage, max_failures=a.max_failures)
-    cfg = _with_sets(a, saved_config(a.resume, request) if a.resume else _new_config(a),
-                     minutes=a.minutes)
+                         address=a.address, storage=a.storage, max_failures=a.max_failures,
+                         adopt=a.adopt)
+    if a.resume:
+        saved = saved_config(a.resume, request)
+        cfg = _with_sets(a, saved, minutes=a.minutes)
+        if a.data:  # the dataset may have moved; the trainer checks it serves the run
+            cfg = replace_path(cfg, "data.path", str(Path(a.data).absolute()))
+        cfg = resumed_config(saved, cfg)
+    else:
+        cfg = _with_sets(a, _new_config(a), minutes=a.minutes)
     print(train(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
                 indicators=LeadingIndicators(cfg), keep_every_minutes=a.keep_every or 0.0))
 
@@ -122,11 +131,18 @@ def _with_sets(a: argparse.Namespace, cfg, minutes: float | None):
 
 
 def _new_config(a: argparse.Namespace):
-    """The preset for a new run, sized for the dataset's domains and pointed at it."""
+    """The preset for a new run, sized for the dataset's domains and pointed at it (a sweep's
+    dataset defaults to data/bach; the option object is shared with train, so the default is
+    applied here, not on the parser)."""
     from umtune.config import preset, replace_path
     from umtune.data import Dataset
 
-    return replace_path(preset(a.preset, Dataset.open(a.data).domains), "data.path", str(a.data))
+    data = Path(a.data or SWEEP_DATA)
+    return replace_path(preset(a.preset, Dataset.open(data).domains), "data.path",
+                        str(data.absolute()))  # a resume may run from elsewhere
+
+
+SWEEP_DATA = "data/bach"
 
 
 def _translate(a: argparse.Namespace) -> None:
@@ -228,7 +244,8 @@ def _config_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("config")
     g.add_argument("--preset", default="tiny", help="the (base) config: tiny, cpu or paper")
-    g.add_argument("--data", type=Path, help="dataset directory (from `umtune data`)")
+    g.add_argument("--data", type=Path, help="dataset directory (from `umtune data`; sweep: "
+                   f"default {SWEEP_DATA})")
     g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a config field, e.g. --set train.confusion_lambda=0")
     return p
@@ -309,7 +326,11 @@ def _add_train(sub, config, ray) -> None:
                     help="also keep the first checkpoint after every MINUTES of training in "
                     "RUN/checkpoints/ (plain runs), e.g. to evaluate the run over time")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                    help="continue the run in RUN_DIR from its checkpoint")
+                    help="continue the run in RUN_DIR from its checkpoint (--data: the dataset "
+                    "has moved; --set: any field but the model's)")
+    tr.add_argument("--adopt", action="store_true",
+                    help="with --resume: continue from a checkpoint that does not continue the "
+                    "run's history (one copied in from another run)")
     g = tr.add_argument_group("Ray Train (any option here or under Ray trains on Ray)")
     g.add_argument("--workers", type=int, help="training processes (DDP), one per GPU with "
                    "--gpu; the global batch data.batch_per_domain is split over them")
@@ -323,7 +344,6 @@ def _add_train(sub, config, ray) -> None:
 def _add_sweep(sub, config, ray) -> None:
     sw = sub.add_parser("sweep", help="sweep hyperparameters on Ray Tune (a training run per "
                         "trial)", epilog=f"--resume: {RESUME_TRUST}.", parents=[config, ray])
-    sw.set_defaults(data=Path("data/bach"))
     sw.add_argument("--space", default="ablation",
                     help="a built-in space (see `umtune spaces`) or a YAML file")
     sw.add_argument("--samples", type=int, default=1,
@@ -422,17 +442,43 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join(["umtune", *argv])  # recorded in the tables written
     if args.command == "train" and not args.resume and not (args.data and args.out):
         parser.error("train needs --data and --out (or --resume RUN_DIR)")
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.handler(args) or 0
     except Exception as e:
         if args.debug:
             raise
         return _report_error(e)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:
         if args.debug:
             raise
-        print("umtune: interrupted", file=sys.stderr)
-        return 130
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else \
+            ("interrupted", 130)
+        print(f"umtune: {how}{_what_was_saved(args)}", file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so that what is half-written is cleaned up."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
+def _what_was_saved(a: argparse.Namespace) -> str:
+    """For a plain training run: where its last finished epoch is and how to go on."""
+    run = getattr(a, "resume", None) or getattr(a, "out", None)
+    if a.command != "train" or run is None or getattr(a, "workers", None):
+        return ""
+    from umtune.trainable.checkpoint import LocalRun
+
+    if not LocalRun(Path(run)).exists():
+        return f"; no epoch of {run} was finished, nothing to resume"
+    return (f"; {run}/checkpoint holds the last finished epoch: continue with `umtune train "
+            f"--resume {run}`")
 
 
 def _report_error(e: Exception) -> int:

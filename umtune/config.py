@@ -159,6 +159,19 @@ class ConfusionConfig:
         _check(0.0 <= self.dropout < 1.0, "model.confusion.dropout", self.dropout, "in [0, 1)")
 
 
+def domain_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a domain (its decoder is the model's module of that name), or
+    None: it must be non-empty, without ".", and not one of nn.ModuleDict's own attributes."""
+    from torch import nn
+
+    if not name or "." in name:
+        return f"domain name {name!r} is empty or holds '.'; expected a name without dots"
+    if hasattr(nn.ModuleDict(), name) or name.startswith("_"):
+        return (f"domain name {name!r} is a reserved name of the model's module dictionary; "
+                "expected another name")
+    return None
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     domains: tuple[str, ...] = DEFAULT_DOMAINS
@@ -182,6 +195,9 @@ class ModelConfig:
                                                        for d in self.domains)
                and len(self.domains) >= 2 and len(set(self.domains)) == len(self.domains),
                "model.domains", self.domains, "at least two distinct domain names")
+        for name in self.domains:
+            problem = domain_name_problem(name)
+            _check(problem is None, "model.domains", self.domains, f"usable names: {problem}")
         _check(self.classes >= 2, "model.classes", self.classes, ">= 2")
         _check(0 <= self.pre_emphasis < 1, "model.pre_emphasis", self.pre_emphasis, "in [0, 1)")
 
@@ -439,17 +455,13 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
 def overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:
     """Apply "dotted.field=value" strings (values parsed as YAML: numbers, lists, strings; only
     `true` and `false` are booleans, so `yes` or `on` stay text and a bool field refuses them)."""
-    import yaml
+    from umtune import strict_yaml
 
     for item in assignments:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"override {item!r}: expected FIELD=VALUE, e.g. train.lr=3e-4")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(f"override {item!r}: the value is not valid YAML "
-                             f"({str(e).splitlines()[0]})") from None
+        value = strict_yaml.load(text, f"override {item!r}: the value")
         if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
             value = text.strip()
         cfg = replace_path(cfg, key.strip(), tuple(value) if isinstance(value, list) else value)
@@ -482,21 +494,9 @@ def tiny(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
 
 
 def cpu(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
-    """The translation recipe for 2 CPU cores (README, Translation results): `tiny` at 8 kHz with
-    decoders twice as wide, a one-block encoder, the content loss and an annealed decoder mask,
-    in bf16. Every choice was a 300-step probe against a baseline (issue 19's probe table):
-
-    - 8 kHz single chorale voices (`data chorales --lines`): cross-clip latent gain 0.84 against
-      0.075 for four-voice chorales at 16 kHz after the same ~10 minutes.
-    - Encoder 1 block x 11 doubling dilations (field 4,097 samples, 0.5 s): latent gain 1.13
-      against 0.96 for 2 x 6 (field 255), held-out CE 4.00 against 4.03.
-    - Content loss weight 1: pitch probe 0.79 against 0.31 (chance 0.08) and the only positive
-      own-domain reconstruction chroma (0.08).
-    - Decoder mask 25% in 512-sample spans, annealed to 0 over 1,500 steps: latent gain 1.14
-      against 0.96, note-swap gain 0.18 against 0.14.
-    - The wider decoder led `tiny` in held-out CE at equal time; bf16 autocast runs its step
-      1.4x faster than fp32 on AVX512-BF16. The latent is not standardised (that erased pitch).
-    """
+    """The translation recipe for 2 CPU cores: `tiny` at 8 kHz with decoders twice as wide, a
+    one-block encoder, the content loss, an annealed decoder mask, and a moving average of the
+    weights for generation. Each choice won a probe against a baseline (docs/results.md)."""
     base = tiny(domains)
     return dataclasses.replace(
         base,
@@ -507,7 +507,7 @@ def cpu(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
             encoder=dataclasses.replace(base.model.encoder, blocks=1, layers_per_block=11),
             decoder=dataclasses.replace(base.model.decoder, residual_channels=64,
                                         gate_channels=128, skip_channels=64)),
-        train=dataclasses.replace(base.train, steps_per_epoch=100,
+        train=dataclasses.replace(base.train, steps_per_epoch=100, ema_decay=0.999,
                                   content_loss_weight=1.0, decoder_mask_fraction=0.25,
                                   decoder_mask_span=512, decoder_mask_steps=1500),
     )

@@ -53,6 +53,12 @@ TRAIN_RUNS_DIR = "train"
 RESULT_FILE = "result.json"  # Tune's, in each trial folder
 
 
+def driver_lock(sweep: str) -> str:
+    """The lock a sweep's driver holds beside the folder while it runs (local folders)."""
+    head, _, name = sweep.rstrip("/").rpartition("/")
+    return f"{head}/.{name}.driver.lock" if head else f".{name}.driver.lock"
+
+
 TRIAL_PREFIX = "trial_"
 
 

@@ -49,6 +49,32 @@ def exclusive_lock(path: Path) -> int:
         os.close(fd)  # the holder before us removed the file as we opened it: take the new one
 
 
+def is_locked(path: Path) -> bool:
+    """Whether another process holds `exclusive_lock(path)` now (a missing file: no)."""
+    if not path.exists():
+        return False
+    try:
+        os.close(exclusive_lock(path))
+    except Locked:
+        return True
+    except OSError:  # cannot even open it: no writer of ours holds it
+        return False
+    return False
+
+
+def refuse_output_in(output: str | Path, inputs: dict[str, str | Path | None]) -> None:
+    """No output may land on what a command reads: `output` must be none of `inputs` (what ->
+    path; URIs and None are skipped) nor inside one that is a folder. A ValueError names both."""
+    out = Path(output).resolve()
+    for what, path in inputs.items():
+        if path is None or local_path(str(path)) is None:
+            continue
+        source = local_path(str(path)).resolve()
+        if out == source or (source.is_dir() and out.is_relative_to(source)):
+            raise ValueError(f"output {output} lies in {what} {path}, which this command reads; "
+                             "expected an output elsewhere")
+
+
 def local_path(location: str) -> Path | None:
     """The file system path of a location given as a path or a file:// URI; None for a URI of
     any other scheme (written with pyarrow.fs instead)."""
@@ -107,7 +133,7 @@ def staged(final: Path) -> Iterator[Path]:
     final = Path(final)
     for old in final.parent.glob(f".{final.name}.*.tmp"):
         match = _STAGED.match(old.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not process_alive(int(match.group(1))):
             old.unlink(missing_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -121,7 +147,8 @@ def staged(final: Path) -> Iterator[Path]:
         raise
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -62,7 +62,7 @@ from umtune.config import RunConfig
 from umtune.data import Dataset, DatasetError
 from umtune.data.chorales import TAIL_SECONDS
 from umtune.layout import EVALUATION_AUDIO_DIR, EVALUATION_METRICS_FILE
-from umtune.storage import staged_dir, write_json_atomic
+from umtune.storage import refuse_output_in, staged_dir, write_json_atomic
 from umtune.trainable.checkpoint import load_model
 from umtune.trainable.generate import DEFAULT_SAMPLING, Sampling, Translator
 from umtune.trainable.loop import heldout_batch
@@ -336,10 +336,14 @@ def _score_seed(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, data_path: str | Path | None = None,
                         **kwargs) -> dict:
-    """`evaluate` a checkpoint written by training; data_path defaults to its config's."""
+    """`evaluate` a checkpoint written by training; data_path defaults to its config's. Its
+    output folder may not lie in the checkpoint or the dataset it reads."""
     model, cfg = load_model(Path(checkpoint_dir), map_location=kwargs.get("device", "cpu"))
-    return evaluate(model, cfg, data_path or cfg.data.path, checkpoint=str(checkpoint_dir),
-                    **kwargs)
+    data_path = data_path or cfg.data.path
+    if kwargs.get("out_dir") is not None:
+        refuse_output_in(kwargs["out_dir"], {"the checkpoint": checkpoint_dir,
+                                             "the dataset": data_path})
+    return evaluate(model, cfg, data_path, checkpoint=str(checkpoint_dir), **kwargs)
 
 
 def _check_dataset(data: Dataset, cfg: RunConfig, domains: tuple[str, ...]) -> None:

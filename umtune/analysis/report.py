@@ -43,7 +43,7 @@ from umtune.analysis.report_html import (
 )
 from umtune.analysis.results import component_effects
 from umtune.layout import BEST_EVAL_METRIC, SWITCH_SUFFIX, TRIALS_FILE
-from umtune.storage import write_text_atomic
+from umtune.storage import refuse_output_in, write_text_atomic
 
 HIDDEN_COLUMNS = ("path", "run_path", "training_iteration", "time_since_restore",
                   "iterations_since_restore", "start_epoch", "threads", "world_size",
@@ -53,7 +53,9 @@ MAX_TABLE_ROWS = 1000  # a bigger sweep's table shows its best trials; trials.cs
 
 
 def build_report(sweep_dir: str | Path, out: str | Path, *, clips: int = GALLERY_CLIPS) -> Path:
-    """Write the report of the sweep in `sweep_dir` to `out` (replaced atomically)."""
+    """Write the report of the sweep in `sweep_dir` to `out` (replaced atomically; not into
+    the sweep folder it reads)."""
+    refuse_output_in(out, {"the sweep folder": sweep_dir})
     return write_text_atomic(Path(out), render(load_sweep(sweep_dir), clips=clips))
 
 

@@ -37,8 +37,9 @@ from umtune.layout import (
     SWITCH_SUFFIX,
     TRAIN_RUNS_DIR,
     TRIALS_FILE,
+    driver_lock,
 )
-from umtune.storage import exists, join, read_bytes
+from umtune.storage import exists, is_locked, join, local_path, read_bytes
 
 EVALUATION_FILE = f"{EVALUATION_DIR}/{EVALUATION_METRICS_FILE}"  # in a trial's Train run
 LAMBDA = "train.confusion_lambda"
@@ -184,8 +185,13 @@ def load_sweep(location: str | Path) -> SweepData:
     try:
         trials = pd.read_parquet(io.BytesIO(read_bytes(file)))
     except FileNotFoundError:
+        local = local_path(location)
+        if local is not None and is_locked(Path(driver_lock(str(local)))):
+            raise FileNotFoundError(f"{location}: the sweep is still running (its driver holds "
+                                    f"{driver_lock(str(local))}); its {TRIALS_FILE} is written "
+                                    "when it ends: report it then") from None
         raise FileNotFoundError(f"{location}: no {TRIALS_FILE}; expected a sweep folder written "
-                                "by `umtune sweep` (finish an interrupted one with "
+                                "by `umtune sweep` (finish one whose driver died with "
                                 "`umtune sweep --resume`)") from None
     except (OSError, ValueError) as e:  # pyarrow's errors are both
         raise ValueError(f"{file}: not a readable trial table ({_first_line(e)}); expected the "

@@ -1,13 +1,14 @@
 """Reading a user's audio file into clean mono samples at the dataset rate, or saying why not.
 
-`load_audio` decodes WAV, FLAC or OGG with soundfile, mixes down to mono, resamples with
-`torchaudio.functional.resample`, and checks the result. Every way a file can be unusable is a
-`DatasetError` naming the file and what was expected: empty file, a file whose bytes are not the
-format its extension claims (a text file named .wav), audio soundfile cannot decode (corrupt), a
-WAV file cut short of the length its header declares (libsndfile reads what is there without a
-word), a sample rate outside FILE_RATES (999,983 Hz would need a 64 GB resampling kernel; 1 Hz
-is no audio), non-finite samples, float samples beyond full scale (which would be clipped),
-silence, and a file shorter than one training segment.
+`load_audio` decodes WAV, FLAC, OGG (Vorbis, Opus), MP3, AIFF, CAF or AU with soundfile, mixes
+down to mono, resamples with `torchaudio.functional.resample`, and checks the result. Every way
+a file can be unusable is a `DatasetError` naming the file and what was expected: empty file, a
+file whose bytes are not the format its extension claims (a text file named .wav), audio
+soundfile cannot decode (corrupt), a WAV file cut short of the length its header declares
+(libsndfile reads what is there without a word), a sample rate outside FILE_RATES (999,983 Hz
+would need a 64 GB resampling kernel; 1 Hz is no audio), non-finite samples, float samples
+beyond full scale (which would be clipped), silence, and a file shorter than one training
+segment.
 """
 
 from __future__ import annotations
@@ -21,17 +22,29 @@ import soundfile as sf
 
 from umtune.data.errors import DatasetError
 
-# extension -> (format name, accepted leading bytes). FLAC may start with an ID3 tag.
+# extension -> (format name, accepted leading bytes): the formats the bundled libsndfile
+# decodes that music comes in. FLAC and MP3 may start with an ID3 tag; an MP3 without one
+# starts with an MPEG audio frame's sync bits.
 AUDIO_FORMATS = {
     ".wav": ("WAV", (b"RIFF", b"RIFX", b"RF64", b"BW64")),
     ".flac": ("FLAC", (b"fLaC", b"ID3")),
     ".ogg": ("OGG", (b"OggS",)),
+    ".opus": ("OGG", (b"OggS",)),
+    ".mp3": ("MP3", (b"ID3", b"\xff\xfb", b"\xff\xfa", b"\xff\xf3", b"\xff\xf2",
+                     b"\xff\xe3", b"\xff\xe2")),
+    ".aiff": ("AIFF", (b"FORM",)),
+    ".aif": ("AIFF", (b"FORM",)),
+    ".caf": ("CAF", (b"caff",)),
+    ".au": ("AU", (b".snd",)),
 }
 SILENCE = 1e-4  # peak amplitude below which a file counts as silent (-80 dBFS)
 FILE_RATES = (4000, 384000)  # Hz: the sample rates a file may declare (both included)
 # torchaudio's resampler builds a (new/g) x (orig/g) kernel (g: the rates' gcd); above this many
 # elements (256 MB of float32) a polyphase filter of length ~ max(orig, new) / g is used instead.
 KERNEL_ELEMENTS = 2**26
+
+
+AUDIO_NAMES = ", ".join(dict.fromkeys(AUDIO_FORMATS))  # ".wav, .flac, ..." for messages
 
 
 def is_audio_name(path: Path) -> bool:

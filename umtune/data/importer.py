@@ -1,7 +1,8 @@
 """Any user's data: a folder of per-domain audio folders, imported as a dataset.
 
-`import_folders(src, out)` reads SRC/<domain>/**/*.{wav,flac,ogg} (one folder per domain, e.g.
-the paper's MusicNet ensembles), converts every file to mono at the dataset rate (audio_io.py),
+`import_folders(src, out)` reads SRC/<domain>/**/* audio files (every format audio_io.py
+decodes; other files are listed as skipped; one folder per domain, each named as a domain can
+be and holding at least two usable files), converts every file to mono at the dataset rate,
 and splits each domain's files into train and held-out by file with a seeded shuffle. Imported
 domains have no parallel held-out pieces and no note set; `unseen_domains` is empty.
 
@@ -20,17 +21,21 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from umtune.data.audio_io import AUDIO_FORMATS, is_audio_name, load_audio
+from umtune.config import domain_name_problem
+from umtune.data.audio_io import AUDIO_NAMES, is_audio_name, load_audio
 from umtune.data.errors import DatasetError
 from umtune.data.writer import DatasetWriter
+from umtune.storage import refuse_output_in
 
 
 def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-def find_domains(src: Path) -> dict[str, list[Path]]:
-    """Domain name -> its audio files (sorted), checking the layout: >= 2 non-empty folders."""
+def find_domains(src: Path, skipped: list[dict] | None = None) -> dict[str, list[Path]]:
+    """Domain name -> its audio files (sorted), checking the layout: >= 2 folders, each named
+    as a domain can be and holding audio. Other files (another extension, a broken symbolic
+    link) are appended to `skipped` with the reason."""
     if not src.is_dir():
         raise DatasetError(f"import source {src}: not a directory; expected a folder holding "
                            f"one folder of audio files per domain")
@@ -39,15 +44,36 @@ def find_domains(src: Path) -> dict[str, list[Path]]:
         raise DatasetError(f"import source {src}: {len(folders)} domain folder(s) "
                            f"{[p.name for p in folders]}; expected at least two, one folder of "
                            f"audio files per domain")
+    splits = [p.name for p in folders if p.name.lower() in SPLIT_NAMES]
+    if splits:
+        raise DatasetError(f"import source {src}: folders {splits} look like a dataset's splits, "
+                           "not domains; expected one folder per domain (instrument, ensemble; "
+                           "import splits' parent folders per domain, or MusicNet with `umtune "
+                           "data musicnet`)")
     domains = {}
     for folder in folders:
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and is_audio_name(p)
-                       and not any(q.startswith(".") for q in p.relative_to(folder).parts))
+        problem = domain_name_problem(folder.name)
+        if problem:
+            raise DatasetError(f"domain folder {folder}: {problem}; rename the folder")
+        files = []
+        for p in sorted(folder.rglob("*")):
+            if any(q.startswith(".") for q in p.relative_to(folder).parts) or p.is_dir():
+                continue
+            reason = ("a broken symbolic link" if not p.exists() else None if is_audio_name(p)
+                      else f"not an audio file name (expected one of {AUDIO_NAMES})")
+            if reason is None:
+                files.append(p)
+            elif skipped is not None:
+                skipped.append({"path": str(p), "reason": reason})
         if not files:
-            raise DatasetError(f"domain folder {folder}: no audio files; expected at least one "
-                               f"{'/'.join(AUDIO_FORMATS)} file")
+            raise DatasetError(f"domain folder {folder}: no audio files; expected at least two "
+                               f"files of {AUDIO_NAMES} (one to train on, one held out)")
         domains[folder.name] = files
     return domains
+
+
+SPLIT_NAMES = ("train", "test", "train_data", "test_data", "valid", "validation", "val",
+               "heldout", "dev")
 
 
 def split_heldout(n: int, fraction: float, rng: np.random.Generator) -> set[int]:
@@ -69,7 +95,7 @@ def import_folders(src: Path | str, out: Path | str, *, sample_rate: int = 16000
     """Import SRC's per-domain audio folders into a dataset at `out`; returns `out`.
 
     Args:
-        src: folder with one sub-folder of audio files (wav, flac, ogg) per domain.
+        src: folder with one sub-folder of audio files per domain.
         out: the dataset directory to create (replaced only with `force`).
         sample_rate: Hz; files are resampled to it with torchaudio.
         heldout_fraction: share of each domain's files held out (by file, seeded).
@@ -86,8 +112,11 @@ def import_folders(src: Path | str, out: Path | str, *, sample_rate: int = 16000
         raise DatasetError(f"heldout_fraction={heldout_fraction!r}: expected a value in [0, 1)")
     if min_seconds < 0:
         raise DatasetError(f"min_seconds={min_seconds!r}: expected >= 0")
-    domains = find_domains(src)
+    refuse_output_in(out, {"the import source": src})
     skipped: list[dict] = []
+    domains = find_domains(src, skipped)
+    for entry in skipped:
+        print(f"umtune: skipped {entry['path']}: {entry['reason']}", file=sys.stderr)
     with DatasetWriter(out, force=force) as writer:
         total = sum(len(f) for f in domains.values())
         bar = tqdm(total=total, desc="import", unit="file", disable=not progress, file=sys.stderr)
@@ -108,9 +137,10 @@ def import_folders(src: Path | str, out: Path | str, *, sample_rate: int = 16000
                     source = path.relative_to(src).as_posix()
                     relpath = f"audio/{domain}/{len(good):05d}_{_safe(path.stem)}.npy"
                     good.append((relpath, writer.write(relpath, audio), source))
-                if not good:
-                    raise DatasetError(f"domain folder {src / domain}: no usable audio files "
-                                       f"(all {len(files)} skipped as bad); expected at least one")
+                if len(good) < 2:
+                    raise DatasetError(f"domain folder {src / domain}: {len(good)} usable audio "
+                                       f"file(s) of {len(files)}; expected at least two (one to "
+                                       "train on, one held out)")
                 rng = np.random.default_rng([seed, zlib.crc32(domain.encode())])
                 held = split_heldout(len(good), heldout_fraction, rng)
                 for i, (relpath, n, source) in enumerate(good):

@@ -19,7 +19,13 @@ from umtune.layout import BASE_KEY, HELDOUT_METRIC, STUDY_FILE, TRAIN_RUNS_DIR, 
 from umtune.layout import trial_name as _trial_folder
 from umtune.search_spaces import get
 from umtune.storage import absolute, check_storage, local_path
-from umtune.sweep.folder import read_sweep_file, sweep_file_exists, write_sweep_file, write_table
+from umtune.sweep.folder import (
+    driving,
+    read_sweep_file,
+    sweep_file_exists,
+    write_sweep_file,
+    write_table,
+)
 from umtune.sweep.options import SweepOptions
 from umtune.sweep.table import SweepResult, trials_table, write_study
 from umtune.sweep.trial import trial_resources, tune_trial
@@ -31,8 +37,6 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
               name: str, address: str | None = None, dashboard: bool = False) -> SweepResult:
     """Run a new sweep at `<storage>/<name>` over `opts.space` around `base`, and write its
     trial table and Optuna study there. Ray: `connect`."""
-    from ray import tune
-
     from umtune.trainable import ray_train
 
     base = replace(base, data=base.data.with_absolute_path())
@@ -40,6 +44,15 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     domains = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
     connect(opts, address, dashboard=dashboard)
     storage = check_storage(storage, ray_train.alive_nodes())
+    path = f"{storage}/{name}"
+    with driving(path):
+        return _run(base, opts, domains, storage, name)
+
+
+def _run(base: RunConfig, opts: SweepOptions, domains: dict, storage: str,
+         name: str) -> SweepResult:
+    from ray import tune
+
     path = f"{storage}/{name}"
     if sweep_file_exists(path):
         raise FileExistsError(f"{path} already holds a sweep: resume it (--resume) or choose "
@@ -72,13 +85,14 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     from ray import tune
 
     path = absolute(path)
-    saved = read_sweep_file(path)
-    opts = SweepOptions(**{**saved["options"], "objectives": tuple(saved["options"]
-                                                                   ["objectives"])})
-    connect(opts, address, dashboard=dashboard)
-    tuner = tune.Tuner.restore(path, trainable=_trainable(), resume_unfinished=True,
-                               resume_errored=False, restart_errored=False)
-    return _finish(tuner.fit(), path, opts, RunConfig.from_dict(saved[BASE_KEY]))
+    with driving(path):
+        saved = read_sweep_file(path)
+        opts = SweepOptions(**{**saved["options"], "objectives": tuple(saved["options"]
+                                                                       ["objectives"])})
+        connect(opts, address, dashboard=dashboard)
+        tuner = tune.Tuner.restore(path, trainable=_trainable(), resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+        return _finish(tuner.fit(), path, opts, RunConfig.from_dict(saved[BASE_KEY]))
 
 
 def connect(opts: SweepOptions, address: str | None = None, *, dashboard: bool = False) -> None:

@@ -4,12 +4,16 @@ once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 
 from umtune import storage
-from umtune.layout import SWEEP_FILE, TRIALS_STEM
+from umtune.layout import SWEEP_FILE, TRIALS_STEM, driver_lock
 
 
 def sweep_file_exists(path: str) -> bool:
@@ -37,3 +41,26 @@ def write_table(table: pd.DataFrame, path: str) -> None:
             continue
         with storage.staged(local) as tmp:
             write(tmp)
+
+
+@contextlib.contextmanager
+def driving(path: str) -> Iterator[None]:
+    """Hold the sweep's driver lock for the block (local folders): a second driver of the same
+    sweep (a `--resume` of a live one, the same --name twice) is refused, naming it; a killed
+    driver's lock is free at once."""
+    local = storage.local_path(path)
+    if local is None:  # object stores have no locks: the name check is all there is
+        yield
+        return
+    lock = Path(driver_lock(str(local)))
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = storage.exclusive_lock(lock)
+    except storage.Locked:
+        raise FileExistsError(f"{path}: a umtune sweep driver is running it (it holds {lock}); "
+                              "expected one driver at a time: wait for it to end, or stop "
+                              "it") from None
+    try:
+        yield
+    finally:
+        os.close(fd)

@@ -12,10 +12,12 @@ permissions the umask allows (with the usual 022, colleagues on shared storage c
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import pickle
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,18 +64,29 @@ def save_checkpoint(state: TrainingState, directory: Path) -> Path:
     with one rename of its state.pt."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with staged(directory / STATE_FILE) as f:
-        torch.save({
-            "config": state.config.to_dict(),
-            "model": state.model,
-            "autoencoder_optimizer": state.autoencoder_optimizer,
-            "confusion_optimizer": state.confusion_optimizer,
-            "step": state.step,
-            "epoch": state.epoch,
-            "elapsed_seconds": state.elapsed_seconds,
-            **({} if state.averaged is None else {"averaged": state.averaged}),
-        }, f)
+    buffer = io.BytesIO()  # serialised first: a failed write then says why (a full disk)
+    torch.save({
+        "config": state.config.to_dict(),
+        "model": state.model,
+        "autoencoder_optimizer": state.autoencoder_optimizer,
+        "confusion_optimizer": state.confusion_optimizer,
+        "step": state.step,
+        "epoch": state.epoch,
+        "elapsed_seconds": state.elapsed_seconds,
+        **({} if state.averaged is None else {"averaged": state.averaged}),
+    }, buffer)
+    with _naming(directory / STATE_FILE), staged(directory / STATE_FILE) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
     return directory
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError in the block (a full disk) names `path`."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: cannot write the checkpoint ({e.strerror or e})") from e
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> TrainingState:
@@ -158,24 +171,73 @@ class LocalRun:
         process training into the same folder is refused, naming it; a killed holder's lock
         is free at once. With `new`, a folder that already holds a run is refused too."""
         lock = self.run_dir.with_name(f".{self.run_dir.name}.lock")
-        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        fd = None
         try:
+            self.run_dir.parent.mkdir(parents=True, exist_ok=True)
             fd = exclusive_lock(lock)
+            with tempfile.TemporaryFile(dir=self.run_dir if self.run_dir.is_dir() else
+                                        self.run_dir.parent):
+                pass  # found now, not after the first epoch
         except Locked:
             raise FileExistsError(f"{self.run_dir}: another umtune process is training this run "
                                   f"(it holds {lock}); expected one at a time") from None
+        except OSError as e:
+            if fd is not None:
+                os.close(fd)
+            raise OSError(e.errno, f"run folder {self.run_dir}: cannot write there "
+                          f"({e.strerror or e}); expected a folder this user can write") from None
         try:
             if new and self.exists():
                 raise FileExistsError(f"{self.run_dir} already holds a run "
                                       f"({RUN_CHECKPOINT_DIR}/, {HISTORY_FILE}): continue it "
                                       f"with --resume {self.run_dir}, or choose another --out")
+            if new:
+                self.clear_leftovers()
             yield
         finally:
             os.close(fd)
 
     def exists(self) -> bool:
-        return any((self.run_dir / name).exists() for name in (RUN_CHECKPOINT_DIR, HISTORY_FILE,
-                                                               RUN_CONFIG_FILE))
+        """Whether the folder holds a run: a complete checkpoint (what a run that died before
+        its first one was saved left, a disk that filled or a kill, is no run)."""
+        return (self.checkpoint / STATE_FILE).is_file()
+
+    def check_resumable(self, adopt: bool = False) -> None:
+        """Refuse to resume a folder without a complete checkpoint, a config.json edited since
+        (resume reads the checkpoint's config), or, unless `adopt`, a checkpoint that does not
+        continue this folder's history (one copied in from another run)."""
+        if not self.exists():
+            raise FileNotFoundError(f"{self.run_dir} holds no complete checkpoint (no run, or "
+                                    "one stopped before its first was saved): start it anew "
+                                    f"with --out {self.run_dir}")
+        state = load_checkpoint(self.checkpoint)
+        config_file = self.run_dir / RUN_CONFIG_FILE
+        if config_file.is_file():
+            try:
+                written = json.loads(config_file.read_text())
+            except (ValueError, UnicodeDecodeError):
+                written = None
+            field = first_difference(written, state.config.to_dict())
+            if field is not None:
+                raise ValueError(f"{config_file} differs from its checkpoint's config at "
+                                 f"{field}: a resumed run continues with the checkpoint's; "
+                                 "expected config.json as the run wrote it (change fields "
+                                 "with --set)")
+        history = self.history()
+        if history and not adopt and not _continues(state, history[-1]):
+            last = history[-1]
+            raise ValueError(f"{self.checkpoint} does not continue {self.metrics_file} (its "
+                             f"epoch {state.epoch}, step {state.step}; the history ends at "
+                             f"epoch {last.get('epoch')}, step {last.get('step')}): it was "
+                             "written by another run; expected this run's own checkpoint "
+                             "(--adopt continues from it anyway)")
+
+    def clear_leftovers(self) -> None:
+        """Remove what a run that never saved a checkpoint left here (nothing else)."""
+        for name in (RUN_CONFIG_FILE, HISTORY_FILE):
+            (self.run_dir / name).unlink(missing_ok=True)
+        for name in (RUN_CHECKPOINT_DIR, MILESTONES_DIR):
+            shutil.rmtree(self.run_dir / name, ignore_errors=True)
 
     @property
     def checkpoint(self) -> Path:
@@ -187,13 +249,13 @@ class LocalRun:
 
     def __call__(self, metrics: dict, checkpoint: Path | None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.config is not None:
-            write_json_atomic(self.run_dir / RUN_CONFIG_FILE, self.config.to_dict())
-            self.config = None
-        if checkpoint is not None:
+        if checkpoint is not None:  # first: a folder without a complete checkpoint is no run
             self._keep(Path(checkpoint), self.checkpoint)
             if self.keep_every_minutes and "elapsed_s" in metrics:
                 self._keep_milestone(Path(checkpoint), metrics["elapsed_s"])
+        if self.config is not None:
+            write_json_atomic(self.run_dir / RUN_CONFIG_FILE, self.config.to_dict())
+            self.config = None
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.echo:
@@ -205,9 +267,13 @@ class LocalRun:
         where.mkdir(parents=True, exist_ok=True)
         names = {f.name for f in checkpoint.iterdir() if f.is_file()}
         for name in sorted(names, key=lambda n: n == STATE_FILE):  # state.pt last
-            with staged(where / name) as tmp, open(checkpoint / name, "rb") as src, \
-                    open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            try:
+                with staged(where / name) as tmp, open(checkpoint / name, "rb") as src, \
+                        open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except OSError as e:
+                raise OSError(e.errno, f"{where / name}: cannot write the checkpoint "
+                              f"({e.strerror or e}); the previous one, if any, is intact") from e
         for old in where.iterdir():
             if old.is_file() and old.name not in names and not old.name.startswith("."):
                 old.unlink()
@@ -230,6 +296,27 @@ class LocalRun:
         if not self.metrics_file.exists():
             return []
         return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+
+
+def _continues(state: TrainingState, last: dict) -> bool:
+    """Whether `state` is the checkpoint of the history's last report, or of the epoch after it
+    (a run stopped between writing its checkpoint and its report)."""
+    if (last.get("epoch"), last.get("step")) == (state.epoch, state.step):
+        return abs(last.get("elapsed_s", -1.0) - state.elapsed_seconds) < 1e-3
+    return state.epoch == last.get("epoch", -2) + 1 and state.step > last.get("step", state.step)
+
+
+def first_difference(a, b, where: str = "") -> str | None:
+    """The dotted path of the first value where two nested dicts differ (None: equal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in dict.fromkeys([*a, *b]):
+            found = first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+            if found is not None:
+                return found
+        return None
+    same = a == b or (isinstance(a, list | tuple) and isinstance(b, list | tuple)
+                      and list(a) == list(b))
+    return None if same else (f"{where} ({a!r} against {b!r})" if where else repr(a))
 
 
 def format_metrics(m: dict) -> str:

@@ -15,6 +15,7 @@ torch.distributed only when a process group is initialised (by Ray Train or torc
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -31,6 +32,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from umtune.config import RunConfig
 from umtune.data import Dataset
+from umtune.storage import process_alive
 from umtune.trainable import precision
 from umtune.trainable.augment import apply_shifts, sample_shifts
 from umtune.trainable.checkpoint import (
@@ -209,6 +211,7 @@ class Trainer:
         data.check_serves(cfg.data.sample_rate, cfg.model.domains)
         self.cfg, self.data, self.device = cfg, data, torch.device(device)
         self.rank, self.world_size = rank, world_size
+        check_memory(cfg, self.device)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every worker
         self.model = UniversalTranslator(cfg.model).to(self.device)
         self.autoencoder = wrap(self.model.autoencoder)
@@ -348,6 +351,40 @@ class Trainer:
         self.elapsed_seconds = state.elapsed_seconds
 
 
+def training_bytes(cfg: RunConfig) -> int:
+    """A lower bound of the memory one training step needs: weights, their gradients and
+    Adam's two moments (16 bytes a parameter), and the logits of every sample with their
+    gradient. The model's sizes are read off a model on the meta device (no memory)."""
+    with torch.device("meta"):
+        parameters = parameter_count(UniversalTranslator(cfg.model))
+    samples = cfg.data.batch_per_domain * len(cfg.model.domains) * cfg.data.segment_samples
+    return 16 * parameters + 2 * 4 * samples * cfg.model.classes
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory this process may still take on `device` (None where it cannot be read)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(cfg: RunConfig, device: torch.device) -> None:
+    """Refuse a model and batch that cannot fit before building them (the allocator would fail
+    later, with a message naming neither)."""
+    need, have = training_bytes(cfg), available_bytes(device)
+    if have is not None and need > have:
+        raise ValueError(f"model.* and data.batch_per_domain x data.segment_samples: training "
+                         f"needs at least {need / 2**30:.1f} GiB on {device} (weights, gradients, "
+                         f"Adam's moments, the logits), {have / 2**30:.1f} GiB are available; "
+                         "expected a smaller model or batch")
+
+
 def averaged(model: nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of `model`'s weights (in eval mode: it is only measured
     and generated from), updated after every step with decay min(decay, (1 + n) / (10 + n)) at
@@ -373,7 +410,7 @@ def confusion_penalty(logits: Tensor, labels: Tensor, target: str) -> Tensor:
 def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
           device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
           rank: int = 0, world_size: int = 1, data: Dataset | None = None,
-          indicators: Indicators | None = None) -> Trainer:
+          indicators: Indicators | None = None, staging: Path | None = None) -> Trainer:
     """Train until `max_epochs` or `max_minutes`, reporting metrics (and, on rank 0, a
     checkpoint directory) after every epoch.
 
@@ -385,8 +422,12 @@ def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
         device, wrap, rank, world_size: how this worker fits in a distributed run.
         data: an opened dataset (default: open `cfg.data.path`).
         indicators: more metrics of the model at each epoch end (every rank computes them).
+        staging: where each epoch's checkpoint is written before `report` takes it (default:
+            the temporary folder), best beside where report keeps it.
     """
     data = data or Dataset.open(cfg.data.path)
+    staging = Path(staging or tempfile.gettempdir())
+    remove_dead_staging(staging)
     trainer = Trainer(cfg, data, device=device, wrap=wrap, rank=rank, world_size=world_size)
     if resume is not None:
         trainer.load(load_checkpoint(resume, map_location=trainer.device))
@@ -420,19 +461,30 @@ def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
             "samples_per_s": samples_per_step * steps / seconds,
             "elapsed_s": trainer.elapsed_seconds,
         }
-        _report_epoch(trainer, metrics, report)
+        _report_epoch(trainer, metrics, report, staging)
     return trainer
 
 
-def _report_epoch(trainer: Trainer, metrics: dict, report: Report) -> None:
+CHECKPOINT_STAGING = "umtune-ckpt-"  # + pid: each epoch's checkpoint before `report` copies it
+
+
+def _report_epoch(trainer: Trainer, metrics: dict, report: Report, staging: Path) -> None:
     if trainer.rank != 0:
         report(metrics, None)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="umtune-ckpt-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_STAGING}{os.getpid()}-", dir=staging))
     try:
         report(metrics, save_checkpoint(trainer.state(), tmp / "checkpoint"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_dead_staging(staging: Path) -> None:
+    """Remove the checkpoint staging folders that killed processes left in `staging`."""
+    for folder in staging.glob(f".{CHECKPOINT_STAGING}*-*"):
+        pid = folder.name.removeprefix(f".{CHECKPOINT_STAGING}").split("-")[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
@@ -447,9 +499,10 @@ def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
     run = LocalRun(run_dir, config=cfg,  # config.json with the first epoch
                    keep_every_minutes=keep_every_minutes)
     with run.claim(new=not resume):  # one process at a time trains into run_dir
-        print(describe(cfg, UniversalTranslator(cfg.model)))
+        with torch.device("meta"):  # sizes only: no memory, no initialisation
+            print(describe(cfg, UniversalTranslator(cfg.model)))
         return train(cfg, report=run, resume=run.checkpoint if resume else None,
-                     indicators=indicators)
+                     indicators=indicators, staging=run.run_dir.parent)
 
 
 def describe(cfg: RunConfig, model: UniversalTranslator) -> str:

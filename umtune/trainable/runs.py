@@ -7,11 +7,11 @@ GPUs, CPUs per worker, a cluster's address or a storage). Ray is imported only t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from umtune.config import RunConfig
-from umtune.trainable.checkpoint import LocalRun, load_checkpoint
+from umtune.trainable.checkpoint import LocalRun, first_difference, load_checkpoint
 from umtune.trainable.loop import Indicators
 
 
@@ -25,6 +25,7 @@ class RayRequest:
     address: str | None = None
     storage: str | None = None  # a new run's storage (its folder's name is kept)
     max_failures: int = 3
+    adopt: bool = False  # resume from a checkpoint that another run wrote
 
     def asks_for_ray(self) -> bool:
         return bool(self.workers or self.gpu or self.cpus_per_worker or self.address
@@ -52,7 +53,21 @@ def saved_config(run_dir: str | Path, request: RayRequest = RayRequest()) -> Run
         from umtune.trainable import ray_train
 
         return ray_train.latest(_ray_run_dir(run_dir, request))[0].config
-    return load_checkpoint(LocalRun(Path(run_dir)).checkpoint).config
+    run = LocalRun(Path(run_dir))
+    run.check_resumable(adopt=request.adopt)
+    return load_checkpoint(run.checkpoint).config
+
+
+def resumed_config(saved: RunConfig, changed: RunConfig) -> RunConfig:
+    """The config a resumed run goes on with: `changed` (the saved one with the user's --set and
+    --data), refused where it changes what the checkpoint's weights fix (the model, the rate)."""
+    fixed = first_difference({"model": asdict(saved.model), "rate": saved.data.sample_rate},
+                             {"model": asdict(changed.model), "rate": changed.data.sample_rate})
+    if fixed is not None:
+        fixed = fixed.replace("rate", "data.sample_rate", 1)
+        raise ValueError(f"{fixed}: a resumed run's checkpoint fixes this; expected it "
+                         "unchanged (train a new run with --out to change it)")
+    return changed
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
