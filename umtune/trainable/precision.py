@@ -1,12 +1,12 @@
 """Which precision a run trains in: `train.precision` "auto" resolved for the device at hand.
 
-bf16 autocast pays only where the device computes bf16 natively: on CPUs with AVX512-BF16 (or
-AMX) the `cpu` recipe's step ran 1.4-1.5x faster than fp32, on a CPU with AVX2 only it ran 17x
-slower (emulated). So "auto" measures it: a few forward and backward passes of a gated
-dilated convolution, the decoders' layer, in both precisions, once per machine (cached under
-$UMTUNE_CACHE, default ~/.cache/umtune, keyed by the CPU's flags, the threads and torch's
-version). CUDA devices take bf16 where they support it. An explicit "bf16" on a CPU measured
-slower in bf16 is kept, with a warning naming the ratio.
+bf16 autocast pays only where the device computes bf16 natively: on some CPUs the `cpu`
+recipe's step runs 1.5x faster in bf16, on others 17x slower (emulated; docs/speed.md). So
+"auto" measures it: forward and backward passes of a gated dilated convolution, the decoders'
+layer, in both precisions, alternated (a busy machine slows both alike), best of five each,
+once per machine (cached under $UMTUNE_CACHE, default ~/.cache/umtune, keyed by the CPU's
+flags, the threads and torch's version). CUDA devices take bf16 where they support it. An
+explicit "bf16" on a CPU measured slower in bf16 is kept, with a warning naming the ratio.
 """
 
 from __future__ import annotations
@@ -92,27 +92,32 @@ def cpu_bf16_speedup() -> float:
         cached = {}
     if isinstance(cached, dict) and isinstance(cached.get(key), (int, float)):
         return float(cached[key])
-    speedup = _probe_seconds("fp32") / _probe_seconds("bf16")
+    seconds: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for i in range(PROBE_ROUNDS + 1):  # alternated, so that a busy machine slows both alike
+        for chosen in seconds:
+            elapsed = _probe_seconds(chosen)
+            if i:  # the first round warms up
+                seconds[chosen].append(elapsed)
+    speedup = min(seconds["fp32"]) / min(seconds["bf16"])
     with contextlib.suppress(OSError):  # an unwritable cache only costs the next run the probe
         file.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(file, {**(cached if isinstance(cached, dict) else {}), key: speedup})
     return speedup
 
 
-def _probe_seconds(precision: str, repeats: int = 3) -> float:
-    """Best of `repeats` timings of forward and backward through a gated dilated conv the size
-    of a `cpu` decoder layer (64 -> 128 channels, kernel 2, on 8 x 4,000 samples)."""
+PROBE_ROUNDS = 5
+
+
+def _probe_seconds(precision: str) -> float:
+    """Seconds of forward and backward through a gated dilated conv the size of a `cpu`
+    decoder layer (64 -> 128 channels, kernel 2, on 8 x 4,000 samples)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(8, 64, 4000, generator=generator)
     weight = torch.randn(128, 64, 2, generator=generator, requires_grad=True)
     mix = torch.randn(64, 64, 1, generator=generator, requires_grad=True)
-    best = float("inf")
-    for i in range(repeats + 1):
-        start = time.perf_counter()
-        with autocast(precision, "cpu"):
-            a, b = F.conv1d(F.pad(x, (4, 0)), weight, dilation=4).chunk(2, dim=1)
-            out = F.conv1d(torch.tanh(a) * torch.sigmoid(b), mix)
-        out.float().square().mean().backward()
-        if i:  # the first pass warms up
-            best = min(best, time.perf_counter() - start)
-    return best
+    start = time.perf_counter()
+    with autocast(precision, "cpu"):
+        a, b = F.conv1d(F.pad(x, (4, 0)), weight, dilation=4).chunk(2, dim=1)
+        out = F.conv1d(torch.tanh(a) * torch.sigmoid(b), mix)
+    out.float().square().mean().backward()
+    return time.perf_counter() - start
