@@ -65,3 +65,34 @@ def test_non_finite_numbers_are_refused_where_they_are_typed(tmp_path, capsys, v
     err = capsys.readouterr().err
     assert f"argument --chunk-seconds: expected a finite number, got '{value}'" in err
     assert err.count("\n") == 1
+
+
+def test_version_defaults_help_and_examples(capsys):
+    """`umtune --version` prints the installed version (umtune.__version__); every option of
+    every command has help text, defaults are shown, and the main commands end with examples."""
+    import argparse
+
+    import umtune
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"umtune {umtune.__version__}\n"
+    assert umtune.__version__ == "0.1.0"
+
+    def commands(parser, path):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, [*path, name])
+
+    found = {" ".join(path): parser for path, parser in commands(build_parser(), ["umtune"])}
+    for path, parser in commands(build_parser(), ["umtune"]):
+        missing = [a.option_strings or a.dest for a in parser._actions
+                   if not a.help and not isinstance(a, argparse._SubParsersAction)]
+        assert not missing, (path, missing)
+        text = parser.format_help()
+        if path[-1] in ("train", "sweep", "translate", "evaluate", "report", "chorales",
+                        "import", "spaces"):
+            assert "\nexamples:\n  umtune " in text, path
+    assert "(default: tiny)" in " ".join(found["umtune train"].format_help().split())

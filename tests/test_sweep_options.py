@@ -32,3 +32,13 @@ def test_a_users_trial_dict_may_name_any_subset_of_keys():
 def test_bad_trial_options_are_refused_with_the_value(bad):
     with pytest.raises(ValueError, match="expected"):
         TrialOptions.from_dict(bad)
+
+
+def test_a_set_of_a_field_the_space_varies_is_refused_naming_both(tiny_dataset, capsys):
+    """--set train.confusion_lambda=0 with the ablation space (which varies it) would lose to
+    the space without a word: exit 2 before Ray starts."""
+    from umtune.cli import main
+
+    assert main(["sweep", "--space", "ablation", "--data", str(tiny_dataset), "--set",
+                 "train.confusion_lambda=0"]) == 2
+    assert "the space 'ablation' varies train.confusion_lambda too" in capsys.readouterr().err

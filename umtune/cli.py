@@ -102,12 +102,22 @@ def _train(a: argparse.Namespace) -> None:
 
 
 def _sweep(a: argparse.Namespace) -> int:
+    from umtune.search_spaces import space
     from umtune.sweep import SweepOptions, resume_sweep, run_sweep, summary
 
     if a.resume:
         result = resume_sweep(a.resume, address=a.address, dashboard=a.dashboard)
     else:
-        opts = SweepOptions(space=a.space, samples=a.samples, search=a.search,
+        base = _with_sets(a, _new_config(a), minutes=a.minutes_per_trial)
+        varied = space(a.space, base)
+        clash = [item for item in a.set if item.partition("=")[0].strip() in varied.keys]
+        if clash:
+            field = clash[0].partition("=")[0].strip()
+            raise ValueError(f"--set {clash[0]}: the space {varied.name!r} varies {field} too, "
+                             "and would win; expected it set in one place (drop the --set, or "
+                             "the parameter from the space)")
+        search = a.search or ("grid" if varied.default_search == "grid" else "optuna")
+        opts = SweepOptions(space=a.space, samples=a.samples, search=search,
                             scheduler=a.scheduler, objectives=tuple(a.objective.split(",")),
                             trial_workers=a.trial_workers, gpu=a.gpu,
                             cpus_per_worker=a.cpus_per_worker, max_concurrent=a.max_concurrent,
@@ -115,8 +125,7 @@ def _sweep(a: argparse.Namespace) -> int:
                             eval_seeds=a.eval_seeds,
                             grace_epochs=a.grace_epochs)
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = run_sweep(_with_sets(a, _new_config(a), minutes=a.minutes_per_trial), opts,
-                           storage=a.storage, name=name, address=a.address,
+        result = run_sweep(base, opts, storage=a.storage, name=name, address=a.address,
                            dashboard=a.dashboard)
     print(summary(result))
     return 1 if result.failed else 0
@@ -216,8 +225,27 @@ def _cluster_check(a: argparse.Namespace) -> int:
     return 1 if any(f.level == "error" for f in findings) else 0
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Help that shows each option's default (where it has one worth showing) and keeps the
+    examples' lines."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS, []) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors, as the rest of the command gives them."""
+    """argparse with one-line errors, as the rest of the command gives them, defaults in every
+    help, and a command's examples at the end of its help."""
+
+    def __init__(self, *args, examples: str | None = None, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        if examples:
+            epilog = kwargs.get("epilog")
+            kwargs["epilog"] = "examples:\n" + examples + (f"\n\n{epilog}" if epilog else "")
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -262,7 +290,13 @@ def _ray_parser() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="umtune", description=__doc__.splitlines()[0])
+    from umtune import __version__
+
+    p = _Parser(prog="umtune", description=__doc__.splitlines()[0],
+                examples="  umtune data chorales --lines --sample-rate 8000 --out data/lines8k\n"
+                         "  umtune train --preset cpu --data data/lines8k --minutes 10 --out "
+                         "runs/first\n  umtune COMMAND --help")
+    p.add_argument("--version", action="version", version=f"umtune {__version__}")
     p.add_argument("--debug", action="store_true",
                    help="on an error, show its traceback instead of one line")
     sub = p.add_subparsers(dest="command", required=True)
@@ -280,14 +314,18 @@ def _add_data(sub) -> None:
 
     data = sub.add_parser("data", help="write or inspect a dataset").add_subparsers(
         dest="data_command", required=True)
-    ch = data.add_parser("chorales", help="render Bach from music21's corpus with FluidSynth")
-    ch.add_argument("--out", type=Path, required=True)
+    ch = data.add_parser("chorales", help="render Bach from music21's corpus with FluidSynth",
+                         examples="  umtune data chorales --lines --sample-rate 8000 --out "
+                                  "data/lines8k\n  umtune data chorales --domains piano,violin "
+                                  "--pieces 4 --out data/small")
+    ch.add_argument("--out", type=Path, required=True, help="the dataset directory to write")
     ch.add_argument("--domains", default=",".join(DEFAULT_DOMAINS),
                     help="comma-separated instrument names (see `umtune data instruments`)")
-    ch.add_argument("--sample-rate", type=int, default=16000)
+    ch.add_argument("--sample-rate", type=int, default=16000, help="Hz of the rendered audio")
     ch.add_argument("--pieces", type=int, default=8, help="training pieces per domain")
     ch.add_argument("--heldout", type=int, default=6, help="held-out pieces (all domains)")
-    ch.add_argument("--seed", type=int, default=0)
+    ch.add_argument("--seed", type=int, default=0,
+                    help="chooses the pieces and which domain renders each")
     ch.add_argument("--max-piece-seconds", type=_number, default=None,
                     help="crop every piece to this length (default: whole pieces)")
     ch.add_argument("--lines", action="store_true",
@@ -300,26 +338,37 @@ def _add_data(sub) -> None:
     ins = data.add_parser("instruments", help="list instrument names for --domains")
     ins.set_defaults(handler=_data_instruments)
 
-    im = data.add_parser("import", help="import a folder of per-domain audio folders")
-    im.add_argument("src", type=Path)
-    im.add_argument("--out", type=Path, required=True)
-    im.add_argument("--sample-rate", type=int, default=16000)
-    im.add_argument("--heldout-fraction", type=_number, default=0.2)
+    im = data.add_parser("import", help="import a folder of per-domain audio folders",
+                         examples="  umtune data import recordings/ --out data/mine   "
+                                  "# recordings/<domain>/*.wav|flac|mp3...\n"
+                                  "  umtune data import recordings/ --out data/mine --skip-bad "
+                                  "--heldout-fraction 0.1")
+    im.add_argument("src", type=Path, help="a folder holding one folder of audio per domain")
+    im.add_argument("--out", type=Path, required=True, help="the dataset directory to write")
+    im.add_argument("--sample-rate", type=int, default=16000,
+                    help="Hz: every file is resampled to it")
+    im.add_argument("--heldout-fraction", type=_number, default=0.2,
+                    help="share of each domain's files held out for evaluation")
     im.add_argument("--min-seconds", type=_number, default=0.75,
                     help="shortest usable file (one training segment)")
-    im.add_argument("--seed", type=int, default=0)
-    im.add_argument("--force", action="store_true")
+    im.add_argument("--seed", type=int, default=0, help="seeds the held-out split")
+    im.add_argument("--force", action="store_true",
+                    help="replace an existing dataset at --out (once the new one is complete)")
     im.add_argument("--skip-bad", action="store_true", help="skip bad files, listing each")
     im.set_defaults(handler=_data_import)
 
     su = data.add_parser("summary", help="print a dataset's summary")
-    su.add_argument("path", type=Path)
+    su.add_argument("path", type=Path, help="a dataset directory")
     su.set_defaults(handler=_data_summary)
 
 
 def _add_train(sub, config, ray) -> None:
     tr = sub.add_parser("train", help="train one network (in this process, or on Ray Train)",
-                        parents=[config, ray])
+                        parents=[config, ray],
+                        examples="  umtune train --preset cpu --data data/lines8k --minutes 60 "
+                                 "--out runs/cpu\n  umtune train --resume runs/cpu --minutes 120"
+                                 "   # budgets count the whole run\n  umtune train --workers 2 "
+                                 "--data data/bach --out runs/ddp --minutes 10   # Ray Train")
     tr.add_argument("--out", type=Path, help="run directory: checkpoint/, metrics.jsonl")
     tr.add_argument("--minutes", type=_number, help="wall-clock training budget")
     tr.add_argument("--keep-every", type=_number, metavar="MINUTES",
@@ -343,13 +392,20 @@ def _add_train(sub, config, ray) -> None:
 
 def _add_sweep(sub, config, ray) -> None:
     sw = sub.add_parser("sweep", help="sweep hyperparameters on Ray Tune (a training run per "
-                        "trial)", epilog=f"--resume: {RESUME_TRUST}.", parents=[config, ray])
+                        "trial)", epilog=f"--resume: {RESUME_TRUST}.", parents=[config, ray],
+                        examples="  umtune sweep --space lambda-aug --samples 6 --preset cpu "
+                                 "--data data/lines8k --minutes-per-trial 2 --name demo\n"
+                                 "  umtune sweep --space ablation --preset cpu --data "
+                                 "data/lines8k --cpus-per-worker 1 --minutes-per-trial 20")
     sw.add_argument("--space", default="ablation",
                     help="a built-in space (see `umtune spaces`) or a YAML file")
     sw.add_argument("--samples", type=int, default=1,
                     help="trials to sample (grid search: repetitions of the grid)")
-    sw.add_argument("--search", default="optuna", choices=["optuna", "random", "grid"])
-    sw.add_argument("--scheduler", default="asha", choices=["asha", "none"])
+    sw.add_argument("--search", choices=["optuna", "random", "grid"],
+                    help="how points are chosen (default: grid for a space of grid parameters "
+                    "only, as `umtune spaces` says; else optuna)")
+    sw.add_argument("--scheduler", default="asha", choices=["asha", "none"],
+                    help="asha stops poor trials early (at equal epochs, on held-out CE)")
     sw.add_argument("--grace-epochs", type=int, default=1,
                     help="ASHA: epochs every trial runs before it can be stopped")
     sw.add_argument("--objective", default="quality",
@@ -379,15 +435,22 @@ def _add_sweep(sub, config, ray) -> None:
 def _add_generation(sub) -> None:
     sampling = _sampling_parser()
     tl = sub.add_parser("translate", help="translate audio files into a domain",
-                        parents=[sampling])
-    tl.add_argument("--checkpoint", type=Path, required=True)
+                        parents=[sampling],
+                        examples="  umtune translate --checkpoint runs/cpu/checkpoint --to "
+                                 "violin clip.wav more/ -o out/")
+    tl.add_argument("--checkpoint", type=Path, required=True,
+                    help="a checkpoint directory (e.g. RUN/checkpoint)")
     tl.add_argument("--to", required=True, help="target domain")
     tl.add_argument("inputs", type=Path, nargs="+", help="audio files or folders")
     tl.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     tl.set_defaults(handler=_translate)
 
     ev = sub.add_parser("evaluate", help="score a checkpoint's translations of held-out clips",
-                        parents=[sampling])
+                        parents=[sampling],
+                        examples="  umtune evaluate runs/cpu/checkpoint --clips 4 --seeds 2 "
+                                 "--table results/cpu.md\n  umtune evaluate "
+                                 "runs/cpu/checkpoints/* --table curve.md   # over training "
+                                 "time")
     ev.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT",
                     help="checkpoint directory (e.g. RUN/checkpoint); several: each is "
                     "evaluated, and --table compares them (e.g. RUN/checkpoints/*)")
@@ -407,13 +470,18 @@ def _add_generation(sub) -> None:
 
 
 def _add_tools(sub) -> None:
-    sp = sub.add_parser("spaces", help="list search spaces, or check and describe a YAML one")
+    sp = sub.add_parser("spaces", help="list search spaces, or check and describe a YAML one",
+                        examples="  umtune spaces\n  umtune spaces --file my_space.yaml "
+                                 "--preset cpu")
     sp.add_argument("--file", type=Path, help="a YAML search space (format: umtune.search_spaces)")
     sp.add_argument("--preset", default="tiny", help="the base config the spaces are built on")
     sp.set_defaults(handler=_spaces)
 
     rp = sub.add_parser("report", help="write a sweep's self-contained HTML report (offline: "
-                        "tables, plots, playable audio)")
+                        "tables, plots, playable audio)",
+                        examples="  umtune report sweeps/demo -o reports/demo.html\n  umtune "
+                                 "report sweeps/ablation -o reports/a.html --table "
+                                 "results/ablation.md")
     rp.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder (from `umtune sweep`)")
     rp.add_argument("-o", "--output", type=Path, default=Path("report.html"),
                     help="the HTML file to write (default: report.html)")

@@ -3,8 +3,8 @@
 - `paper`: the hyperparameters the paper fixes, around its values (Mor et al. 2018, section 3):
   the confusion weight lambda (log-uniform around 1e-2, or exactly 0: the no-confusion ablation),
   the augmentation range, both dilation schedules, the learning rate and the latent size.
-- `ablation`: the paper's ablation grid, lambda in {0, 1e-2} x augmentation in {0, 0.5} semitones,
-  each from two training seeds.
+- `ablation`: the paper's ablation grid, lambda off and on (the base config's, or 1e-2) x
+  augmentation off and on (the base's, or 0.5 semitones), each from two training seeds.
 - `lambda-aug`: lambda (or 0) and the augmentation range only, sampled: the demo sweep's space.
 """
 
@@ -57,11 +57,14 @@ def paper(base: RunConfig) -> SearchSpace:
 
 
 def ablation(base: RunConfig) -> SearchSpace:
-    return SearchSpace("ablation", "the paper's ablation: confusion lambda x augmentation, each "
-                       "arm trained from two seeds (a difference smaller than the spread over "
-                       "seeds is no verdict)", (
-        Param("train.confusion_lambda", "grid", values=(0.0, PAPER_LAMBDA)),
-        Param("train.aug_semitones", "grid", values=(0.0, PAPER_SEMITONES)),
+    lam = base.train.confusion_lambda or PAPER_LAMBDA
+    aug = base.train.aug_semitones or PAPER_SEMITONES
+    return SearchSpace("ablation", "the paper's ablation: confusion lambda (the base's, or the "
+                       "paper's 1e-2) x augmentation (likewise, 0.5), each off and on, every arm "
+                       "trained from two seeds (a difference smaller than the spread over seeds "
+                       "is no verdict)", (
+        Param("train.confusion_lambda", "grid", values=(0.0, lam)),
+        Param("train.aug_semitones", "grid", values=(0.0, aug)),
         Param("train.seed", "grid", values=(base.train.seed, base.train.seed + 1)),
     ))
 

@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
+from tqdm import tqdm
 
 from umtune.config import RunConfig
 from umtune.data import Dataset
@@ -410,7 +411,8 @@ def confusion_penalty(logits: Tensor, labels: Tensor, target: str) -> Tensor:
 def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
           device: torch.device | str = "cpu", wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
           rank: int = 0, world_size: int = 1, data: Dataset | None = None,
-          indicators: Indicators | None = None, staging: Path | None = None) -> Trainer:
+          indicators: Indicators | None = None, staging: Path | None = None,
+          progress: bool = False) -> Trainer:
     """Train until `max_epochs` or `max_minutes`, reporting metrics (and, on rank 0, a
     checkpoint directory) after every epoch.
 
@@ -424,6 +426,7 @@ def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
         indicators: more metrics of the model at each epoch end (every rank computes them).
         staging: where each epoch's checkpoint is written before `report` takes it (default:
             the temporary folder), best beside where report keeps it.
+        progress: a progress bar with an ETA through each epoch (on rank 0, on a terminal).
     """
     data = data or Dataset.open(cfg.data.path)
     staging = Path(staging or tempfile.gettempdir())
@@ -440,13 +443,17 @@ def train(cfg: RunConfig, *, report: Report, resume: Path | None = None,
         start = time.perf_counter()
         sums: dict[str, float] = {}
         steps = 0
+        bar = tqdm(total=cfg.train.steps_per_epoch, desc=f"epoch {trainer.epoch + 1}",
+                   unit="step", leave=False, disable=None if progress and rank == 0 else True)
         while steps < cfg.train.steps_per_epoch:
             for k, v in trainer.step().items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
+            bar.update()
             spent = trainer.elapsed_seconds + time.perf_counter() - start
             if budget and _global_mean(torch.tensor(float(spent >= budget))) > 0:
                 break  # the budget ends inside the epoch: report what was done
+        bar.close()
         seconds = time.perf_counter() - start
         trainer.epoch += 1
         trainer.elapsed_seconds += float(_global_mean(torch.tensor(seconds)).item())
@@ -502,7 +509,7 @@ def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
         with torch.device("meta"):  # sizes only: no memory, no initialisation
             print(describe(cfg, UniversalTranslator(cfg.model)))
         return train(cfg, report=run, resume=run.checkpoint if resume else None,
-                     indicators=indicators, staging=run.run_dir.parent)
+                     indicators=indicators, staging=run.run_dir.parent, progress=True)
 
 
 def describe(cfg: RunConfig, model: UniversalTranslator) -> str:
