@@ -18,11 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from test_loop import tiny_run
 
 from umtune.cli import main
 from umtune.data import Dataset
-from umtune.trainable.checkpoint import LocalRun, load_checkpoint, save_checkpoint
+from umtune.trainable.checkpoint import LocalRun, load_checkpoint, load_model, save_checkpoint
 from umtune.trainable.loop import Trainer, train
 
 
@@ -287,3 +288,25 @@ def test_a_stopped_training_says_what_was_saved_and_resumes(tiny_dataset, tmp_pa
         f"`umtune train --resume {run}`")
     done = len((run / "metrics.jsonl").read_text().splitlines())
     assert main(["train", "--resume", str(run), "--set", f"train.max_epochs={done + 1}"]) == 0
+
+
+def test_an_exported_model_is_the_generation_weights_and_config_alone(tiny_dataset, tmp_path,
+                                                                       capsys):
+    """`umtune export CKPT OUT`: OUT holds model.pt (a plain state_dict of the moving average)
+    and config.json, smaller than the checkpoint; load_model reads it as the checkpoint's
+    network; a non-empty OUT is refused."""
+    run = LocalRun(tmp_path / "run", echo=False)
+    train(tiny_run(tiny_dataset, max_epochs=1, steps_per_epoch=2, ema_decay=0.9), report=run)
+    out = tmp_path / "shared"
+    assert main(["export", str(run.checkpoint), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.pt"]
+    assert (out / "model.pt").stat().st_size < (run.checkpoint / "state.pt").stat().st_size / 2
+    weights = torch.load(out / "model.pt", weights_only=True)
+    exported, config = load_model(out)
+    original, _ = load_model(run.checkpoint)
+    assert config == load_checkpoint(run.checkpoint).config
+    for name, value in original.state_dict().items():
+        assert torch.equal(exported.state_dict()[name], value) and torch.equal(
+            weights[name], value), name
+    assert main(["export", str(run.checkpoint), str(out)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err

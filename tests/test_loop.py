@@ -359,8 +359,9 @@ def test_an_unknown_schedule_target_or_precision_is_refused_naming_the_field():
 def test_the_compiled_step_computes_the_plain_steps_loss_and_gradients(tiny_dataset):
     """train.compile: the autoencoder's losses and every gradient, content head included,
     equal the eager step's from the same weights and batch (float rounding apart)."""
-    cfg = tiny_run(tiny_dataset, content_loss_weight=1.0, confusion_lambda=0.1)
-    cfg = replace(cfg, model=replace(cfg.model, content_head=True))
+    cfg = tiny_run(tiny_dataset, confusion_lambda=0.1)
+    cfg = replace(cfg, model=replace(cfg.model, content_head=True),
+                  train=replace(cfg.train, content_loss_weight=1.0))
     data = Dataset.open(tiny_dataset)
     batch = draw_batch(cfg, data, 0, "train", augment=True)
     results = []

@@ -46,7 +46,8 @@ def _sets():
 
 
 def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dataset, tmp_path):
-    """The README's two ways: tune.run over the ablation grid, and the Tuner equivalent."""
+    """The README's two ways: tune.run over the ablation grid (lambda and augmentation on and
+    off, two seeds each), and the Tuner equivalent."""
     ray.init(address=cluster)
     config = umtune.search_spaces.get("ablation", _base(tiny_dataset))
     config["trial"] = {"storage": str(tmp_path / "train"), "eval_clips": 0}
@@ -54,9 +55,10 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
                                             umtune.sweep.trial_resources),
                         config=config, storage_path=str(tmp_path), name="run", verbose=0)
     df = analysis.dataframe()
-    assert len(df) == 4 and set(df["epoch"]) == {2}
-    assert {(r["config/train.confusion_lambda"], r["config/train.aug_semitones"])
-            for _, r in df.iterrows()} == {(0.0, 0.0), (0.0, 0.5), (0.01, 0.0), (0.01, 0.5)}
+    assert len(df) == 8 and set(df["epoch"]) == {2}
+    assert sorted((r["config/train.confusion_lambda"], r["config/train.aug_semitones"],
+                   r["config/train.seed"]) for _, r in df.iterrows()) == [
+        (lam, aug, seed) for lam in (0.0, 0.01) for aug in (0.0, 0.5) for seed in (0, 1)]
 
     tuner = tune.Tuner(tune.with_resources(umtune.sweep.tune_trial,
                                             umtune.sweep.trial_resources),
@@ -67,7 +69,7 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
                        run_config=tune.RunConfig(storage_path=str(tmp_path), name="tuner",
                                                  verbose=0))
     grid = tuner.fit()
-    assert len(grid) == 4 and not grid.errors
+    assert len(grid) == 8 and not grid.errors
     assert grid.get_best_result().metrics["heldout_ce"] == min(r.metrics["heldout_ce"]
                                                                 for r in grid)
     ray.shutdown()

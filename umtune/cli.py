@@ -210,6 +210,12 @@ def _evaluation_folder(a: argparse.Namespace, checkpoint: Path) -> Path:
         checkpoint.parent / f"evaluation-{checkpoint.name}"
 
 
+def _export(a: argparse.Namespace) -> None:
+    from umtune.trainable.checkpoint import export_model
+
+    print(f"exported: {export_model(a.checkpoint, a.out)}")
+
+
 def _spaces(a: argparse.Namespace) -> None:
     from umtune.config import preset
     from umtune.search_spaces import describe
@@ -470,6 +476,13 @@ def _add_generation(sub) -> None:
 
 
 def _add_tools(sub) -> None:
+    ex = sub.add_parser("export", help="write a checkpoint's weights and config only, for "
+                        "sharing (no optimizer state; translate, evaluate and load_translator "
+                        "read it)", examples="  umtune export runs/cpu/checkpoint shared/cpu")
+    ex.add_argument("checkpoint", type=Path, help="a checkpoint directory (e.g. RUN/checkpoint)")
+    ex.add_argument("out", type=Path, help="a new folder: model.pt and config.json")
+    ex.set_defaults(handler=_export)
+
     sp = sub.add_parser("spaces", help="list search spaces, or check and describe a YAML one",
                         examples="  umtune spaces\n  umtune spaces --file my_space.yaml "
                                  "--preset cpu")

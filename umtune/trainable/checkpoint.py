@@ -32,7 +32,7 @@ from umtune.layout import (
     RUN_CONFIG_FILE,
     milestone_name,
 )
-from umtune.storage import Locked, exclusive_lock, staged, write_json_atomic
+from umtune.storage import Locked, exclusive_lock, refuse_output_in, staged, write_json_atomic
 
 STATE_FILE = "state.pt"
 
@@ -105,31 +105,72 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Tra
                               averaged=raw.get("averaged"))
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
         raise ValueError(f"checkpoint {file}: not a readable umtune checkpoint ({e})") from e
-    _check_weights(state, file)
+    _check_weights(state.config, (state.model, state.generator_weights()), file)
     return state
 
 
 def load_model(path: Path, map_location: str | torch.device = "cpu"):
-    """The network of a checkpoint as generation uses it (its moving average of the weights
-    where one is kept), on `map_location`, in eval mode, and its config."""
+    """The network of a checkpoint (or of a model `export_model` wrote) as generation uses it
+    (its moving average of the weights where one is kept), on `map_location`, in eval mode,
+    and its config."""
     from umtune.trainable.model import UniversalTranslator
 
-    state = load_checkpoint(path, map_location)
-    model = UniversalTranslator(state.config.model)
-    model.load_state_dict(state.generator_weights())
-    return model.to(map_location).eval(), state.config
+    path = Path(path)
+    if (path / EXPORT_WEIGHTS).is_file():
+        config, weights = _read_export(path, map_location)
+    else:
+        state = load_checkpoint(path, map_location)
+        config, weights = state.config, state.generator_weights()
+    model = UniversalTranslator(config.model)
+    model.load_state_dict(weights)
+    return model.to(map_location).eval(), config
 
 
-def _check_weights(state: TrainingState, file: Path) -> None:
+EXPORT_WEIGHTS = "model.pt"  # an exported model: these weights and config.json beside them
+
+
+def export_model(checkpoint: Path, out: Path) -> Path:
+    """Write the weights generation uses and the config, nothing else (no optimizer state, no
+    history), as OUT/model.pt (a plain state_dict: `torch.load(weights_only=True)` and
+    `UniversalTranslator(config.model)` read it) and OUT/config.json; returns OUT."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"export folder {out} exists and is not empty; expected a new "
+                              "or empty folder")
+    refuse_output_in(out, {"the checkpoint": checkpoint})
+    state = load_checkpoint(checkpoint)
+    buffer = io.BytesIO()
+    torch.save(state.generator_weights(), buffer)
+    out.mkdir(parents=True, exist_ok=True)
+    with _naming(out / EXPORT_WEIGHTS), staged(out / EXPORT_WEIGHTS) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
+    write_json_atomic(out / RUN_CONFIG_FILE, state.config.to_dict())
+    return out
+
+
+def _read_export(path: Path, map_location) -> tuple[RunConfig, dict]:
+    file = path / EXPORT_WEIGHTS
+    try:
+        config = RunConfig.from_dict(json.loads((path / RUN_CONFIG_FILE).read_text()))
+        weights = torch.load(file, map_location=map_location, weights_only=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError,
+            pickle.UnpicklingError) as e:
+        raise ValueError(f"exported model {path}: not readable ({e}); expected the "
+                         f"{EXPORT_WEIGHTS} and {RUN_CONFIG_FILE} `umtune export` writes") from e
+    _check_weights(config, (weights,), file)
+    return config, weights
+
+
+def _check_weights(config: RunConfig, weight_sets: tuple, file: Path) -> None:
     """Refuse weights that do not fit the checkpoint's own config (names and shapes), which
     `load_state_dict` would otherwise report as a traceback far from the file."""
     from umtune.trainable.model import UniversalTranslator
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         expected = {k: tuple(v.shape) for k, v in
-                    UniversalTranslator(state.config.model).state_dict().items()}
+                    UniversalTranslator(config.model).state_dict().items()}
     problems = []
-    for weights in (state.model, state.generator_weights()):
+    for weights in weight_sets:
         weights = weights if isinstance(weights, dict) else {}
         found = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
         problems += [f"missing {k}" for k in expected if k not in found]
