@@ -82,8 +82,7 @@ translation-results: setup $(LINES_DATA)/manifest.json $(FOUR_VOICE_DATA)/manife
 
 # What more compute buys: the run of translation-results (RESULTS_RUN=runs/cpu-...) resumed to
 # CURVE_MINUTES of training, keeping a checkpoint every CURVE_EVERY minutes, then every kept
-# checkpoint evaluated as translation-results does; writes results/cpu-curve.md. The resumed
-# run's cosine learning rate continues from its fraction of the new budget.
+# checkpoint evaluated as translation-results does; writes results/cpu-curve.md.
 CURVE_MINUTES ?= 180
 CURVE_EVERY ?= 30
 
