@@ -293,8 +293,8 @@ def test_a_stopped_training_says_what_was_saved_and_resumes(tiny_dataset, tmp_pa
 def test_an_exported_model_is_the_generation_weights_and_config_alone(tiny_dataset, tmp_path,
                                                                        capsys):
     """`umtune export CKPT OUT`: OUT holds model.pt (a plain state_dict of the moving average)
-    and config.json, smaller than the checkpoint; load_model reads it as the checkpoint's
-    network; a non-empty OUT is refused."""
+    and config.json, smaller than the checkpoint; load_model and evaluate read it as the
+    checkpoint's network; a non-empty OUT is refused, and so is a table (no training time)."""
     run = LocalRun(tmp_path / "run", echo=False)
     train(tiny_run(tiny_dataset, max_epochs=1, steps_per_epoch=2, ema_decay=0.9), report=run)
     out = tmp_path / "shared"
@@ -310,3 +310,9 @@ def test_an_exported_model_is_the_generation_weights_and_config_alone(tiny_datas
             weights[name], value), name
     assert main(["export", str(run.checkpoint), str(out)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
+    evaluation = tmp_path / "evaluation"
+    assert main(["evaluate", str(out), "--clips", "1", "--seconds", "0.1", "-o",
+                 str(evaluation)]) == 0
+    assert (evaluation / "metrics.json").is_file()
+    assert main(["evaluate", str(out), "--table", str(tmp_path / "t.md")]) == 2
+    assert "is an exported model; expected a training checkpoint" in capsys.readouterr().err

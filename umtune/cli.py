@@ -176,10 +176,15 @@ def _report(a: argparse.Namespace) -> None:
 def _evaluate(a: argparse.Namespace) -> None:
     from umtune.analysis.evaluate import EvalOptions, evaluate_checkpoint, format_evaluation
     from umtune.analysis.results import write_curve_table, write_results_table
+    from umtune.trainable.checkpoint import is_export
     from umtune.trainable.generate import DEFAULT_SAMPLING
 
     options = EvalOptions(clips=a.clips, seconds=a.seconds, seeds=a.seeds,
                           sampling=_sampling(a, DEFAULT_SAMPLING))
+    exported = [c for c in a.checkpoints if is_export(c)]
+    if a.table and exported:
+        raise ValueError(f"{exported[0]} is an exported model; expected a training checkpoint "
+                         "for --table (the table reports training time and steps)")
     folders = {}
     for checkpoint in a.checkpoints:
         other = folders.setdefault(_evaluation_folder(a, checkpoint), checkpoint)

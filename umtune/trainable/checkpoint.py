@@ -116,7 +116,7 @@ def load_model(path: Path, map_location: str | torch.device = "cpu"):
     from umtune.trainable.model import UniversalTranslator
 
     path = Path(path)
-    if (path / EXPORT_WEIGHTS).is_file():
+    if is_export(path):
         config, weights = _read_export(path, map_location)
     else:
         state = load_checkpoint(path, map_location)
@@ -127,6 +127,10 @@ def load_model(path: Path, map_location: str | torch.device = "cpu"):
 
 
 EXPORT_WEIGHTS = "model.pt"  # an exported model: these weights and config.json beside them
+
+
+def is_export(path: str | Path) -> bool:
+    return (Path(path) / EXPORT_WEIGHTS).is_file()
 
 
 def export_model(checkpoint: Path, out: Path) -> Path:
