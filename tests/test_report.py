@@ -501,6 +501,32 @@ def test_cli_report_writes_the_page_and_names_a_missing_sweep(sweep_dir, tmp_pat
     assert "no trials.parquet" in capsys.readouterr().err
 
 
+def test_best_names_the_best_trials_newest_checkpoint_or_why_there_is_none(sweep_dir, capsys):
+    """`umtune best` prints the newest checkpoint the report's best trial kept (higher epoch
+    numbers sort last even past 999,999); a trial with none is named with where it was looked
+    for. The real sweeps' checkpoints: tests/test_sweep.py."""
+    from umtune.cli import main
+    from umtune.layout import STATE_FILE
+
+    data = load_sweep(sweep_dir)
+    best, _ = data.best_trial()
+    assert main(["best", str(sweep_dir)]) == 2
+    assert f"{best}: no checkpoint of its on this machine" in capsys.readouterr().err
+    folder = Path(data.trials.set_index("trial").loc[best, "path"])
+    for name in ("checkpoint_000002", "checkpoint_000010", "checkpoint_1000000", "checkpoint_x"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / STATE_FILE).write_bytes(b"")
+    (folder / "checkpoint_2000000").mkdir()  # not a checkpoint: no state
+    try:
+        assert main(["best", str(sweep_dir)]) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == str(folder / "checkpoint_1000000") and best in err
+    finally:
+        for name in ("checkpoint_000002", "checkpoint_000010", "checkpoint_1000000",
+                     "checkpoint_x", "checkpoint_2000000"):
+            shutil.rmtree(folder / name)
+
+
 def test_component_effects_compare_evaluated_trials_with_and_without_each_component(sweep_dir):
     """Lambda: trial 00000 (on) against 00001 (switched off); the augmentation is on in both
     evaluated trials, so it has no row. Latent accuracy counts as better when lower. One trial

@@ -21,6 +21,7 @@ import umtune.sweep
 from umtune.cli import main
 from umtune.config import overrides, preset
 from umtune.sweep import pareto_front
+from umtune.trainable.checkpoint import load_model
 
 pytestmark = pytest.mark.slow  # real Ray clusters: minutes
 # Trials short enough that Train's worker start-up (~20 s) dominates: 2 epochs of 3 steps.
@@ -106,6 +107,11 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
         assert failed["status"] == "failed" and "missing" in failed["reason"]
         assert (Path(failed["path"]) / "error.txt").exists()  # Tune's traceback
     assert pd.read_csv(tmp_path / "failing" / "trials.csv").shape == table.shape
+    assert main(["best", str(tmp_path / "failing")]) == 0  # the one completed trial's newest
+    best = capsys.readouterr()
+    assert best.out.strip() == str(max(Path(good["path"]).glob("checkpoint_*")))
+    assert best.err.startswith(f"best trial: {good['trial']} (highest eval/translation_gain")
+    assert load_model(Path(best.out.strip()))[1].train.lr == 0.003
     study = optuna.load_study(study_name="failing",
                               storage=f"sqlite:///{tmp_path / 'failing' / 'study.db'}")
     states = sorted(t.state.name for t in study.trials)
@@ -153,10 +159,11 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(cluster, tiny_d
     assert saved["options"]["search"] == "optuna" and saved["options"]["samples"] == 4
 
 
-def test_a_two_worker_trial_trains_as_a_ray_train_run(cluster, tiny_dataset, tmp_path):
+def test_a_two_worker_trial_trains_as_a_ray_train_run(cluster, tiny_dataset, tmp_path, capsys):
     """--trial-workers 2: the trial runs a Ray Train run (DDP over two workers) whose folder
-    holds its checkpoints and its evaluation; one-worker trials (the other tests) train in the
-    trial's own process and keep their checkpoints in the trial folder."""
+    holds its checkpoints and its evaluation (`umtune best` names its last); one-worker trials
+    (the other tests) train in the trial's own process and keep their checkpoints in the trial
+    folder."""
     space = tmp_path / "one.yaml"
     space.write_text("params:\n  train.seed: {type: grid, values: [0]}\n")
     assert main(["sweep", "--space", str(space), "--search", "grid", "--scheduler", "none",
@@ -169,6 +176,8 @@ def test_a_two_worker_trial_trains_as_a_ray_train_run(cluster, tiny_dataset, tmp
     evaluation = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert row["eval/timbre_acc"] == evaluation["summary"]["timbre_acc"]
     assert not list(Path(row["path"]).glob("checkpoint_*"))
+    assert main(["best", str(tmp_path / "two")]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "epoch_000002")
 
 
 def test_multi_objective_marks_the_pareto_front():

@@ -173,6 +173,19 @@ def _report(a: argparse.Namespace) -> None:
         print(f"written: {write_ablation_table(a.sweep_dir, a.table, a.command_line)}")
 
 
+def _best(a: argparse.Namespace) -> None:
+    from umtune.analysis.report_data import Unavailable, load_sweep
+
+    data = load_sweep(a.sweep_dir)
+    try:
+        trial, rule = data.best_trial()
+        checkpoint = data.final_checkpoint(trial)
+    except Unavailable as e:
+        raise ValueError(f"{a.sweep_dir}: {e}") from None
+    print(f"best trial: {trial} ({rule})", file=sys.stderr)
+    print(checkpoint)
+
+
 def _evaluate(a: argparse.Namespace) -> None:
     from umtune.analysis.evaluate import EvalOptions, evaluate_checkpoint, format_evaluation
     from umtune.analysis.results import write_curve_table, write_results_table
@@ -508,6 +521,13 @@ def _add_tools(sub) -> None:
                     help="also write the trials and whether each component (lambda, "
                     "augmentation) helps, as Markdown")
     rp.set_defaults(handler=_report)
+
+    bp = sub.add_parser("best", help="print the checkpoint of a sweep's best trial (the rule "
+                        "the report uses), for translate and evaluate",
+                        examples="  umtune translate --checkpoint \"$(umtune best sweeps/demo)\" "
+                                 "--to violin clip.wav -o out/")
+    bp.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder (from `umtune sweep`)")
+    bp.set_defaults(handler=_best)
 
     cl = sub.add_parser("cluster", help="Ray clusters").add_subparsers(
         dest="cluster_command", required=True)

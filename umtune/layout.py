@@ -24,6 +24,7 @@ A Ray Train run folder `<storage>/<name>/`:
 from __future__ import annotations
 
 # -- a run folder: plain (config.json, checkpoint/, metrics.jsonl) or Ray Train's (above)
+STATE_FILE = "state.pt"  # in every checkpoint folder: weights, optimiser, config, step
 HISTORY_FILE = "metrics.jsonl"  # every epoch's metrics; in a Ray Train run, in each checkpoint
 RUN_CONFIG_FILE = "config.json"  # plain runs: the config the run was started (or resumed) with
 RUN_CHECKPOINT_DIR = "checkpoint"  # plain runs: the newest checkpoint
@@ -35,8 +36,12 @@ EVALUATION_METRICS_FILE = "metrics.json"
 EVALUATION_AUDIO_DIR = "audio"
 
 
+CHECKPOINT_PREFIX = "epoch_"  # a Ray Train run's checkpoints
+TUNE_CHECKPOINT_PREFIX = "checkpoint_"  # a one-worker trial's, in its Tune folder (Tune's name)
+
+
 def checkpoint_name(epoch: int) -> str:
-    return f"epoch_{epoch:06d}"
+    return f"{CHECKPOINT_PREFIX}{epoch:06d}"
 
 
 def milestone_name(minutes: float) -> str:

@@ -27,16 +27,19 @@ import pandas as pd
 
 from umtune.layout import (
     BEST_EVAL_METRIC,
+    CHECKPOINT_PREFIX,
     EVAL_PREFIX,
     EVALUATION_DIR,
     EVALUATION_METRICS_FILE,
     OBJECTIVES,
     RESULT_FILE,
+    STATE_FILE,
     STUDY_FILE,
     SWEEP_FILE,
     SWITCH_SUFFIX,
     TRAIN_RUNS_DIR,
     TRIALS_FILE,
+    TUNE_CHECKPOINT_PREFIX,
     driver_lock,
 )
 from umtune.storage import exists, is_locked, join, local_path, read_bytes
@@ -152,6 +155,27 @@ class SweepData:
             row = done.loc[finite(done["heldout_ce"]).idxmin()]
             return row["trial"], "lowest heldout_ce among completed trials"
         raise Unavailable("no completed trial with a finite held-out CE")
+
+    def final_checkpoint(self, trial: str) -> Path:
+        """The newest checkpoint a trial kept, on this machine: in its Tune folder for a
+        one-worker trial (`checkpoint_NNNNNN/`), in its Ray Train run for a multi-worker one
+        (`epoch_NNNNNN/`)."""
+        row = self.trials[self.trials["trial"] == trial].iloc[0]
+        run = row.get("run_path")
+        run_name = str(run).rstrip("/").rpartition("/")[2] if isinstance(run, str) else ""
+        folders = [_found(row.get("path"), join(self.location, trial), self.location),
+                   _found(run, join(self.location, TRAIN_RUNS_DIR, run_name) if run_name else
+                          None, self.location)]
+        local = [Path(p) for f in folders if f is not None and (p := local_path(f)) is not None]
+        kept = {int(number): c for folder in local
+                for prefix in (TUNE_CHECKPOINT_PREFIX, CHECKPOINT_PREFIX)
+                for c in folder.glob(f"{prefix}*")
+                if (number := c.name.removeprefix(prefix)).isdigit()
+                and (c / STATE_FILE).is_file()}
+        if not kept:
+            raise Unavailable(f"{trial}: no checkpoint of its on this machine (looked in "
+                              f"{', '.join(f for f in folders if f) or 'no folder of its'})")
+        return kept[max(kept)]
 
     def ablation_trial(self, exclude: str) -> tuple[str, str] | None:
         """An evaluated trial without a component of the method, to hear against the best one:

@@ -30,11 +30,10 @@ from umtune.layout import (
     MILESTONES_DIR,
     RUN_CHECKPOINT_DIR,
     RUN_CONFIG_FILE,
+    STATE_FILE,
     milestone_name,
 )
 from umtune.storage import Locked, exclusive_lock, refuse_output_in, staged, write_json_atomic
-
-STATE_FILE = "state.pt"
 
 
 @dataclass(frozen=True)
