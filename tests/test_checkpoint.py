@@ -114,6 +114,21 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory(tiny_datase
     assert not run.exists()
 
 
+def test_a_new_run_takes_its_datasets_sample_rate_and_a_set_against_it_is_refused(
+        tiny_dataset, tmp_path, capsys):
+    """Presets count in samples: `cpu` (chosen at 8 kHz) on a 16 kHz dataset runs at 16 kHz;
+    a --set of another rate names both."""
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "cpu", "--data", str(tiny_dataset), "--out", str(run),
+                 "--set", "train.steps_per_epoch=1", "--set", "train.max_epochs=1",
+                 "--set", "train.eval_segments=2"]) == 0
+    assert json.loads((run / "config.json").read_text())["data"]["sample_rate"] == 16000
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(tmp_path / "other"),
+                 "--set", "data.sample_rate=8000"]) == 2
+    assert "is at 16000 Hz but the model runs at data.sample_rate=8000" in \
+        capsys.readouterr().err
+
+
 def test_train_out_onto_an_existing_run_without_resume_is_refused(tiny_dataset, tmp_path,
                                                                   capsys):
     """A second `train --out RUN` exits 2 and leaves the first run's files as they were."""

@@ -140,18 +140,19 @@ def _with_sets(a: argparse.Namespace, cfg, minutes: float | None):
 
 
 def _new_config(a: argparse.Namespace):
-    """The preset for a new run, sized for the dataset's domains and pointed at it (a sweep's
-    dataset defaults to data/bach; the option object is shared with train, so the default is
-    applied here, not on the parser)."""
+    """The preset for a new run, sized for the dataset's domains and sample rate (presets count
+    in samples) and pointed at it (a sweep's dataset defaults to what `make demo` renders; the
+    option object is shared with train, so the default is applied here, not on the parser)."""
     from umtune.config import preset, replace_path
     from umtune.data import Dataset
 
     data = Path(a.data or SWEEP_DATA)
-    return replace_path(preset(a.preset, Dataset.open(data).domains), "data.path",
-                        str(data.absolute()))  # a resume may run from elsewhere
+    dataset = Dataset.open(data)
+    cfg = replace_path(preset(a.preset, dataset.domains), "data.sample_rate", dataset.sample_rate)
+    return replace_path(cfg, "data.path", str(data.absolute()))  # a resume may run elsewhere
 
 
-SWEEP_DATA = "data/bach"
+SWEEP_DATA = "data/lines8k"
 
 
 def _translate(a: argparse.Namespace) -> None:
