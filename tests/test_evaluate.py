@@ -241,7 +241,8 @@ def test_a_run_keeps_the_first_checkpoint_past_each_mark(run, tmp_path):
 def test_evaluating_several_checkpoints_writes_one_curve_table(run, tiny_dataset, tmp_path,
                                                                capsys):
     """`umtune evaluate CKPT CKPT --table` evaluates each into a folder of its own and writes
-    one row per checkpoint, in order of training time; two of one name are refused."""
+    one row per checkpoint, in order of training steps (a busy machine can take longer over
+    fewer); two of one name are refused."""
     later = LocalRun(tmp_path / "later", echo=False)
     train(tiny_run(tiny_dataset, max_epochs=2, steps_per_epoch=2), report=later)
     early, late = shutil.copytree(run.checkpoint, tmp_path / "early"), \

@@ -42,7 +42,7 @@ from umtune.analysis.report_html import (
     summary_list,
 )
 from umtune.analysis.results import component_effects
-from umtune.layout import BEST_EVAL_METRIC, SWITCH_SUFFIX, TRIALS_FILE
+from umtune.layout import BEST_EVAL_METRIC, HELDOUT_METRIC, SWITCH_SUFFIX, TRIALS_FILE
 from umtune.storage import refuse_output_in, write_text_atomic
 
 HIDDEN_COLUMNS = ("path", "run_path", "training_iteration", "time_since_restore",
@@ -123,7 +123,7 @@ def _summary(data: SweepData, best: str | None, rule: str,
 
 def _table(data: SweepData, best: str | None, ablation: tuple[str, str] | None) -> str:
     t = data.trials
-    first = ["trial", "status", *data.params, "epoch", "heldout_ce", "heldout_confusion_acc"]
+    first = ["trial", "status", *data.params, "epoch", HELDOUT_METRIC, "heldout_confusion_acc"]
     last = ["pareto", "reason"]
     shown = [c for c in first if c in t.columns]
     shown += [c for c in t.columns if c not in shown + last + list(HIDDEN_COLUMNS)]
@@ -156,7 +156,7 @@ def _leading(data: SweepData, best: str | None, ablation: tuple[str, str] | None
     rank = t.assign(_named=~t["trial"].isin([best, ablation[0] if ablation else best]),
                     _open=t["status"] != "completed",
                     _gain=-finite(t[BEST_EVAL_METRIC]) if BEST_EVAL_METRIC in t else 0.0,
-                    _ce=finite(t["heldout_ce"]) if "heldout_ce" in t else 0.0)
+                    _ce=finite(t[HELDOUT_METRIC]) if HELDOUT_METRIC in t else 0.0)
     return list(rank.sort_values(["_named", "_open", "_gain", "_ce"], kind="stable",
                                  na_position="last").index[:MAX_TABLE_ROWS])
 

@@ -31,6 +31,7 @@ from umtune.layout import (
     EVAL_PREFIX,
     EVALUATION_DIR,
     EVALUATION_METRICS_FILE,
+    HELDOUT_METRIC,
     OBJECTIVES,
     RESULT_FILE,
     STATE_FILE,
@@ -49,8 +50,8 @@ LAMBDA = "train.confusion_lambda"
 AUG = "train.aug_semitones"
 # the method's components first: the confusion weight, the augmentation, the dilation schedules
 NAMED_PARAMS = (LAMBDA, AUG, "model.encoder.dilations", "model.decoder.dilations")
-TRAINING_METRICS = ("heldout_ce", "heldout_confusion_acc", "generation_flops_per_sample")
-CURVE_METRICS = ("epoch", "heldout_ce", "train_ce")
+TRAINING_METRICS = (HELDOUT_METRIC, "heldout_confusion_acc", "generation_flops_per_sample")
+CURVE_METRICS = ("epoch", HELDOUT_METRIC, "train_ce")
 OFF = "off"  # the shown value of a parameter whose switch is false
 
 
@@ -151,8 +152,8 @@ class SweepData:
         if BEST_EVAL_METRIC in done.columns and finite(done[BEST_EVAL_METRIC]).any():
             row = done.loc[finite(done[BEST_EVAL_METRIC]).idxmax()]
             return row["trial"], f"highest {BEST_EVAL_METRIC} among completed trials"
-        if "heldout_ce" in done.columns and finite(done["heldout_ce"]).any():
-            row = done.loc[finite(done["heldout_ce"]).idxmin()]
+        if HELDOUT_METRIC in done.columns and finite(done[HELDOUT_METRIC]).any():
+            row = done.loc[finite(done[HELDOUT_METRIC]).idxmin()]
             return row["trial"], "lowest heldout_ce among completed trials"
         raise Unavailable("no completed trial with a finite held-out CE")
 
@@ -194,7 +195,7 @@ class SweepData:
             if BEST_EVAL_METRIC in pool.columns and finite(pool[BEST_EVAL_METRIC]).any():
                 pool = pool.assign(_key=-finite(pool[BEST_EVAL_METRIC]))
             else:
-                pool = pool.assign(_key=finite(pool["heldout_ce"]) if "heldout_ce" in pool
+                pool = pool.assign(_key=finite(pool[HELDOUT_METRIC]) if HELDOUT_METRIC in pool
                                    else 0.0)
             row = pool.sort_values(["_done", "_key"], ascending=[False, True],
                                    na_position="last").iloc[0]

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from umtune.analysis.report_data import OFF, SweepData, Unavailable, finite, study_file
-from umtune.layout import SWITCH_SUFFIX
+from umtune.layout import HELDOUT_METRIC, SWITCH_SUFFIX
 
 STATUS_COLORS = {"completed": "#1f77b4", "stopped early": "#ff7f0e", "diverged": "#d62728",
                  "failed": "#7f7f7f"}
@@ -48,9 +48,9 @@ def parallel_coordinates(data: SweepData) -> go.Figure:
     if not varied:
         raise Unavailable("no hyperparameter took more than one value in this sweep")
     t = data.trials
-    if "heldout_ce" not in t.columns:
+    if HELDOUT_METRIC not in t.columns:
         raise Unavailable("the trial table has no heldout_ce")
-    rows = t[finite(t["heldout_ce"]).notna()]
+    rows = t[finite(t[HELDOUT_METRIC]).notna()]
     if len(rows) < 2:
         raise Unavailable(f"{len(rows)} trial(s) with a finite held-out CE; need 2")
     metrics = [m for m in data.metrics() if finite(rows[m]).notna().all()]
@@ -68,8 +68,8 @@ def parallel_coordinates(data: SweepData) -> go.Figure:
                   f"(e.g. {_text(left_out[0])}): see the effects below</sup>")
     fig = go.Figure(go.Parcoords(
         dimensions=dims,
-        line=dict(color=finite(rows["heldout_ce"]), colorscale="Viridis", reversescale=True,
-                  showscale=True, colorbar=dict(title="heldout_ce"))))
+        line=dict(color=finite(rows[HELDOUT_METRIC]), colorscale="Viridis", reversescale=True,
+                  showscale=True, colorbar=dict(title=HELDOUT_METRIC))))
     return fig.update_layout(title=title, template=TEMPLATE, height=480,
                              margin=dict(l=80, r=80, t=130, b=40))
 
@@ -197,7 +197,7 @@ def learning_curves(data: SweepData) -> go.Figure:
     lines: dict[str, dict[str, list]] = {}
     last_epoch = 0
     for trial, curve in data.curves.items():
-        ce = finite(curve["heldout_ce"])
+        ce = finite(curve[HELDOUT_METRIC])
         points = curve[ce.notna()]
         if points.empty:
             continue
@@ -225,7 +225,7 @@ def learning_curves(data: SweepData) -> go.Figure:
     return fig.update_layout(
         title="Held-out CE per epoch (x: the last epoch of a trial stopped early or diverged)",
         xaxis=dict(title="epoch", dtick=1 if last_epoch <= 20 else None),
-        yaxis_title="heldout_ce", template=TEMPLATE, height=440)
+        yaxis_title=HELDOUT_METRIC, template=TEMPLATE, height=440)
 
 
 def importance(data: SweepData) -> go.Figure:

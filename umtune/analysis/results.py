@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from umtune.analysis.report_data import AUG, LAMBDA, SweepData, finite, load_sweep
-from umtune.layout import EVAL_PREFIX
+from umtune.layout import EVAL_PREFIX, HELDOUT_METRIC
 from umtune.storage import write_text_atomic
 from umtune.trainable.checkpoint import LocalRun, TrainingState, load_checkpoint
 
@@ -54,8 +54,9 @@ TARGETS = (
 )
 
 # metric -> +1 when higher is better, -1 when lower is (the latent accuracy: towards chance)
-DIRECTIONS = {"eval/timbre_acc": 1, "eval/chroma_to_truth": 1, "eval/translation_gain": 1,
-              "eval/latent_domain_acc": -1, "eval/unseen_timbre_acc": 1, "heldout_ce": -1}
+DIRECTIONS = {**{f"{EVAL_PREFIX}{name}": sign for name, sign in (
+    ("timbre_acc", 1), ("chroma_to_truth", 1), ("translation_gain", 1), ("latent_domain_acc", -1),
+    ("unseen_timbre_acc", 1))}, HELDOUT_METRIC: -1}
 COMPONENTS = ((LAMBDA, "confusion loss (lambda > 0)"), (AUG, "pitch augmentation (> 0 semitones)"))
 
 
@@ -116,7 +117,7 @@ def heldout_curve(epochs: list[dict], every_minutes: float = 10.0) -> str:
     marks, next_mark = [], every_minutes
     for i, report in enumerate(epochs):
         last = i == len(epochs) - 1
-        if "heldout_ce" in report and (report["elapsed_s"] / 60 >= next_mark or last):
+        if HELDOUT_METRIC in report and (report["elapsed_s"] / 60 >= next_mark or last):
             marks.append(f"{report['elapsed_s'] / 60:.0f} min {report['heldout_ce']:.3f}")
             next_mark = (report["elapsed_s"] / 60 // every_minutes + 1) * every_minutes
     return ", ".join(marks)
@@ -204,10 +205,10 @@ def curve_markdown(evaluations: Sequence[dict], states: Sequence[TrainingState],
 
 def write_curve_table(evaluations: Sequence[dict], checkpoints: Sequence[str | Path],
                       out: str | Path, command: str | None = None) -> Path:
-    """`curve_markdown` of evaluated checkpoints, in order of their training time, written
+    """`curve_markdown` of evaluated checkpoints, in order of their training steps, written
     atomically to `out`."""
     states = [load_checkpoint(Path(c)) for c in checkpoints]
-    order = sorted(range(len(states)), key=lambda i: states[i].elapsed_seconds)
+    order = sorted(range(len(states)), key=lambda i: (states[i].step, states[i].elapsed_seconds))
     return write_text_atomic(Path(out), curve_markdown(
         [evaluations[i] for i in order], [states[i] for i in order], command=command))
 

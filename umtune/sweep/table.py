@@ -13,6 +13,8 @@ import pandas as pd
 from umtune.config import RunConfig
 from umtune.layout import (
     DIVERGED_KEY,
+    EVAL_PREFIX,
+    HELDOUT_METRIC,
     STUDY_FILE,
     TRIAL_KEY,
     TRIAL_PREFIX,
@@ -128,9 +130,11 @@ def summary(result: SweepResult) -> str:
     t = result.trials
     counts = t["status"].value_counts()
     shown = [c for c in ("trial", "status", *[c for c in t.columns if "." in c],
-                         "epoch", "heldout_ce", "heldout_confusion_acc",
-                         "generation_flops_per_sample", "eval/timbre_acc",
-                         "eval/translation_gain", "eval/latent_domain_acc", "pareto", "reason")
+                         "epoch", HELDOUT_METRIC, "heldout_confusion_acc",
+                         "generation_flops_per_sample",
+                         *(f"{EVAL_PREFIX}{m}" for m in ("timbre_acc", "translation_gain",
+                                                         "latent_domain_acc")),
+                         "pareto", "reason")
              if c in t.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30,
                            "display.max_colwidth", 60):

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from umtune.config import RunConfig
 from umtune.data import Dataset
+from umtune.layout import HELDOUT_METRIC
 from umtune.storage import process_alive
 from umtune.trainable import precision
 from umtune.trainable.augment import apply_shifts, sample_shifts
@@ -315,7 +316,7 @@ class Trainer:
                 inputs, targets)[0].mean().item()}
         labels = batch.labels.to(self.device)
         self.model.train()
-        return {"heldout_ce": use.ce.mean().item(),
+        return {HELDOUT_METRIC: use.ce.mean().item(),
                 **{f"heldout_ce/{d}": v.item() for d, v in zip(self.cfg.model.domains, use.ce,
                                                                strict=True)},
                 "heldout_latent_gain": use.gain.mean().item(),
