@@ -20,7 +20,6 @@ import umtune.search_spaces
 import umtune.sweep
 from umtune.cli import main
 from umtune.config import overrides, preset
-from umtune.sweep import pareto_front
 from umtune.trainable.checkpoint import load_model
 
 pytestmark = pytest.mark.slow  # real Ray clusters: minutes
@@ -178,14 +177,3 @@ def test_a_two_worker_trial_trains_as_a_ray_train_run(cluster, tiny_dataset, tmp
     assert not list(Path(row["path"]).glob("checkpoint_*"))
     assert main(["best", str(tmp_path / "two")]) == 0
     assert capsys.readouterr().out.strip() == str(run / "epoch_000002")
-
-
-def test_multi_objective_marks_the_pareto_front():
-    """Rows not dominated in (quality, cost) are the front; non-finite rows never are."""
-    table = pd.DataFrame({"heldout_ce": [1.0, 2.0, 1.5, 0.5, float("inf")],
-                          "generation_flops_per_sample": [4.0, 1.0, 3.0, 9.0, 0.1]})
-    front = pareto_front(table, ["heldout_ce", "generation_flops_per_sample"], ["min", "min"])
-    assert front == [True, True, True, True, False]
-    table.loc[2, "generation_flops_per_sample"] = 5.0  # now dominated by row 0
-    assert pareto_front(table, ["heldout_ce", "generation_flops_per_sample"],
-                        ["min", "min"])[2] is False

@@ -4,10 +4,10 @@ and the summary `umtune sweep` prints."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from umtune.config import RunConfig
@@ -58,7 +58,7 @@ def trials_table(results, opts: SweepOptions, base: RunConfig) -> pd.DataFrame:
         })
     table = pd.DataFrame(rows)
     metric, mode = opts.metrics()
-    table["pareto"] = pareto_front(table, metric, mode)
+    table["pareto"] = pareto_front(table, metric, mode, eligible=table["status"] == "completed")
     return table.sort_values("trial", ignore_index=True)
 
 
@@ -78,21 +78,27 @@ def _last_line(text: str) -> str:
     return (errors or lines or [""])[-1][:300]
 
 
-def pareto_front(table: pd.DataFrame, metrics: list[str], modes: list[str]) -> list[bool]:
-    """Whether each row is non-dominated among rows with finite values of every metric."""
+def pareto_front(table: pd.DataFrame, metrics: list[str], modes: list[str],
+                 eligible: pd.Series | None = None) -> list[bool]:
+    """Whether each row is non-dominated among the eligible rows (all by default; a sweep's
+    completed trials: the study calls a stopped one pruned) with finite values of every metric.
+    In lexicographic order a row can only be dominated by one before it, so each is checked
+    against the front found so far: fast for the small fronts of big sweeps."""
+    front = np.zeros(len(table), dtype=bool)
     if not set(metrics) <= set(table.columns):
-        return [False] * len(table)
-    signs = [1 if mode == "min" else -1 for mode in modes]
-    values = [[s * row[m] for m, s in zip(metrics, signs, strict=True)]
-              for _, row in table[metrics].iterrows()]
-    finite = [all(math.isfinite(v) for v in vs) for vs in values]
-
-    def dominated(i: int) -> bool:
-        return any(finite[j] and j != i and all(a <= b for a, b in zip(values[j], values[i],
-                                                                       strict=True))
-                   and values[j] != values[i] for j in range(len(values)))
-
-    return [finite[i] and not dominated(i) for i in range(len(values))]
+        return front.tolist()
+    signs = np.array([1.0 if mode == "min" else -1.0 for mode in modes])
+    values = table[metrics].to_numpy(dtype=float) * signs
+    usable = np.isfinite(values).all(axis=1)
+    if eligible is not None:
+        usable &= np.asarray(eligible, dtype=bool)
+    kept = np.empty((0, len(metrics)))
+    for i in np.lexsort(values.T[::-1]):
+        v = values[i]
+        if usable[i] and not ((kept <= v).all(axis=1) & (kept != v).any(axis=1)).any():
+            front[i] = True
+            kept = np.vstack([kept, v])
+    return front.tolist()
 
 
 def write_study(table: pd.DataFrame, file: Path, opts: SweepOptions, base: RunConfig,
