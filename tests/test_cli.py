@@ -8,6 +8,7 @@ import json
 import pytest
 
 from umtune.cli import build_parser, main
+from umtune.config import preset, replace_path
 
 
 @pytest.fixture
@@ -96,3 +97,43 @@ def test_version_defaults_help_and_examples(capsys):
                         "import", "spaces"):
             assert "\nexamples:\n  umtune " in text, path
     assert "(default: tiny)" in " ".join(found["umtune train"].format_help().split())
+
+
+def test_config_show_prints_what_config_reads_back_and_dry_runs_write_nothing(
+        tiny_dataset, tmp_path, capsys):
+    """`config show` prints the resolved config as YAML (--set applied) with its sizes and
+    generation cost as comments; --config of that output, of a run's config.json, or of a
+    preset and one section's fields resolves to the same config; `train` and `sweep
+    --dry-run` print it and what would run, and write nothing; bad files are named."""
+    assert main(["config", "show", "--preset", "cpu", "--set", "train.lr=2e-4"]) == 0
+    shown = capsys.readouterr().out
+    assert "  lr: 0.0002\n" in shown and "  ema_decay: 0.999\n" in shown
+    assert "\n# parameters: " in shown and " FLOPs per output sample" in shown
+    (tmp_path / "shown.yaml").write_text(shown)
+    (tmp_path / "partial.yaml").write_text("preset: cpu\ntrain: {lr: 2.0e-4}\n")
+    (tmp_path / "config.json").write_text(json.dumps(
+        replace_path(preset("cpu"), "train.lr", 2e-4).to_dict()))
+    for file in ("shown.yaml", "partial.yaml", "config.json"):
+        assert main(["config", "show", "--config", str(tmp_path / file)]) == 0
+        assert capsys.readouterr().out == shown, file
+
+    run, sweeps = tmp_path / "run", tmp_path / "sweeps"
+    assert main(["train", "--config", str(tmp_path / "partial.yaml"), "--data",
+                 str(tiny_dataset), "--out", str(run), "--minutes", "5", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"  path: {tiny_dataset}\n" in out and "  max_minutes: 5.0\n" in out
+    assert f"dry run: would start the run {run} in this process, until epoch 1000 or 5 " \
+           "minutes of training" in out
+    assert main(["sweep", "--preset", "tiny", "--data", str(tiny_dataset), "--space",
+                 "ablation", "--storage", str(sweeps), "--name", "s", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "train.confusion_lambda" in out and f"into {sweeps}/s; nothing was written" in out
+    assert not run.exists() and not sweeps.exists()
+
+    (tmp_path / "bad.yaml").write_text("train: {lr: 1.0e-3, bogus: 1}\n")
+    assert main(["config", "show", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"umtune: error: config file {tmp_path / 'bad.yaml'}: unknown fields ['bogus'] in train"
+    with pytest.raises(SystemExit):
+        main(["config", "show", "--preset", "cpu", "--config", str(tmp_path / "shown.yaml")])
+    assert "not allowed with argument" in capsys.readouterr().err

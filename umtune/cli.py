@@ -9,6 +9,7 @@ with status 1; `umtune --debug ...` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import signal
@@ -84,7 +85,7 @@ def _data_summary(a: argparse.Namespace) -> None:
 def _train(a: argparse.Namespace) -> None:
     from umtune.analysis.indicators import LeadingIndicators
     from umtune.config import replace_path
-    from umtune.trainable.runs import RayRequest, resumed_config, saved_config, train
+    from umtune.trainable.runs import RayRequest, plan, resumed_config, saved_config, train
 
     request = RayRequest(workers=a.workers, gpu=a.gpu or None, cpus_per_worker=a.cpus_per_worker,
                          address=a.address, storage=a.storage, max_failures=a.max_failures,
@@ -97,6 +98,11 @@ def _train(a: argparse.Namespace) -> None:
         cfg = resumed_config(saved, cfg)
     else:
         cfg = _with_sets(a, _new_config(a), minutes=a.minutes)
+    if a.dry_run:
+        _print_config(cfg)
+        print(f"dry run: {plan(cfg, a.resume or a.out, resume=bool(a.resume), request=request)}"
+              "; nothing was written")
+        return
     print(train(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
                 indicators=LeadingIndicators(cfg), keep_every_minutes=a.keep_every or 0.0))
 
@@ -125,6 +131,13 @@ def _sweep(a: argparse.Namespace) -> int:
                             eval_seeds=a.eval_seeds,
                             grace_epochs=a.grace_epochs)
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if a.dry_run:
+            _print_config(base)
+            print(f"{varied.describe()}\ndry run: would run {opts.samples} sample(s) of this "
+                  f"space ({opts.search} search, {opts.scheduler} scheduler, "
+                  f"{opts.trial_workers} Train worker(s) per trial) into {a.storage}/{name}; "
+                  "nothing was written")
+            return 0
         result = run_sweep(base, opts, storage=a.storage, name=name, address=a.address,
                            dashboard=a.dashboard)
     print(summary(result))
@@ -140,19 +153,48 @@ def _with_sets(a: argparse.Namespace, cfg, minutes: float | None):
 
 
 def _new_config(a: argparse.Namespace):
-    """The preset for a new run, sized for the dataset's domains and sample rate (presets count
-    in samples) and pointed at it (a sweep's dataset defaults to what `make demo` renders; the
-    option object is shared with train, so the default is applied here, not on the parser)."""
-    from umtune.config import preset, replace_path
+    """The config of a new run: a --config file as written (pointed at --data if given), or the
+    preset sized for the dataset's domains and sample rate (presets count in samples) and
+    pointed at it (a sweep's dataset defaults to what `make demo` renders; the option object is
+    shared with train, so the default is applied here, not on the parser)."""
+    from umtune.config import load_config_file, preset, replace_path
     from umtune.data import Dataset
 
-    data = Path(a.data or SWEEP_DATA)
-    dataset = Dataset.open(data)
-    cfg = replace_path(preset(a.preset, dataset.domains), "data.sample_rate", dataset.sample_rate)
+    if a.config:
+        cfg = load_config_file(a.config)
+        data = Path(a.data or cfg.data.path)
+    else:
+        data = Path(a.data or SWEEP_DATA)
+        dataset = Dataset.open(data)
+        cfg = replace_path(preset(a.preset or DEFAULT_PRESET, dataset.domains),
+                           "data.sample_rate", dataset.sample_rate)
     return replace_path(cfg, "data.path", str(data.absolute()))  # a resume may run elsewhere
 
 
+def _config_show(a: argparse.Namespace) -> None:
+    from umtune.config import preset, replace_path
+
+    if a.config or a.data:
+        cfg = _new_config(a)
+    else:  # no dataset to size it for: the preset's own domains
+        cfg = preset(a.preset or DEFAULT_PRESET)
+        cfg = replace_path(cfg, "data.path", str(Path(cfg.data.path).absolute()))
+    _print_config(_with_sets(a, cfg, minutes=None))
+
+
+def _print_config(cfg) -> None:
+    """The config as YAML that --config reads back, its sizes and costs as comments."""
+    import yaml
+
+    from umtune.trainable.loop import describe
+
+    plain = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists
+    print(yaml.safe_dump(plain, sort_keys=False).rstrip())
+    print("\n".join(f"# {line}" for line in describe(cfg).splitlines()))
+
+
 SWEEP_DATA = "data/lines8k"
+DEFAULT_PRESET = "tiny"
 
 
 def _translate(a: argparse.Namespace) -> None:
@@ -296,7 +338,12 @@ def _config_parser() -> argparse.ArgumentParser:
     """The options of train and sweep that build the (base) config."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("config")
-    g.add_argument("--preset", default="tiny", help="the (base) config: tiny, cpu or paper")
+    base = g.add_mutually_exclusive_group()
+    base.add_argument("--preset", help=f"the (base) config: tiny, cpu or paper (default: "
+                      f"{DEFAULT_PRESET})")
+    base.add_argument("--config", type=Path, metavar="FILE",
+                      help="the (base) config from YAML or JSON: a run's config.json, what "
+                      "`umtune config show` prints, or `preset: NAME` and some sections' fields")
     g.add_argument("--data", type=Path, help="dataset directory (from `umtune data`; sweep: "
                    f"default {SWEEP_DATA})")
     g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -330,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub, config, ray)
     _add_sweep(sub, config, ray)
     _add_generation(sub)
-    _add_tools(sub)
+    _add_tools(sub, config)
     return p
 
 
@@ -412,6 +459,8 @@ def _add_train(sub, config, ray) -> None:
                    "or s3://... (multi-node); the run is STORAGE/<name of --out>")
     g.add_argument("--max-failures", type=int, default=3,
                    help="worker-group restarts from the latest checkpoint before giving up")
+    tr.add_argument("--dry-run", action="store_true",
+                    help="print the resolved config and what would run, then exit")
     tr.set_defaults(handler=_train)
 
 
@@ -454,6 +503,8 @@ def _add_sweep(sub, config, ray) -> None:
     sw.add_argument("--resume", metavar="SWEEP_DIR",
                     help="finish the sweep in SWEEP_DIR after its driver stopped. "
                     + RESUME_TRUST)
+    sw.add_argument("--dry-run", action="store_true",
+                    help="print the base config, the space and what would run, then exit")
     sw.set_defaults(handler=_sweep)
 
 
@@ -494,7 +545,16 @@ def _add_generation(sub) -> None:
     ev.set_defaults(handler=_evaluate)
 
 
-def _add_tools(sub) -> None:
+def _add_tools(sub, config) -> None:
+    co = sub.add_parser("config", help="configs").add_subparsers(dest="config_command",
+                                                                 required=True)
+    cs = co.add_parser("show", help="print the resolved config (YAML that --config reads "
+                       "back), its parameter count, receptive fields and generation cost",
+                       parents=[config],
+                       examples="  umtune config show --preset cpu --set train.lr=2e-4\n"
+                                "  umtune config show --config runs/cpu/config.json")
+    cs.set_defaults(handler=_config_show)
+
     ex = sub.add_parser("export", help="write a checkpoint's weights and config only, for "
                         "sharing (no optimizer state; translate, evaluate and load_translator "
                         "read it)", examples="  umtune export runs/cpu/checkpoint shared/cpu")
@@ -547,8 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["umtune", *argv])  # recorded in the tables written
-    if args.command == "train" and not args.resume and not (args.data and args.out):
-        parser.error("train needs --data and --out (or --resume RUN_DIR)")
+    if args.command == "train" and not args.resume and not (
+            (args.data or args.config) and (args.out or args.dry_run)):
+        parser.error("train needs --data (or --config) and --out (or --resume RUN_DIR)")
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return args.handler(args) or 0

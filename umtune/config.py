@@ -12,6 +12,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from umtune.storage import absolute
@@ -450,6 +451,39 @@ def _coerce(value: Any, current: Any, name: str) -> Any:
     if isinstance(current, int) and isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    """A config from YAML or JSON: a whole saved config (any run's config.json, or what
+    `umtune config show` prints: it has a `version`), or some sections' fields over a preset
+    (`preset: cpu`, default tiny), e.g. `{preset: cpu, train: {lr: 2.0e-4}}`."""
+    from umtune import strict_yaml
+
+    path = Path(path)
+    try:
+        d = strict_yaml.load(path.read_text(), str(path))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"config file {path}: not readable ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"config file {path}: expected a mapping of sections (data, model, "
+                         "train), or a `preset` and some sections")
+    try:
+        if "version" in d:
+            return RunConfig.from_dict(d)
+        base = preset(str(d.pop("preset", "tiny"))).to_dict()
+        return RunConfig.from_dict(_merged(base, d, ""))
+    except (KeyError, TypeError, ValueError) as e:
+        message = e.args[0] if isinstance(e, ValueError) else f"missing or odd field {e}"
+        raise ValueError(f"config file {path}: {message}") from None
+
+
+def _merged(base: dict, update: dict, where: str) -> dict:
+    unknown = set(update) - set(base)
+    if unknown:
+        raise ValueError(f"unknown fields {sorted(unknown)} in {where or 'the top level'}")
+    return {k: _merged(v, update[k], f"{where}.{k}" if where else k)
+            if isinstance(v, dict) and isinstance(update.get(k), dict) else update.get(k, v)
+            for k, v in base.items()}
 
 
 def overrides(cfg: RunConfig, assignments: list[str]) -> RunConfig:

@@ -51,6 +51,7 @@ from umtune.trainable.model import (
     codes_to_input,
     decoder_receptive_field,
     encoder_receptive_field,
+    generation_flops_per_sample,
     latent_use,
     parameter_count,
 )
@@ -507,21 +508,25 @@ def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
     run = LocalRun(run_dir, config=cfg,  # config.json with the first epoch
                    keep_every_minutes=keep_every_minutes)
     with run.claim(new=not resume):  # one process at a time trains into run_dir
-        with torch.device("meta"):  # sizes only: no memory, no initialisation
-            print(describe(cfg, UniversalTranslator(cfg.model)))
+        print(describe(cfg))
         return train(cfg, report=run, resume=run.checkpoint if resume else None,
                      indicators=indicators, staging=run.run_dir.parent, progress=True)
 
 
-def describe(cfg: RunConfig, model: UniversalTranslator) -> str:
-    """Parameter counts and receptive fields, for the start of a run."""
+def describe(cfg: RunConfig) -> str:
+    """Parameter counts, receptive fields and the cost of generation, for the start of a run
+    and `umtune config show`."""
+    with torch.device("meta"):  # sizes only: no memory, no initialisation
+        model = UniversalTranslator(cfg.model)
+    decoder = next(iter(model.decoders.values()))
     sr = cfg.data.sample_rate
     dec = decoder_receptive_field(cfg.model.decoder)
     enc = encoder_receptive_field(cfg.model.encoder)
     return (f"parameters: {parameter_count(model):,} (encoder "
             f"{parameter_count(model.encoder):,}, {len(cfg.model.domains)} decoders x "
-            f"{parameter_count(next(iter(model.decoders.values()))):,}, confusion "
+            f"{parameter_count(decoder):,}, confusion "
             f"{parameter_count(model.confusion):,})\n"
             f"receptive field: decoder {dec} samples ({dec / sr * 1000:.0f} ms), encoder {enc} "
             f"samples ({enc / sr * 1000:.0f} ms); latent {cfg.model.encoder.latent_channels} "
-            f"channels every {cfg.model.encoder.pool} samples")
+            f"channels every {cfg.model.encoder.pool} samples\n"
+            f"generation: {generation_flops_per_sample(decoder):,} FLOPs per output sample")

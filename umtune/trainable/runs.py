@@ -70,6 +70,18 @@ def resumed_config(saved: RunConfig, changed: RunConfig) -> RunConfig:
     return changed
 
 
+def plan(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
+         request: RayRequest = RayRequest()) -> str:
+    """What `train` would do with these arguments, for `umtune train --dry-run`."""
+    verb = "continue" if resume else "start"
+    where = (f"the Ray Train run {_ray_run_dir(run_dir, request)} on "
+             f"{request.address or 'a local Ray'}" if _on_ray(run_dir, request, resume)
+             else f"the run {run_dir} in this process")
+    budget = f"epoch {cfg.train.max_epochs}" + (f" or {cfg.train.max_minutes:g} minutes of "
+                                                 "training" if cfg.train.max_minutes else "")
+    return f"would {verb} {where}, until {budget}, on {cfg.data.path}"
+
+
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
           request: RayRequest = RayRequest(), indicators: Indicators | None = None,
           keep_every_minutes: float = 0.0) -> str:
