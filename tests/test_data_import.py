@@ -375,3 +375,77 @@ def test_a_domain_with_one_usable_file_is_refused_at_import(src, tmp_path, capsy
 def test_an_import_into_its_own_source_is_refused(src, capsys):
     _assert_refused(_run_import(src, src / "ds"), capsys, "lies in the import source")
     assert not (src / "ds").exists()
+
+
+METADATA = """id,composer,composition,movement,ensemble,source,transcriber,catalog_name,seconds
+1727,Schubert,Piano Quintet in A major,2. Andante,Piano Quintet,European Archive,x,D667,447
+2186,Bach,Cello Suite 4,1. Prelude,Solo Cello,Musopen,x,BWV1010,240
+2217,Bach,Cello Suite 3,3. Courante,Solo Cello,Musopen,x,BWV1009,201
+2298,Bach,Cello Suite 3,1. Prelude,Solo Cello,Musopen,x,BWV1009,213
+2300,Bach,Cello Suite 3,2. Allemande,Solo Cello,Musopen,x,BWV1009,234
+2302,Bach,Prelude and Fugue in C major,1. Prelude,Solo Piano,Musopen,x,WTCI,120
+2303,Bach,Prelude and Fugue in C major,2. Fugue,Solo Piano,Musopen,x,WTCI,130
+2304,Bach,Prelude and Fugue in C minor,1. Prelude,Solo Piano,Musopen,x,WTCI,100
+"""
+
+
+@pytest.fixture
+def musicnet(tmp_path) -> Path:
+    """MusicNet's layout in miniature: 44.1 kHz stereo WAV in train_data/ and test_data/ named
+    by id, and musicnet_metadata.csv with its real columns (a few real rows, audio made up)."""
+    root = tmp_path / "musicnet"
+    for folder, ids in (("train_data", ("1727", "2186", "2217", "2300", "2302", "2304")),
+                        ("test_data", ("2298", "2303"))):
+        (root / folder).mkdir(parents=True)
+        for rid in ids:
+            sf.write(root / folder / f"{rid}.wav", _tone(1.0, 44100, 200.0 + int(rid) % 100,
+                                                         channels=2), 44100)
+    (root / "musicnet_metadata.csv").write_text(METADATA)
+    return root
+
+
+def test_musicnet_imports_one_domain_per_ensemble_and_composer_with_its_test_split(
+        musicnet, tmp_path, capsys):
+    """Each asked-for (ensemble, composer) is a domain of its recordings, MusicNet's test
+    recordings held out; `data import` on the same folder is refused with a pointer here."""
+    out = tmp_path / "ds"
+    assert main(["data", "musicnet", str(musicnet), "--out", str(out), "--sample-rate", "8000",
+                 "--domains", "Solo Cello:Bach, Solo Piano:Bach"]) == 0
+    data = Dataset.open(out)
+    assert data.domains == ("bach_solo_cello", "bach_solo_piano") and data.sample_rate == 8000
+    pieces = {(d, s): sorted(Path(f.piece).stem for f in data.files(d, s))
+              for d in data.domains for s in ("train", "heldout")}
+    assert pieces == {("bach_solo_cello", "train"): ["2186", "2217", "2300"],
+                      ("bach_solo_cello", "heldout"): ["2298"],
+                      ("bach_solo_piano", "train"): ["2302", "2304"],
+                      ("bach_solo_piano", "heldout"): ["2303"]}
+    assert {f.num_samples for d, s in pieces for f in data.files(d, s)} == {8000}  # 1 s
+    _assert_refused(_run_import(musicnet, tmp_path / "other"), capsys, "train_data",
+                    "umtune data musicnet")
+
+
+def test_musicnet_refuses_what_it_lacks_and_says_what_it_has(musicnet, tmp_path, capsys):
+    """The paper's domains are named when missing, with the pairs the metadata has; a domain
+    with no test recording holds out a seeded share; a listed recording with no file is named
+    (or skipped and listed with --skip-bad); a folder without the metadata is named."""
+    def run(*args):
+        return main(["data", "musicnet", str(musicnet), "--out", str(tmp_path / "ds"),
+                     "--force", *args])
+
+    _assert_refused(run(), capsys, "no recordings of ['Accompanied Violin:Beethoven',",
+                    "it has Piano Quintet:Schubert, Solo Cello:Bach, Solo Piano:Bach")
+    _assert_refused(run("--domains", "Solo Cello"), capsys, "expected ENSEMBLE:COMPOSER")
+    (musicnet / "test_data" / "2298.wav").rename(musicnet / "train_data" / "2298.wav")
+    assert run("--domains", "Solo Cello:Bach,Solo Piano:Bach", "--heldout-fraction", "0.25") == 0
+    cello = Dataset.open(tmp_path / "ds")
+    assert (len(cello.files("bach_solo_cello", "train")),
+            len(cello.files("bach_solo_cello", "heldout"))) == (3, 1)  # a quarter of four
+    (musicnet / "train_data" / "2217.wav").unlink()
+    _assert_refused(run("--domains", "Solo Cello:Bach,Solo Piano:Bach"), capsys,
+                    "recording 2217 (Solo Cello, Bach) of musicnet_metadata.csv is in neither")
+    assert run("--domains", "Solo Cello:Bach,Solo Piano:Bach", "--skip-bad") == 0
+    assert "umtune: skipped " in capsys.readouterr().err
+    data = Dataset.open(tmp_path / "ds")
+    assert sum(len(data.files(d, s)) for d in data.domains for s in ("train", "heldout")) == 6
+    (musicnet / "musicnet_metadata.csv").unlink()
+    _assert_refused(run(), capsys, f"MusicNet root {musicnet}: no musicnet_metadata.csv")

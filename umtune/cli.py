@@ -68,6 +68,15 @@ def _data_import(a: argparse.Namespace) -> None:
     print(Dataset.open(path).summary())
 
 
+def _data_musicnet(a: argparse.Namespace) -> None:
+    from umtune.data import Dataset, import_musicnet
+
+    path = import_musicnet(a.root, a.out, domains=a.domains, sample_rate=a.sample_rate,
+                           heldout_fraction=a.heldout_fraction, seed=a.seed, force=a.force,
+                           skip_bad=a.skip_bad, min_seconds=a.min_seconds)
+    print(Dataset.open(path).summary())
+
+
 def _data_instruments(a: argparse.Namespace) -> None:
     from umtune.data import INSTRUMENTS, UNSEEN_DOMAIN
 
@@ -410,24 +419,45 @@ def _add_data(sub) -> None:
     ins = data.add_parser("instruments", help="list instrument names for --domains")
     ins.set_defaults(handler=_data_instruments)
 
+    converting = argparse.ArgumentParser(add_help=False)
+    converting.add_argument("--out", type=Path, required=True,
+                            help="the dataset directory to write")
+    converting.add_argument("--sample-rate", type=int, default=16000,
+                            help="Hz: every file is resampled to it")
+    converting.add_argument("--min-seconds", type=_number, default=0.75,
+                            help="shortest usable file (one training segment)")
+    converting.add_argument("--seed", type=int, default=0, help="seeds the held-out split")
+    converting.add_argument("--force", action="store_true", help="replace an existing dataset "
+                            "at --out (once the new one is complete)")
+    converting.add_argument("--skip-bad", action="store_true",
+                            help="skip bad files, listing each")
     im = data.add_parser("import", help="import a folder of per-domain audio folders",
+                         parents=[converting],
                          examples="  umtune data import recordings/ --out data/mine   "
                                   "# recordings/<domain>/*.wav|flac|mp3...\n"
                                   "  umtune data import recordings/ --out data/mine --skip-bad "
                                   "--heldout-fraction 0.1")
     im.add_argument("src", type=Path, help="a folder holding one folder of audio per domain")
-    im.add_argument("--out", type=Path, required=True, help="the dataset directory to write")
-    im.add_argument("--sample-rate", type=int, default=16000,
-                    help="Hz: every file is resampled to it")
     im.add_argument("--heldout-fraction", type=_number, default=0.2,
                     help="share of each domain's files held out for evaluation")
-    im.add_argument("--min-seconds", type=_number, default=0.75,
-                    help="shortest usable file (one training segment)")
-    im.add_argument("--seed", type=int, default=0, help="seeds the held-out split")
-    im.add_argument("--force", action="store_true",
-                    help="replace an existing dataset at --out (once the new one is complete)")
-    im.add_argument("--skip-bad", action="store_true", help="skip bad files, listing each")
     im.set_defaults(handler=_data_import)
+
+    mn = data.add_parser("musicnet", help="import MusicNet (the paper's data) from a copy you "
+                         "have: one domain per ensemble and composer", parents=[converting],
+                         examples="  umtune data musicnet ~/musicnet --out data/musicnet   "
+                                  "# the paper's six domains\n  umtune data musicnet "
+                                  "~/musicnet --domains 'Solo Piano:Bach,Solo Cello:Bach' "
+                                  "--out data/bach2")
+    mn.add_argument("root", type=Path, help="MusicNet's folder: train_data/, test_data/ and "
+                    "musicnet_metadata.csv")
+    mn.add_argument("--domains", default="paper",
+                    help="'paper' (its six: Beethoven's accompanied violin, Bach's solo cello "
+                    "and solo piano, Beethoven's solo piano and string quartets, Cambini's wind "
+                    "quintets) or comma-separated ENSEMBLE:COMPOSER pairs")
+    mn.add_argument("--heldout-fraction", type=_number, default=0.2,
+                    help="share of recordings held out in a domain without test_data "
+                    "recordings (the others hold out exactly MusicNet's test split)")
+    mn.set_defaults(handler=_data_musicnet)
 
     su = data.add_parser("summary", help="print a dataset's summary")
     su.add_argument("path", type=Path, help="a dataset directory")

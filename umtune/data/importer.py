@@ -106,15 +106,34 @@ def import_folders(src: Path | str, out: Path | str, *, sample_rate: int = 16000
         progress: show a progress bar on stderr.
     """
     src = Path(src)
+    check_options(sample_rate, heldout_fraction, min_seconds)
+    refuse_output_in(out, {"the import source": src})
+    skipped: list[dict] = []
+    domains = find_domains(src, skipped)
+    return write_domains(src, out, {d: [(f, None) for f in files] for d, files in domains.items()},
+                         where={d: f"domain folder {src / d}" for d in domains},
+                         sample_rate=sample_rate, heldout_fraction=heldout_fraction, seed=seed,
+                         force=force, skip_bad=skip_bad, min_seconds=min_seconds,
+                         progress=progress, skipped=skipped, source="import")
+
+
+def check_options(sample_rate: int, heldout_fraction: float, min_seconds: float) -> None:
     if not 1000 <= sample_rate <= 384000:
         raise DatasetError(f"sample_rate={sample_rate!r}: expected 1000..384000 Hz")
     if not 0 <= heldout_fraction < 1:
         raise DatasetError(f"heldout_fraction={heldout_fraction!r}: expected a value in [0, 1)")
     if min_seconds < 0:
         raise DatasetError(f"min_seconds={min_seconds!r}: expected >= 0")
-    refuse_output_in(out, {"the import source": src})
-    skipped: list[dict] = []
-    domains = find_domains(src, skipped)
+
+
+def write_domains(src: Path, out: Path | str, domains: dict[str, list[tuple[Path, str | None]]],
+                  *, where: dict[str, str], sample_rate: int, heldout_fraction: float,
+                  seed: int, force: bool, skip_bad: bool, min_seconds: float, progress: bool,
+                  skipped: list[dict], source: str, provenance: dict | None = None) -> Path:
+    """Convert each domain's files (path, split or None) into a dataset at `out`. In a domain
+    whose files have no split, a seeded shuffle holds out `heldout_fraction` of them
+    (`split_heldout`); otherwise an unsplit file trains. Every domain needs two usable files.
+    `where` names each domain's source in errors."""
     for entry in skipped:
         print(f"umtune: skipped {entry['path']}: {entry['reason']}", file=sys.stderr)
     with DatasetWriter(out, force=force) as writer:
@@ -123,7 +142,7 @@ def import_folders(src: Path | str, out: Path | str, *, sample_rate: int = 16000
         with bar:
             for domain, files in domains.items():
                 good = []
-                for path in files:
+                for path, split in files:
                     bar.update()
                     try:
                         audio = load_audio(path, sample_rate, min_seconds=min_seconds)
@@ -134,20 +153,22 @@ def import_folders(src: Path | str, out: Path | str, *, sample_rate: int = 16000
                         skipped.append({"path": str(path), "reason": reason})
                         tqdm.write(f"umtune: skipped {path}: {reason}", file=sys.stderr)
                         continue
-                    source = path.relative_to(src).as_posix()
                     relpath = f"audio/{domain}/{len(good):05d}_{_safe(path.stem)}.npy"
-                    good.append((relpath, writer.write(relpath, audio), source))
-                if len(good) < 2:
-                    raise DatasetError(f"domain folder {src / domain}: {len(good)} usable audio "
-                                       f"file(s) of {len(files)}; expected at least two (one to "
-                                       "train on, one held out)")
+                    good.append((relpath, writer.write(relpath, audio),
+                                 path.relative_to(src).as_posix(), split))
                 rng = np.random.default_rng([seed, zlib.crc32(domain.encode())])
-                held = split_heldout(len(good), heldout_fraction, rng)
-                for i, (relpath, n, source) in enumerate(good):
-                    writer.add(relpath, n, split="heldout" if i in held else "train",
-                               domain=domain, piece=source, pitch=None)
+                held = set() if any(entry[3] for entry in good) else \
+                    split_heldout(len(good), heldout_fraction, rng)
+                splits = [split or ("heldout" if i in held else "train")
+                          for i, (*_, split) in enumerate(good)]
+                if len(good) < 2:
+                    raise DatasetError(f"{where[domain]}: {len(good)} usable audio file(s) of "
+                                       f"{len(files)}; expected at least two (one to train on, "
+                                       "one held out)")
+                for (relpath, n, piece, _), split in zip(good, splits, strict=True):
+                    writer.add(relpath, n, split=split, domain=domain, piece=piece, pitch=None)
         provenance = {"src": str(src.absolute()), "heldout_fraction": heldout_fraction,
                       "min_seconds": min_seconds, "resampler": "torchaudio.functional.resample",
-                      "seed": seed}
+                      "seed": seed, **(provenance or {})}
         return writer.commit(sample_rate=sample_rate, domains=tuple(domains), unseen_domains=(),
-                             source="import", provenance=provenance, skipped=skipped)
+                             source=source, provenance=provenance, skipped=skipped)
