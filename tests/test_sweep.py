@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import optuna
 import pandas as pd
 import pytest
@@ -76,17 +77,20 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
 
 
 def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
-        cluster, tiny_dataset, tmp_path, capsys):
+        cluster, tiny_dataset, tmp_path, capsys, monkeypatch):
     """A grid of 4: one good trial, one with lr 1e30 (diverges), two with a missing dataset
     (raise). The sweep finishes, the table says why each failed, the exit code is 1; the good
-    trial is evaluated with two seeds."""
+    trial is evaluated with two seeds. --log: every trial's reports reach TensorBoard (event
+    files in the trial folders) and MLflow (a run per trial in the sweep's experiment)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     space = tmp_path / "failing.yaml"
     space.write_text(f"params:\n  train.lr: {{type: grid, values: [0.003, 1.0e+30]}}\n"
                      f"  data.path: {{type: grid, values: ['{tiny_dataset}', "
                      f"'{tmp_path / 'missing'}']}}\n")
     code = main(["sweep", "--space", str(space), "--data", str(tiny_dataset), "--search", "grid",
                  "--scheduler", "none", "--storage", str(tmp_path), "--name", "failing",
-                 "--address", cluster, "--eval-seeds", "2", *_sets()])
+                 "--address", cluster, "--eval-seeds", "2", "--log", "tensorboard,mlflow",
+                 *_sets()])
     out = capsys.readouterr().out
     assert code == 1 and "4 trials" in out and "3 failed" in out
     table = pd.read_parquet(tmp_path / "failing" / "trials.parquet")
@@ -106,6 +110,13 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
         assert failed["status"] == "failed" and "missing" in failed["reason"]
         assert (Path(failed["path"]) / "error.txt").exists()  # Tune's traceback
     assert pd.read_csv(tmp_path / "failing" / "trials.csv").shape == table.shape
+    assert list(Path(good["path"]).glob("events.out.tfevents*"))
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("failing").experiment_id])
+    logged = {r.info.run_name: r for r in runs}
+    assert len(runs) == 4 and good["trial"] in logged
+    assert [m.step for m in client.get_metric_history(logged[good["trial"]].info.run_id,
+                                                      "heldout_ce")] == [1, 2]
     assert main(["best", str(tmp_path / "failing")]) == 0  # the one completed trial's newest
     best = capsys.readouterr()
     assert best.out.strip() == str(max(Path(good["path"]).glob("checkpoint_*")))

@@ -95,6 +95,7 @@ def _train(a: argparse.Namespace) -> None:
     from umtune.analysis.indicators import LeadingIndicators
     from umtune.config import replace_path
     from umtune.trainable.runs import RayRequest, plan, resumed_config, saved_config, train
+    from umtune.trainable.tracking import parse_log
 
     request = RayRequest(workers=a.workers, gpu=a.gpu or None, cpus_per_worker=a.cpus_per_worker,
                          address=a.address, storage=a.storage, max_failures=a.max_failures,
@@ -113,12 +114,14 @@ def _train(a: argparse.Namespace) -> None:
               "; nothing was written")
         return
     print(train(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
-                indicators=LeadingIndicators(cfg), keep_every_minutes=a.keep_every or 0.0))
+                indicators=LeadingIndicators(cfg), keep_every_minutes=a.keep_every or 0.0,
+                log=parse_log(a.log)))
 
 
 def _sweep(a: argparse.Namespace) -> int:
     from umtune.search_spaces import space
     from umtune.sweep import SweepOptions, resume_sweep, run_sweep, summary
+    from umtune.trainable.tracking import parse_log
 
     if a.resume:
         result = resume_sweep(a.resume, address=a.address, dashboard=a.dashboard)
@@ -138,7 +141,7 @@ def _sweep(a: argparse.Namespace) -> int:
                             cpus_per_worker=a.cpus_per_worker, max_concurrent=a.max_concurrent,
                             seed=a.seed, eval_clips=a.eval_clips, eval_seconds=a.eval_seconds,
                             eval_seeds=a.eval_seeds,
-                            grace_epochs=a.grace_epochs)
+                            grace_epochs=a.grace_epochs, log=parse_log(a.log))
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if a.dry_run:
             _print_config(base)
@@ -360,6 +363,16 @@ def _config_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_parser() -> argparse.ArgumentParser:
+    """train's and sweep's live tracking."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--log", metavar="TRACKERS",
+                   help="also log each epoch live to tensorboard, wandb and/or mlflow "
+                   "(comma-separated; train: with a few seconds of reconstructed and translated "
+                   "audio; sweep: through Ray Tune's logger callbacks)")
+    return p
+
+
 def _ray_parser() -> argparse.ArgumentParser:
     """The options of train and sweep that place Train workers on a Ray cluster."""
     p = argparse.ArgumentParser(add_help=False)
@@ -466,7 +479,7 @@ def _add_data(sub) -> None:
 
 def _add_train(sub, config, ray) -> None:
     tr = sub.add_parser("train", help="train one network (in this process, or on Ray Train)",
-                        parents=[config, ray],
+                        parents=[config, ray, _log_parser()],
                         examples="  umtune train --preset cpu --data data/lines8k --minutes 60 "
                                  "--out runs/cpu\n  umtune train --resume runs/cpu --minutes 120"
                                  "   # budgets count the whole run\n  umtune train --workers 2 "
@@ -496,7 +509,8 @@ def _add_train(sub, config, ray) -> None:
 
 def _add_sweep(sub, config, ray) -> None:
     sw = sub.add_parser("sweep", help="sweep hyperparameters on Ray Tune (a training run per "
-                        "trial)", epilog=f"--resume: {RESUME_TRUST}.", parents=[config, ray],
+                        "trial)", epilog=f"--resume: {RESUME_TRUST}.",
+                        parents=[config, ray, _log_parser()],
                         examples="  umtune sweep --space lambda-aug --samples 6 --preset cpu "
                                  "--data data/lines8k --minutes-per-trial 2 --name demo\n"
                                  "  umtune sweep --space ablation --preset cpu --data "

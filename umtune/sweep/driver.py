@@ -53,6 +53,8 @@ def _run(base: RunConfig, opts: SweepOptions, domains: dict, storage: str,
          name: str) -> SweepResult:
     from ray import tune
 
+    from umtune.trainable.tracking import tune_callbacks
+
     path = f"{storage}/{name}"
     if sweep_file_exists(path):
         raise FileExistsError(f"{path} already holds a sweep: resume it (--resume) or choose "
@@ -67,7 +69,7 @@ def _run(base: RunConfig, opts: SweepOptions, domains: dict, storage: str,
                                     trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage,
+            name=name, storage_path=storage, callbacks=tune_callbacks(opts.log, name),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
             failure_config=tune.FailureConfig(max_failures=0)))
     # Written last: it claims the name, and `--resume` needs it once Tune has started.
@@ -87,8 +89,8 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     path = absolute(path)
     with driving(path):
         saved = read_sweep_file(path)
-        opts = SweepOptions(**{**saved["options"], "objectives": tuple(saved["options"]
-                                                                       ["objectives"])})
+        opts = SweepOptions(**{**saved["options"], **{k: tuple(saved["options"].get(k, ()))
+                                                       for k in ("objectives", "log")}})
         connect(opts, address, dashboard=dashboard)
         tuner = tune.Tuner.restore(path, trainable=_trainable(), resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)

@@ -32,6 +32,7 @@ class SweepOptions:
     eval_clips: int = 1  # held-out clips per domain pair scored at each trial's end (0: none)
     eval_seconds: float = 1.0
     eval_seeds: int = 1  # evaluation seeds averaged (other clips, other samples)
+    log: tuple[str, ...] = ()  # live trackers, through Tune's callbacks (trainable/tracking.py)
 
     def __post_init__(self):
         checks = [(self.search in SEARCHES, "search", f"one of {', '.join(SEARCHES)}"),

@@ -55,6 +55,7 @@ from umtune.trainable.model import (
     latent_use,
     parameter_count,
 )
+from umtune.trainable.tracking import Tracked
 
 Report = Callable[[dict, Path | None], None]
 # Measures the model at each epoch end (eval mode, no gradients) beside the held-out CE: e.g.
@@ -498,9 +499,10 @@ def remove_dead_staging(staging: Path) -> None:
 
 def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
                 indicators: Indicators | None = None, keep_every_minutes: float = 0.0,
-                ) -> Trainer:
+                log: tuple[str, ...] = ()) -> Trainer:
     """`umtune train`: one process; `run_dir` holds config.json, checkpoint/, metrics.jsonl
-    (and checkpoints/ with `keep_every_minutes`: `LocalRun`).
+    (and checkpoints/ with `keep_every_minutes`: `LocalRun`); `log` names live trackers
+    (tracking.py).
 
     With `resume`, training continues from `run_dir`'s checkpoint (the epoch and time budgets
     in `cfg` count the whole run, so raise them to go further).
@@ -509,8 +511,13 @@ def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
                    keep_every_minutes=keep_every_minutes)
     with run.claim(new=not resume):  # one process at a time trains into run_dir
         print(describe(cfg))
-        return train(cfg, report=run, resume=run.checkpoint if resume else None,
-                     indicators=indicators, staging=run.run_dir.parent, progress=True)
+        report = Tracked(run, log, run.run_dir, cfg) if log else run
+        try:
+            return train(cfg, report=report, resume=run.checkpoint if resume else None,
+                         indicators=indicators, staging=run.run_dir.parent, progress=True)
+        finally:
+            if log:
+                report.close()
 
 
 def describe(cfg: RunConfig) -> str:

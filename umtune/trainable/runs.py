@@ -84,20 +84,25 @@ def plan(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
 
 def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
           request: RayRequest = RayRequest(), indicators: Indicators | None = None,
-          keep_every_minutes: float = 0.0) -> str:
+          keep_every_minutes: float = 0.0, log: tuple[str, ...] = ()) -> str:
     """Train `cfg` at `run_dir` (with `resume`, continue the run there) until its budgets are
     spent; returns where the run and its latest checkpoint are. `keep_every_minutes`: see
-    `LocalRun` (plain runs; a Ray Train run keeps a checkpoint per epoch)."""
+    `LocalRun` (plain runs; a Ray Train run keeps a checkpoint per epoch). `log`: live
+    trackers (plain runs; tracking.py)."""
     if not _on_ray(run_dir, request, resume):
         from umtune.trainable.loop import train_local
 
         train_local(cfg, Path(run_dir), resume=resume, indicators=indicators,
-                    keep_every_minutes=keep_every_minutes)
+                    keep_every_minutes=keep_every_minutes, log=log)
         return f"run: {run_dir}\nlatest checkpoint: {LocalRun(Path(run_dir)).checkpoint}"
     if keep_every_minutes:
         raise ValueError(f"--keep-every {keep_every_minutes:g}: a Ray Train run keeps a "
                          "checkpoint of every epoch already (epoch_NNNNNN/); expected it only "
                          "for a plain run")
+    if log:
+        raise ValueError(f"--log {','.join(log)}: a Ray Train run is tracked through a sweep "
+                         "(`umtune sweep --trial-workers N --log ...` logs through Tune); "
+                         "expected it only for a plain run")
 
     from umtune.trainable import ray_train
 
