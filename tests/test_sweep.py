@@ -128,6 +128,24 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
     assert states == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
 
 
+@pytest.mark.parametrize("scheduler", ["median", "hyperband"])
+def test_median_and_hyperband_stop_the_trials_that_do_not_learn(cluster, tiny_dataset,
+                                                                 tmp_path, scheduler):
+    """One learning rate that learns, three that barely move: the scheduler stops (hyperband:
+    pauses, resumes and stops) some of the three on held-out CE at equal epochs, and the one
+    that learns runs to its end."""
+    space = tmp_path / "lr.yaml"
+    space.write_text("params:\n"
+                     "  train.lr: {type: grid, values: [3.0e-3, 1.0e-9, 2.0e-9, 3.0e-9]}\n")
+    assert main(["sweep", "--space", str(space), "--search", "grid", "--scheduler", scheduler,
+                 "--data", str(tiny_dataset), "--storage", str(tmp_path), "--name", scheduler,
+                 "--address", cluster, "--eval-clips", "0", *_sets(),
+                 "--set", "train.max_epochs=4"]) == 0
+    table = pd.read_parquet(tmp_path / scheduler / "trials.parquet")
+    assert set(table["status"]) == {"completed", "stopped early"}
+    assert table.set_index("train.lr").loc[3e-3, "status"] == "completed"
+
+
 def _terminated(sweep: Path) -> int:
     """Trials Tune's saved experiment state records as finished."""
     states = sorted(sweep.glob("experiment_state*.json"))

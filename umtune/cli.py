@@ -522,10 +522,12 @@ def _add_sweep(sub, config, ray) -> None:
     sw.add_argument("--search", choices=["optuna", "random", "grid"],
                     help="how points are chosen (default: grid for a space of grid parameters "
                     "only, as `umtune spaces` says; else optuna)")
-    sw.add_argument("--scheduler", default="asha", choices=["asha", "none"],
-                    help="asha stops poor trials early (at equal epochs, on held-out CE)")
+    sw.add_argument("--scheduler", default="asha", choices=["asha", "hyperband", "median", "none"],
+                    help="stop poor trials early, on held-out CE at equal epochs: asha, "
+                    "hyperband (pauses and resumes trials), median (the median stopping rule); "
+                    "none runs every trial to its end")
     sw.add_argument("--grace-epochs", type=int, default=1,
-                    help="ASHA: epochs every trial runs before it can be stopped")
+                    help="asha, median: epochs every trial runs before it can be stopped")
     sw.add_argument("--objective", default="quality",
                     help="quality, or quality,cost for a multi-objective (Pareto) search")
     sw.add_argument("--trial-workers", type=int, default=1, help="Train workers per trial")

@@ -137,14 +137,25 @@ def _searcher(opts: SweepOptions, name: str):
 
 
 def _scheduler(opts: SweepOptions, base: RunConfig):
-    """ASHA on held-out CE at equal epochs; trials that diverge report inf and are stopped."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    """Early stopping on held-out CE at equal epochs (the reported `epoch`: Tune's iteration
+    count restarts when a trial is restored); trials that diverge report inf and are stopped."""
+    from ray.tune.schedulers import (
+        ASHAScheduler,
+        FIFOScheduler,
+        HyperBandScheduler,
+        MedianStoppingRule,
+    )
 
-    if opts.scheduler == "none":
-        return FIFOScheduler()
-    return ASHAScheduler(time_attr="epoch", metric=HELDOUT_METRIC, mode="min",
-                         max_t=base.train.max_epochs, grace_period=opts.grace_epochs,
-                         reduction_factor=2)
+    common = {"time_attr": "epoch", "metric": HELDOUT_METRIC, "mode": "min"}
+    if opts.scheduler == "asha":
+        return ASHAScheduler(**common, max_t=base.train.max_epochs,
+                             grace_period=opts.grace_epochs, reduction_factor=2)
+    if opts.scheduler == "hyperband":  # pauses trials and resumes them from their checkpoints
+        return HyperBandScheduler(**common, max_t=base.train.max_epochs, reduction_factor=2)
+    if opts.scheduler == "median":
+        return MedianStoppingRule(**common, grace_period=opts.grace_epochs,
+                                  min_samples_required=2)
+    return FIFOScheduler()
 
 
 def _concurrency(opts: SweepOptions) -> int:

@@ -10,7 +10,7 @@ from umtune.sweep.trial import TrialOptions
 from umtune.trainable.ray_train import Resources
 
 SEARCHES = ("optuna", "random", "grid")
-SCHEDULERS = ("asha", "none")
+SCHEDULERS = ("asha", "hyperband", "median", "none")
 
 
 @dataclass(frozen=True)
