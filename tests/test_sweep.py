@@ -146,6 +146,40 @@ def test_median_and_hyperband_stop_the_trials_that_do_not_learn(cluster, tiny_da
     assert table.set_index("train.lr").loc[3e-3, "status"] == "completed"
 
 
+def test_pbt_trials_take_the_best_trials_weights_and_continue(cluster, tiny_dataset, tmp_path,
+                                                              capsys):
+    """Population-based training over four concurrent one-worker trials, two learning and two
+    not: a trial that took another's weights continues that trial's history (each of its
+    epochs is one that the trial named for it reported, to the last digit), its lineage and
+    schedule say so, and all complete."""
+    space = tmp_path / "lr.yaml"
+    space.write_text("params:\n"
+                     "  train.lr: {type: grid, values: [3.0e-3, 2.0e-3, 1.0e-9, 2.0e-9]}\n")
+    assert main(["sweep", "--space", str(space), "--scheduler", "pbt", "--data",
+                 str(tiny_dataset), "--storage", str(tmp_path), "--name", "pbt", "--address",
+                 cluster, "--eval-clips", "0", "--cpus-per-worker", "0.5", *_sets(),
+                 "--set", "train.max_epochs=4"]) == 0
+    assert "lineage" in capsys.readouterr().out
+    table = pd.read_parquet(tmp_path / "pbt" / "trials.parquet").set_index("trial")
+    assert set(table["status"]) == {"completed"} and set(table["epoch"]) == {4}
+
+    def reported(trial: str) -> set[tuple[int, float]]:  # Tune's log of the trial's reports
+        lines = (Path(table.loc[trial, "path"]) / "result.json").read_text().splitlines()
+        return {(r["epoch"], r["heldout_ce"]) for r in map(json.loads, lines)}
+
+    took = [t for t in table.index if not table.loc[t, "lineage"].startswith(f"{t} ")]
+    assert took, table["lineage"].tolist()
+    for trial in took:
+        newest = max(Path(table.loc[trial, "path"]).glob("checkpoint_*"))
+        history = [json.loads(line) for line in (newest / "metrics.jsonl").read_text()
+                   .splitlines()]
+        assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+        for h in history:
+            assert (h["epoch"], h["heldout_ce"]) in reported(h["epoch_trial"])
+        assert history[0]["epoch_trial"] != trial and history[-1]["epoch_trial"] == trial
+        assert table.loc[trial, "schedule"].startswith("train.lr ")
+
+
 def _terminated(sweep: Path) -> int:
     """Trials Tune's saved experiment state records as finished."""
     states = sorted(sweep.glob("experiment_state*.json"))

@@ -8,6 +8,7 @@ import pytest
 
 from umtune.analysis.evaluate import EvalOptions
 from umtune.sweep import SweepOptions, TrialOptions, pareto_front
+from umtune.sweep.table import lineage
 from umtune.trainable.ray_train import Resources
 
 
@@ -79,3 +80,25 @@ def test_the_pareto_front_of_ten_thousand_trials_is_the_brute_force_one():
     front = pareto_front(big, ["x", "y"], ["min", "min"])
     ys = big["y"][front].to_numpy()[np.argsort(big["x"][front].to_numpy())]
     assert len(ys) > 1 and all(a > b for a, b in itertools.pairwise(ys))  # a staircase
+
+
+def test_lineage_names_the_trials_and_values_of_each_span_of_epochs():
+    """Under PBT a run's history begins in the trial whose weights it took: each span of
+    epochs is named by its trial, and each scheduled field by its values."""
+    history = [{"epoch": e, "epoch_trial": t, "schedule/train.lr": lr,
+                "schedule/train.lr_schedule": "step"}
+               for e, t, lr in ((1, "trial_a", 3e-3), (2, "trial_a", 3e-3), (3, "trial_b", 3.6e-3),
+                                (4, "trial_b", 3.6e-3), (5, "trial_b", 2.4e-3))]
+    assert lineage(history) == {
+        "lineage": "trial_a 1-2, trial_b 3-5",
+        "schedule": "train.lr 0.003 (1-2), 0.0036 (3-4), 0.0024 (5); train.lr_schedule step (1-5)"}
+    assert lineage([]) == {"lineage": "", "schedule": ""}
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"search": "optuna"}, "random or grid with --scheduler pbt"),
+    ({"trial_workers": 2}, "1 with --scheduler pbt"),
+])
+def test_pbt_is_refused_where_it_cannot_work(change, expected):
+    with pytest.raises(ValueError, match=expected):
+        SweepOptions(space="lambda-aug", scheduler="pbt", **{"search": "random", **change})

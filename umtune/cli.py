@@ -134,7 +134,8 @@ def _sweep(a: argparse.Namespace) -> int:
             raise ValueError(f"--set {clash[0]}: the space {varied.name!r} varies {field} too, "
                              "and would win; expected it set in one place (drop the --set, or "
                              "the parameter from the space)")
-        search = a.search or ("grid" if varied.default_search == "grid" else "optuna")
+        search = a.search or ("grid" if varied.default_search == "grid" else
+                              "random" if a.scheduler == "pbt" else "optuna")
         opts = SweepOptions(space=a.space, samples=a.samples, search=search,
                             scheduler=a.scheduler, objectives=tuple(a.objective.split(",")),
                             trial_workers=a.trial_workers, gpu=a.gpu,
@@ -521,13 +522,17 @@ def _add_sweep(sub, config, ray) -> None:
                     help="trials to sample (grid search: repetitions of the grid)")
     sw.add_argument("--search", choices=["optuna", "random", "grid"],
                     help="how points are chosen (default: grid for a space of grid parameters "
-                    "only, as `umtune spaces` says; else optuna)")
-    sw.add_argument("--scheduler", default="asha", choices=["asha", "hyperband", "median", "none"],
-                    help="stop poor trials early, on held-out CE at equal epochs: asha, "
-                    "hyperband (pauses and resumes trials), median (the median stopping rule); "
-                    "none runs every trial to its end")
+                    "only, as `umtune spaces` says; else optuna, or random with pbt)")
+    sw.add_argument("--scheduler", default="asha",
+                    choices=["asha", "hyperband", "median", "pbt", "none"],
+                    help="on held-out CE at equal epochs: asha, hyperband (pauses and resumes "
+                    "trials) and median (the median stopping rule) stop poor trials early; pbt "
+                    "(population-based training, one-worker trials) gives the worst quarter "
+                    "the best trials' weights and mutates the space's train.* fields; none "
+                    "runs every trial to its end")
     sw.add_argument("--grace-epochs", type=int, default=1,
-                    help="asha, median: epochs every trial runs before it can be stopped")
+                    help="asha, median: epochs every trial runs before it can be stopped; pbt: "
+                    "epochs between perturbations")
     sw.add_argument("--objective", default="quality",
                     help="quality, or quality,cost for a multi-objective (Pareto) search")
     sw.add_argument("--trial-workers", type=int, default=1, help="Train workers per trial")

@@ -81,6 +81,9 @@ def train_run_name(trial_id: str) -> str:
 # -- keys of the reports (per epoch, and the last one's evaluation)
 HELDOUT_METRIC = "heldout_ce"  # what schedulers (ASHA) and the default objective minimise
 COST_METRIC = "generation_flops_per_sample"  # the cost objective of multi-objective sweeps
+EPOCH_TRIAL_KEY = "epoch_trial"  # in each epoch's report: the trial that trained it (PBT moves
+# weights between trials, so a trial's history can begin in another's)
+SCHEDULE_PREFIX = "schedule/"  # + a space's train.* field: its value in that epoch's training
 DIVERGED_KEY = "diverged"  # in a trial's last report: why its loss stopped being finite
 EVAL_PREFIX = "eval/"  # translation-quality metrics of the final checkpoint
 BEST_EVAL_METRIC = f"{EVAL_PREFIX}translation_gain"  # higher is better

@@ -229,6 +229,15 @@ class SearchSpace:
                 out[p.switch] = tune.choice([True, False])
         return out
 
+    def mutations(self) -> dict:
+        """Population-based training's `hyperparam_mutations`: the space's training
+        parameters (a model size cannot change under trained weights), each resampled as the
+        space samples it or from its values."""
+        from ray import tune
+
+        return {p.field: list(p.values) if p.values else _domain(tune, p)
+                for p in self.params if p.field.startswith("train.")}
+
     def grid_size(self, search: str = "grid") -> int:
         """Trials per sample under `search`: the product of the enumerated params' sizes (a
         ValueError above MAX_GRID_POINTS)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from umtune.config import RunConfig
 from umtune.layout import BASE_KEY, HELDOUT_METRIC, STUDY_FILE, TRAIN_RUNS_DIR, TRIAL_KEY
 from umtune.layout import trial_name as _trial_folder
-from umtune.search_spaces import get
+from umtune.search_spaces import get, space
 from umtune.storage import absolute, check_storage, local_path
 from umtune.sweep.folder import (
     driving,
@@ -42,6 +42,8 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     base = replace(base, data=base.data.with_absolute_path())
     # The space is built (and so checked) before Ray starts and before anything is written.
     domains = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
+    if opts.scheduler == "pbt":
+        pbt_mutations(opts, base)  # refused before Ray starts
     connect(opts, address, dashboard=dashboard)
     storage = check_storage(storage, ray_train.alive_nodes())
     path = f"{storage}/{name}"
@@ -144,6 +146,7 @@ def _scheduler(opts: SweepOptions, base: RunConfig):
         FIFOScheduler,
         HyperBandScheduler,
         MedianStoppingRule,
+        PopulationBasedTraining,
     )
 
     common = {"time_attr": "epoch", "metric": HELDOUT_METRIC, "mode": "min"}
@@ -155,7 +158,18 @@ def _scheduler(opts: SweepOptions, base: RunConfig):
     if opts.scheduler == "median":
         return MedianStoppingRule(**common, grace_period=opts.grace_epochs,
                                   min_samples_required=2)
+    if opts.scheduler == "pbt":  # every grace_epochs, the worst quarter takes the best's weights
+        return PopulationBasedTraining(**common, perturbation_interval=opts.grace_epochs,
+                                       hyperparam_mutations=pbt_mutations(opts, base))
     return FIFOScheduler()
+
+
+def pbt_mutations(opts: SweepOptions, base: RunConfig) -> dict:
+    mutations = space(opts.space, base).mutations()
+    if not mutations:
+        raise ValueError(f"--scheduler pbt: the space {opts.space!r} varies no train.* field; "
+                         "expected some to mutate (lambda, augmentation, learning rate)")
+    return mutations
 
 
 def _concurrency(opts: SweepOptions) -> int:

@@ -10,7 +10,7 @@ from umtune.sweep.trial import TrialOptions
 from umtune.trainable.ray_train import Resources
 
 SEARCHES = ("optuna", "random", "grid")
-SCHEDULERS = ("asha", "hyperband", "median", "none")
+SCHEDULERS = ("asha", "hyperband", "median", "pbt", "none")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,14 @@ class SweepOptions:
                   (self.eval_seeds >= 1, "eval_seeds", ">= 1"),
                   (self.trial_workers >= 1, "trial_workers", ">= 1"),
                   (len(self.objectives) == 1 or self.search == "optuna", "objectives",
-                   "a single objective unless search is optuna (multi-objective sampler)")]
+                   "a single objective unless search is optuna (multi-objective sampler)"),
+                  (self.scheduler != "pbt" or self.trial_workers == 1, "trial_workers",
+                   "1 with --scheduler pbt (a multi-worker trial's Ray Train run restores its "
+                   "own checkpoints, not another trial's)"),
+                  (self.scheduler != "pbt" or self.search != "optuna", "search",
+                   "random or grid with --scheduler pbt (it changes configs Optuna suggested)"),
+                  (self.scheduler != "pbt" or len(self.objectives) == 1, "objectives",
+                   "a single objective with --scheduler pbt")]
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"sweep option {name}={getattr(self, name)!r}: expected "

@@ -4,6 +4,7 @@ and the summary `umtune sweep` prints."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,8 +14,11 @@ import pandas as pd
 from umtune.config import RunConfig
 from umtune.layout import (
     DIVERGED_KEY,
+    EPOCH_TRIAL_KEY,
     EVAL_PREFIX,
     HELDOUT_METRIC,
+    HISTORY_FILE,
+    SCHEDULE_PREFIX,
     STUDY_FILE,
     TRIAL_KEY,
     TRIAL_PREFIX,
@@ -48,7 +52,8 @@ def trials_table(results, opts: SweepOptions, base: RunConfig) -> pd.DataFrame:
             "status": status, "reason": reason,
             **{k: r.config.get(k) for k in keys},
             **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not
-               k.startswith(("config/", "time_this", "timestamp", "pid", "done"))},
+               k.startswith(("config/", SCHEDULE_PREFIX, "time_this", "timestamp", "pid",
+                             "done"))},
             "trial_workers": opts.trial_workers, "gpu": opts.gpu,
             "path": r.path,  # Tune's trial folder: result.json holds every epoch's report
             # the trial's run folder: evaluation/ once evaluated; a multi-worker trial's
@@ -56,10 +61,47 @@ def trials_table(results, opts: SweepOptions, base: RunConfig) -> pd.DataFrame:
             "run_path": f"{r.config[TRIAL_KEY]['storage']}/"
                         f"{train_run_name(Path(r.path).name.removeprefix(TRIAL_PREFIX))}",
         })
+        if opts.scheduler == "pbt":
+            rows[-1].update(lineage(_history(r)))
     table = pd.DataFrame(rows)
     metric, mode = opts.metrics()
     table["pareto"] = pareto_front(table, metric, mode, eligible=table["status"] == "completed")
     return table.sort_values("trial", ignore_index=True)
+
+
+def _history(result) -> list[dict]:
+    """Every epoch's report in the trial's latest checkpoint (begun, under PBT, by the trials
+    whose weights it took)."""
+    if result.checkpoint is None:
+        return []
+    with result.checkpoint.as_directory() as d:
+        file = Path(d) / HISTORY_FILE
+        return [json.loads(line) for line in file.read_text().splitlines() if line] \
+            if file.is_file() else []
+
+
+def lineage(history: list[dict]) -> dict[str, str]:
+    """The trials that trained a run's epochs, and each scheduled field's values over the
+    epochs: "lineage" ("trial_a 1-2, trial_b 3-4") and "schedule" ("train.lr 0.003 (1-2),
+    0.0036 (3-4)"; fields separated by "; ")."""
+    def spans(pairs: list[tuple[int, object]], show) -> str:
+        parts: list[list] = []
+        for epoch, value in pairs:
+            if parts and parts[-1][0] == value:
+                parts[-1][2] = epoch
+            else:
+                parts.append([value, epoch, epoch])
+        return ", ".join(show(v, f"{a}" if a == b else f"{a}-{b}") for v, a, b in parts)
+
+    keys = list(dict.fromkeys(k for h in history for k in h if k.startswith(SCHEDULE_PREFIX)))
+    return {
+        "lineage": spans([(h["epoch"], h.get(EPOCH_TRIAL_KEY, "?")) for h in history],
+                         lambda v, e: f"{v} {e}"),
+        "schedule": "; ".join(
+            f"{k.removeprefix(SCHEDULE_PREFIX)} " + spans(
+                [(h["epoch"], h.get(k)) for h in history],
+                lambda v, e: f"{v:.3g} ({e})" if isinstance(v, float) else f"{v} ({e})")
+            for k in keys)}
 
 
 def _status(result, m: dict, base: RunConfig) -> tuple[str, str]:
@@ -139,7 +181,7 @@ def summary(result: SweepResult) -> str:
                          "epoch", HELDOUT_METRIC, "heldout_confusion_acc",
                          "generation_flops_per_sample",
                          *(f"{EVAL_PREFIX}{m}" for m in ("timbre_acc", "translation_gain",
-                                                         "latent_domain_acc")),
+                                                         "latent_domain_acc")), "lineage",
                          "pareto", "reason")
              if c in t.columns]
     with pd.option_context("display.width", 200, "display.max_columns", 30,

@@ -16,13 +16,23 @@ the frozen RunConfig, the trial (or its Train workers) trains on that config, an
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from umtune import storage
 from umtune.analysis.evaluate import EvalOptions
 from umtune.config import RunConfig
-from umtune.layout import EVAL_PREFIX, EVALUATION_DIR, TRIAL_KEY, train_run_name
+from umtune.layout import (
+    EPOCH_TRIAL_KEY,
+    EVAL_PREFIX,
+    EVALUATION_DIR,
+    SCHEDULE_PREFIX,
+    SPACE_KEY,
+    TRIAL_KEY,
+    train_run_name,
+)
+from umtune.layout import trial_name as _trial_folder
 from umtune.search_spaces import trial_config
 from umtune.trainable.ray_train import Resources
 
@@ -116,7 +126,9 @@ def tune_trial(config: dict) -> None:
     indicators = LeadingIndicators(cfg)
     final = FinalEvaluation(opts.evaluation, run_path) if opts.evaluation else None
     if opts.resources.workers == 1:
-        _train_in_trial(cfg, opts.resources, run_path, indicators, final)
+        trial = _trial_folder(ray.tune.get_context().get_trial_id())
+        _train_in_trial(cfg, opts.resources, run_path, indicators, final,
+                        extra={EPOCH_TRIAL_KEY: trial, **schedule(config, cfg)})
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -126,10 +138,20 @@ def tune_trial(config: dict) -> None:
     ray_train.raise_if_diverged(run_path)
 
 
+def schedule(config: dict, cfg: RunConfig) -> dict:
+    """The values of the space's training fields in this run, for each epoch's report: under
+    population-based training they change when a trial takes another's weights."""
+    from umtune.search_spaces import space
+
+    return {f"{SCHEDULE_PREFIX}{key}": functools.reduce(getattr, key.split("."), cfg)
+            for key in space(config[SPACE_KEY], cfg).mutations()}
+
+
 def _train_in_trial(cfg: RunConfig, resources: Resources, run_path: str, indicators,
-                    final: FinalEvaluation | None) -> None:
+                    final: FinalEvaluation | None, extra: dict) -> None:
     """Train in the trial's own process, reporting and checkpointing through Tune: no Train
-    controller and worker group to start (about 20 s a trial on 2 cores)."""
+    controller and worker group to start (about 20 s a trial on 2 cores). `extra`: the trial's
+    name and schedule, in every report and so in the history each checkpoint carries."""
     import ray.tune
     import torch
 
@@ -145,4 +167,5 @@ def _train_in_trial(cfg: RunConfig, resources: Resources, run_path: str, indicat
         ray_train.train_and_report(cfg, run_path=run_path,
                                    resume=Path(resume) if resume else None, publish=publish,
                                    device=torch.device("cuda" if resources.gpu else "cpu"),
-                                   cpus=cpus, indicators=indicators, final_metrics=final)
+                                   cpus=cpus, indicators=indicators, final_metrics=final,
+                                   extra=extra)

@@ -84,12 +84,13 @@ Publish = Callable[[dict, Path | None], None]
 def train_and_report(cfg: RunConfig, *, run_path: str, resume: Path | None, publish: Publish,
                      device: torch.device, cpus: float, wrap=lambda m: m, rank: int = 0,
                      world_size: int = 1, indicators: loop.Indicators | None = None,
-                     final_metrics: FinalMetrics | None = None) -> None:
+                     final_metrics: FinalMetrics | None = None, extra: dict | None = None,
+                     ) -> None:
     """`loop.train` as every run on Ray reports it: each epoch's metrics with the run's
     resources and generation cost, the whole history in each checkpoint (`resume` holds the
     history so far), the final metrics in the last report. A diverged run reports held-out CE
     inf and the reason, and writes the reason to the run folder instead of raising: a restart
-    would only diverge again."""
+    would only diverge again. `extra` joins every report (a trial's name and schedule)."""
     if rank == 0:  # a resumed run starts afresh (e.g. with a lower lr)
         storage.delete(f"{run_path}/{DIVERGED_FILE}")
     cost = generation_flops_per_sample(WaveNetDecoder(cfg.model.decoder,
@@ -101,7 +102,7 @@ def train_and_report(cfg: RunConfig, *, run_path: str, resume: Path | None, publ
     def report(metrics: dict, checkpoint_dir: Path | None) -> None:
         metrics = {**metrics, "start_epoch": start_epoch, "world_size": world_size,
                    "gpu": device.type == "cuda", "cpus_per_worker": cpus,
-                   "threads": torch.get_num_threads(), COST_METRIC: cost}
+                   "threads": torch.get_num_threads(), COST_METRIC: cost, **(extra or {})}
         if checkpoint_dir is not None:
             if final_metrics and cfg.train.finished(metrics["epoch"], metrics["elapsed_s"]):
                 metrics.update(final_metrics(checkpoint_dir, cfg))
