@@ -126,6 +126,9 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
                               storage=f"sqlite:///{tmp_path / 'failing' / 'study.db'}")
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+    (done,) = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(done.intermediate_values) == [1, 2]  # held-out CE per epoch
+    assert done.intermediate_values[2] == pytest.approx(good["heldout_ce"])
 
 
 @pytest.mark.parametrize("scheduler", ["median", "hyperband"])
@@ -188,9 +191,10 @@ def _terminated(sweep: Path) -> int:
 
 def test_resume_after_the_driver_is_killed_keeps_finished_trials(cluster, tiny_dataset,
                                                                  tmp_path, capsys):
-    """SIGKILL `umtune sweep` once a trial has finished; `--resume` finishes the other three,
-    the finished trial is neither lost nor run again, and the (multi-objective) Optuna searcher
-    goes on: the table marks the Pareto front of held-out CE and generation FLOPs."""
+    """SIGKILL `umtune sweep` once a trial has finished (the Optuna study in the sweep folder
+    already holds it); `--resume` finishes the other three, the finished trial is neither lost
+    nor run again, and the (multi-objective) Optuna searcher goes on: the table marks the
+    Pareto front of held-out CE and generation FLOPs."""
     cmd = [sys.executable, "-m", "umtune.cli", "sweep", "--space", "ablation", "--search",
            "optuna", "--samples", "4", "--scheduler", "asha", "--objective", "quality,cost",
            "--data", str(tiny_dataset),
@@ -207,6 +211,8 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(cluster, tiny_d
     finished = {p.parent.name: p.read_text() for p in sweep.glob("trial_*/result.json")
                 if len(p.read_text().splitlines()) == 2}
     assert finished and not (sweep / "trials.parquet").exists()
+    live = optuna.load_study(study_name="sweep", storage=f"sqlite:///{sweep / 'study.db'}")
+    assert set(finished) <= {t.user_attrs["trial"] for t in live.trials}  # kept while it ran
 
     assert main(["sweep", "--resume", str(sweep), "--address", cluster]) == 0
     assert "4 trials" in capsys.readouterr().out

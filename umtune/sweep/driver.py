@@ -55,6 +55,7 @@ def _run(base: RunConfig, opts: SweepOptions, domains: dict, storage: str,
          name: str) -> SweepResult:
     from ray import tune
 
+    from umtune.sweep.live import LiveStudy
     from umtune.trainable.tracking import tune_callbacks
 
     path = f"{storage}/{name}"
@@ -62,6 +63,9 @@ def _run(base: RunConfig, opts: SweepOptions, domains: dict, storage: str,
         raise FileExistsError(f"{path} already holds a sweep: resume it (--resume) or choose "
                               "another name")
     trial = opts.trial_options(f"{path}/{TRAIN_RUNS_DIR}")
+    callbacks = tune_callbacks(opts.log, name)
+    if (local := local_path(path)) is not None:  # SQLite needs a file system
+        callbacks.append(LiveStudy(local / STUDY_FILE, opts, base, name=local.name))
     tuner = tune.Tuner(
         _trainable(), param_space={**domains, TRIAL_KEY: trial.to_dict()},
         tune_config=tune.TuneConfig(search_alg=_searcher(opts, name),
@@ -71,7 +75,7 @@ def _run(base: RunConfig, opts: SweepOptions, domains: dict, storage: str,
                                     trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=tune_callbacks(opts.log, name),
+            name=name, storage_path=storage, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
             failure_config=tune.FailureConfig(max_failures=0)))
     # Written last: it claims the name, and `--resume` needs it once Tune has started.
@@ -194,5 +198,14 @@ def _finish(results, path: str, opts: SweepOptions, base: RunConfig) -> SweepRes
     table = trials_table(results, opts, base)
     write_table(table, path)
     if (local := local_path(path)) is not None:  # SQLite needs a file system
-        write_study(table, local / STUDY_FILE, opts, base, name=local.name)
+        write_study(table, local / STUDY_FILE, opts, base, name=local.name,
+                    curves={Path(r.path).name: _curve(r) for r in results})
     return SweepResult(path=path, trials=table)
+
+
+def _curve(result) -> dict[int, float]:
+    """A trial's held-out CE by epoch, from Tune's record of its reports."""
+    df = result.metrics_dataframe
+    if df is None or not {"epoch", HELDOUT_METRIC} <= set(df.columns):
+        return {}
+    return dict(zip(df["epoch"].astype(int), df[HELDOUT_METRIC].astype(float), strict=True))

@@ -5,6 +5,7 @@ and the summary `umtune sweep` prints."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,30 +144,49 @@ def pareto_front(table: pd.DataFrame, metrics: list[str], modes: list[str],
     return front.tolist()
 
 
-def write_study(table: pd.DataFrame, file: Path, opts: SweepOptions, base: RunConfig,
-                name: str) -> None:
-    """The trials as an Optuna study in SQLite (replaced atomically): Optuna's visualisations
-    and optuna-dashboard open any sweep, whatever searcher ran it."""
-    import optuna
+def study_distributions(opts: SweepOptions, base: RunConfig) -> dict:
+    """The space as Optuna distributions, whatever searcher samples it."""
     from ray.tune.search.optuna import OptunaSearch
 
-    distributions = dict(OptunaSearch.convert_search_space(
-        space(opts.space, base).tune_config("optuna")))
-    metric, mode = opts.metrics()
+    return dict(OptunaSearch.convert_search_space(space(opts.space, base)
+                                                  .tune_config("optuna")))
+
+
+def create_study(file: Path, opts: SweepOptions, name: str):
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(storage=f"sqlite:///{file}", study_name=name, load_if_exists=True,
+                               directions=["minimize" if m == "min" else "maximize"
+                                           for m in opts.metrics()[1]])
+
+
+def write_study(table: pd.DataFrame, file: Path, opts: SweepOptions, base: RunConfig,
+                name: str, curves: dict[str, dict[int, float]] | None = None) -> None:
+    """The trials as an Optuna study in SQLite (replaced atomically), each with its held-out
+    CE per epoch (`curves`, by trial) as intermediate values: Optuna's visualisations and
+    optuna-dashboard open any sweep, whatever searcher ran it. While the sweep runs,
+    `LiveStudy` keeps the same file up to date."""
+    import optuna
+
+    distributions = study_distributions(opts, base)
+    metric, _ = opts.metrics()
     states = {"completed": optuna.trial.TrialState.COMPLETE,
               "stopped early": optuna.trial.TrialState.PRUNED}
     with staged(file) as tmp:  # SQLite takes the empty staged file as an empty database
-        study = optuna.create_study(storage=f"sqlite:///{tmp}", study_name=name,
-                                    directions=["minimize" if m == "min" else "maximize"
-                                                for m in mode])
+        study = create_study(tmp, opts, name)
         for _, row in table.iterrows():
             state = states.get(row["status"], optuna.trial.TrialState.FAIL)
             values = [float(row[m]) for m in metric] if state == states["completed"] else None
             study.add_trial(optuna.trial.create_trial(
                 params={k: _plain(row[k]) for k in distributions}, distributions=distributions,
                 values=values, state=state, user_attrs={"trial": row["trial"],
-                                                        "status": row["status"]}))
+                                                        "status": row["status"]},
+                intermediate_values=_finite((curves or {}).get(row["trial"], {}))))
+
+
+def _finite(values: dict) -> dict[int, float]:
+    return {int(k): float(v) for k, v in values.items() if math.isfinite(v)}
 
 
 def _plain(value):
