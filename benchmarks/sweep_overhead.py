@@ -31,7 +31,7 @@ import ray
 from umtune.config import overrides, preset
 from umtune.data import Dataset
 from umtune.sweep import SweepOptions, run_sweep
-from umtune.sweep.driver import connect
+from umtune.sweep.driver import start_or_join_ray
 from umtune.trainable.ray_train import read_history
 
 UMTUNE = Path(sys.executable).with_name("umtune")  # the venv's console script
@@ -94,7 +94,7 @@ def measure(cfg, train_cmd: list[str], cpus: int, work: Path,
     opts = SweepOptions(space=same_config, samples=1, search="grid", scheduler="none",
                         cpus_per_worker=cpus, eval_clips=0)  # the bare run has no evaluation
     start = time.perf_counter()
-    connect(opts, dashboard=dashboard)  # as `umtune sweep [--dashboard]` does (all CPUs)
+    start_or_join_ray(opts, dashboard=dashboard)  # as `umtune sweep [--dashboard]` does (all CPUs)
     ray_start = time.perf_counter() - start
     if ray.cluster_resources().get("CPU") != cpus:  # a cgroup limit or a running `ray start`
         raise SystemExit(f"Ray has {ray.cluster_resources().get('CPU')} CPUs, this machine "

@@ -94,7 +94,13 @@ def _data_summary(a: argparse.Namespace) -> None:
 def _train(a: argparse.Namespace) -> None:
     from umtune.analysis.indicators import LeadingIndicators
     from umtune.config import replace_path
-    from umtune.trainable.runs import RayRequest, plan, resumed_config, saved_config, train
+    from umtune.trainable.runs import (
+        RayRequest,
+        plan,
+        resumed_config,
+        saved_config,
+        train_run,
+    )
     from umtune.trainable.tracking import parse_log
 
     request = RayRequest(workers=a.workers, gpu=a.gpu or None, cpus_per_worker=a.cpus_per_worker,
@@ -113,7 +119,7 @@ def _train(a: argparse.Namespace) -> None:
         print(f"dry run: {plan(cfg, a.resume or a.out, resume=bool(a.resume), request=request)}"
               "; nothing was written")
         return
-    print(train(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
+    print(train_run(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
                 indicators=LeadingIndicators(cfg), keep_every_minutes=a.keep_every or 0.0,
                 log=parse_log(a.log)))
 

@@ -36,22 +36,22 @@ KEEP_CHECKPOINTS = 3  # newest checkpoints kept of a one-worker trial (its histo
 def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "sweeps",
               name: str, address: str | None = None, dashboard: bool = False) -> SweepResult:
     """Run a new sweep at `<storage>/<name>` over `opts.space` around `base`, and write its
-    trial table and Optuna study there. Ray: `connect`."""
+    trial table and Optuna study there. Ray: `start_or_join_ray`."""
     from umtune.trainable import ray_train
 
     base = replace(base, data=base.data.with_absolute_path())
     # The space is built (and so checked) before Ray starts and before anything is written.
-    domains = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
+    param_space = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
     if opts.scheduler == "pbt":
         pbt_mutations(opts, base)  # refused before Ray starts
-    connect(opts, address, dashboard=dashboard)
+    start_or_join_ray(opts, address, dashboard=dashboard)
     storage = check_storage(storage, ray_train.alive_nodes())
     path = f"{storage}/{name}"
     with driving(path):
-        return _run(base, opts, domains, storage, name)
+        return _run(base, opts, param_space, storage, name)
 
 
-def _run(base: RunConfig, opts: SweepOptions, domains: dict, storage: str,
+def _run(base: RunConfig, opts: SweepOptions, param_space: dict, storage: str,
          name: str) -> SweepResult:
     from ray import tune
 
@@ -67,13 +67,13 @@ def _run(base: RunConfig, opts: SweepOptions, domains: dict, storage: str,
     if (local := local_path(path)) is not None:  # SQLite needs a file system
         callbacks.append(LiveStudy(local / STUDY_FILE, opts, base, name=local.name))
     tuner = tune.Tuner(
-        _trainable(), param_space={**domains, TRIAL_KEY: trial.to_dict()},
+        _trainable(), param_space={**param_space, TRIAL_KEY: trial.to_dict()},
         tune_config=tune.TuneConfig(search_alg=_searcher(opts, name),
                                     scheduler=_scheduler(opts, base), num_samples=opts.samples,
                                     max_concurrent_trials=_concurrency(opts)
                                     if opts.search == "optuna" else None,
-                                    trial_name_creator=trial_name,
-                                    trial_dirname_creator=trial_name),
+                                    trial_name_creator=short_trial_name,
+                                    trial_dirname_creator=short_trial_name),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
@@ -86,7 +86,7 @@ def _run(base: RunConfig, opts: SweepOptions, domains: dict, storage: str,
 def resume_sweep(path: str | Path, *, address: str | None = None,
                  dashboard: bool = False) -> SweepResult:
     """Finish the sweep at `path` after its driver died: finished trials are kept as they are,
-    unfinished ones continue from their latest checkpoints. Ray: `connect`.
+    unfinished ones continue from their latest checkpoints. Ray: `start_or_join_ray`.
 
     Tune's saved state is pickled: restoring it runs whatever code a crafted sweep folder
     holds, so resume only sweep folders you trust (the CLI's --help and the README say so)."""
@@ -97,13 +97,14 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
         saved = read_sweep_file(path)
         opts = SweepOptions(**{**saved["options"], **{k: tuple(saved["options"].get(k, ()))
                                                        for k in ("objectives", "log")}})
-        connect(opts, address, dashboard=dashboard)
+        start_or_join_ray(opts, address, dashboard=dashboard)
         tuner = tune.Tuner.restore(path, trainable=_trainable(), resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
         return _finish(tuner.fit(), path, opts, RunConfig.from_dict(saved[BASE_KEY]))
 
 
-def connect(opts: SweepOptions, address: str | None = None, *, dashboard: bool = False) -> None:
+def start_or_join_ray(opts: SweepOptions, address: str | None = None, *,
+                      dashboard: bool = False) -> None:
     """Join the cluster at `address`, or start the local Ray a sweep with `opts` needs: with
     Ray's dashboard if asked or if its trials run Ray Train (several workers), which frees a
     finished or stopped run's placement group through the State API the dashboard serves.
@@ -113,7 +114,7 @@ def connect(opts: SweepOptions, address: str | None = None, *, dashboard: bool =
     ray_train.connect(address, dashboard=dashboard or opts.trial_workers > 1)
 
 
-def trial_name(trial) -> str:
+def short_trial_name(trial) -> str:
     """Tune's trial_name_creator: short names (Tune's default spells out every value)."""
     return _trial_folder(trial.trial_id)
 

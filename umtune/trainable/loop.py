@@ -497,7 +497,7 @@ def remove_dead_staging(staging: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def train_local(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
+def train_plain_run(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
                 indicators: Indicators | None = None, keep_every_minutes: float = 0.0,
                 log: tuple[str, ...] = ()) -> Trainer:
     """`umtune train`: one process; `run_dir` holds config.json, checkpoint/, metrics.jsonl

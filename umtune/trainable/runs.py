@@ -82,7 +82,7 @@ def plan(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
     return f"would {verb} {where}, until {budget}, on {cfg.data.path}"
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
+def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
           request: RayRequest = RayRequest(), indicators: Indicators | None = None,
           keep_every_minutes: float = 0.0, log: tuple[str, ...] = ()) -> str:
     """Train `cfg` at `run_dir` (with `resume`, continue the run there) until its budgets are
@@ -90,9 +90,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
     `LocalRun` (plain runs; a Ray Train run keeps a checkpoint per epoch). `log`: live
     trackers (plain runs; tracking.py)."""
     if not _on_ray(run_dir, request, resume):
-        from umtune.trainable.loop import train_local
+        from umtune.trainable.loop import train_plain_run
 
-        train_local(cfg, Path(run_dir), resume=resume, indicators=indicators,
+        train_plain_run(cfg, Path(run_dir), resume=resume, indicators=indicators,
                     keep_every_minutes=keep_every_minutes, log=log)
         return f"run: {run_dir}\nlatest checkpoint: {LocalRun(Path(run_dir)).checkpoint}"
     if keep_every_minutes:
