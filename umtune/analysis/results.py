@@ -2,7 +2,7 @@
 targets, the same network over its training time, and the paper's ablation (what each
 component of the method changes) from a sweep.
 
-The targets are those a preset must reach to count as translating (issue 8 of the project):
+The targets are those a preset must reach to count as translating (docs/results.md):
 timbre accuracy >= 0.8, chroma similarity to the truth within 0.1 of the truth-vs-truth ceiling,
 translation gain >= 0.3, latent classifier accuracy within 0.1 of chance when lambda > 0, and
 timbre accuracy >= 0.6 from the unseen domain. Each table says what machine produced it, because

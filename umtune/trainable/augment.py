@@ -23,7 +23,7 @@ rows with different ratios, with the resample folded into the synthesis:
 Every frequency is scaled by exactly `ratio`, and output time t comes from input time t, so the
 shifted stretch lines up with its surroundings. torchaudio.functional.pitch_shift does steps 1-2
 with one rate per call and resamples with a rational-ratio kernel that is huge for fractional
-semitones (0.26-8 s per segment here); this runs at well over 400x real time on one core.
+semitones; this runs far faster than real time on one core (docs/speed.md).
 """
 
 from __future__ import annotations

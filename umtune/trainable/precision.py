@@ -1,7 +1,7 @@
 """Which precision a run trains in: `train.precision` "auto" resolved for the device at hand.
 
 bf16 autocast pays only where the device computes bf16 natively: on some CPUs the `cpu`
-recipe's step runs 1.5x faster in bf16, on others 17x slower (emulated; docs/speed.md). So
+recipe's step runs faster in bf16, on others many times slower (emulated; docs/speed.md). So
 "auto" measures it: forward and backward passes of a gated dilated convolution, the decoders'
 layer, in both precisions, alternated (a busy machine slows both alike), best of five each,
 once per machine (cached under $UMTUNE_CACHE, default ~/.cache/umtune, keyed by the CPU's

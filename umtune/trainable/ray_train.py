@@ -129,8 +129,7 @@ def use_assigned_cpus() -> float:
 
     The calling thread, and the torch threads it starts, leave the batch policy that a Ray
     started by connect() gives its workers: training's wake-ups then preempt Ray's, not the
-    other way round (a one-trial sweep's 75 steps: 85.3 s as batch work, 77.1 s back under the
-    default policy; medians of 3 alternated rounds)."""
+    other way round (docs/speed.md, Trial start-up)."""
     if hasattr(os, "SCHED_BATCH") and os.sched_getscheduler(0) == os.SCHED_BATCH:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
