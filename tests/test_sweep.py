@@ -149,21 +149,24 @@ def test_median_and_hyperband_stop_the_trials_that_do_not_learn(cluster, tiny_da
     assert table.set_index("train.lr").loc[3e-3, "status"] == "completed"
 
 
-def test_pbt_trials_take_the_best_trials_weights_and_continue(cluster, tiny_dataset, tmp_path,
-                                                              capsys):
-    """Population-based training over four concurrent one-worker trials, two learning and two
-    not: a trial that took another's weights continues that trial's history (each of its
-    epochs is one that the trial named for it reported, to the last digit), its lineage and
-    schedule say so, and all complete."""
+@pytest.mark.parametrize("scheduler, param, search", [
+    ("pbt", "{type: grid, values: [3.0e-3, 2.0e-3, 1.0e-9, 2.0e-9]}", ["--search", "grid"]),
+    ("pb2", "{type: loguniform, low: 1.0e-9, high: 3.0e-3}", ["--samples", "4", "--seed", "1"]),
+])
+def test_population_based_trials_take_the_best_trials_weights_and_continue(
+        cluster, tiny_dataset, tmp_path, capsys, scheduler, param, search):
+    """Population-based training (PBT, PB2) over four concurrent one-worker trials of learning
+    rates far apart: a trial that took another's weights continues that trial's history (each
+    of its epochs is one that the trial named for it reported, to the last digit), its lineage
+    and schedule say so, and all complete."""
     space = tmp_path / "lr.yaml"
-    space.write_text("params:\n"
-                     "  train.lr: {type: grid, values: [3.0e-3, 2.0e-3, 1.0e-9, 2.0e-9]}\n")
-    assert main(["sweep", "--space", str(space), "--scheduler", "pbt", "--data",
-                 str(tiny_dataset), "--storage", str(tmp_path), "--name", "pbt", "--address",
-                 cluster, "--eval-clips", "0", "--cpus-per-worker", "0.5", *_sets(),
-                 "--set", "train.max_epochs=4"]) == 0
+    space.write_text(f"params:\n  train.lr: {param}\n")
+    assert main(["sweep", "--space", str(space), "--scheduler", scheduler, *search, "--data",
+                 str(tiny_dataset), "--storage", str(tmp_path), "--name", scheduler,
+                 "--address", cluster, "--eval-clips", "0", "--cpus-per-worker", "0.5",
+                 *_sets(), "--set", "train.max_epochs=4"]) == 0
     assert "lineage" in capsys.readouterr().out
-    table = pd.read_parquet(tmp_path / "pbt" / "trials.parquet").set_index("trial")
+    table = pd.read_parquet(tmp_path / scheduler / "trials.parquet").set_index("trial")
     assert set(table["status"]) == {"completed"} and set(table["epoch"]) == {4}
 
     def reported(trial: str) -> set[tuple[int, float]]:  # Tune's log of the trial's reports

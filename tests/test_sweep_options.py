@@ -95,10 +95,12 @@ def test_lineage_names_the_trials_and_values_of_each_span_of_epochs():
     assert lineage([]) == {"lineage": "", "schedule": ""}
 
 
+@pytest.mark.parametrize("scheduler", ["pbt", "pb2"])
 @pytest.mark.parametrize("change, expected", [
-    ({"search": "optuna"}, "random or grid with --scheduler pbt"),
-    ({"trial_workers": 2}, "1 with --scheduler pbt"),
+    ({"search": "optuna"}, "random or grid with --scheduler"),
+    ({"trial_workers": 2}, "1 with --scheduler"),
+    ({"objectives": ("quality", "cost")}, "a single objective"),
 ])
-def test_pbt_is_refused_where_it_cannot_work(change, expected):
+def test_population_based_training_is_refused_where_it_cannot_work(scheduler, change, expected):
     with pytest.raises(ValueError, match=expected):
-        SweepOptions(space="lambda-aug", scheduler="pbt", **{"search": "random", **change})
+        SweepOptions(space="lambda-aug", scheduler=scheduler, **{"search": "random", **change})

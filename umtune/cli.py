@@ -141,7 +141,7 @@ def _sweep(a: argparse.Namespace) -> int:
                              "and would win; expected it set in one place (drop the --set, or "
                              "the parameter from the space)")
         search = a.search or ("grid" if varied.default_search == "grid" else
-                              "random" if a.scheduler == "pbt" else "optuna")
+                              "random" if a.scheduler in ("pbt", "pb2") else "optuna")
         opts = SweepOptions(space=a.space, samples=a.samples, search=search,
                             scheduler=a.scheduler, objectives=tuple(a.objective.split(",")),
                             trial_workers=a.trial_workers, gpu=a.gpu,
@@ -528,17 +528,18 @@ def _add_sweep(sub, config, ray) -> None:
                     help="trials to sample (grid search: repetitions of the grid)")
     sw.add_argument("--search", choices=["optuna", "random", "grid"],
                     help="how points are chosen (default: grid for a space of grid parameters "
-                    "only, as `umtune spaces` says; else optuna, or random with pbt)")
+                    "only, as `umtune spaces` says; else optuna, or random with pbt and pb2)")
     sw.add_argument("--scheduler", default="asha",
-                    choices=["asha", "hyperband", "median", "pbt", "none"],
+                    choices=["asha", "hyperband", "median", "pbt", "pb2", "none"],
                     help="on held-out CE at equal epochs: asha, hyperband (pauses and resumes "
                     "trials) and median (the median stopping rule) stop poor trials early; pbt "
-                    "(population-based training, one-worker trials) gives the worst quarter "
-                    "the best trials' weights and mutates the space's train.* fields; none "
+                    "and pb2 (population-based training, one-worker trials) give the worst "
+                    "quarter the best trials' weights and change the space's train.* fields "
+                    "(pbt resamples them, pb2 fits a Gaussian process over their ranges); none "
                     "runs every trial to its end")
     sw.add_argument("--grace-epochs", type=int, default=1,
-                    help="asha, median: epochs every trial runs before it can be stopped; pbt: "
-                    "epochs between perturbations")
+                    help="asha, median: epochs every trial runs before it can be stopped; pbt, "
+                    "pb2: epochs between perturbations")
     sw.add_argument("--objective", default="quality",
                     help="quality, or quality,cost for a multi-objective (Pareto) search")
     sw.add_argument("--trial-workers", type=int, default=1, help="Train workers per trial")

@@ -238,6 +238,11 @@ class SearchSpace:
         return {p.field: list(p.values) if p.values else _domain(tune, p)
                 for p in self.params if p.field.startswith("train.")}
 
+    def bounds(self) -> dict:
+        """PB2's `hyperparam_bounds`: the space's continuous training parameters' ranges."""
+        return {p.field: [p.low, p.high] for p in self.params
+                if p.field.startswith("train.") and p.kind in ("loguniform", "uniform")}
+
     def grid_size(self, search: str = "grid") -> int:
         """Trials per sample under `search`: the product of the enumerated params' sizes (a
         ValueError above MAX_GRID_POINTS)."""

@@ -10,6 +10,7 @@ sweep folder (umtune/layout.py).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -42,8 +43,8 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     base = replace(base, data=base.data.with_absolute_path())
     # The space is built (and so checked) before Ray starts and before anything is written.
     param_space = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
-    if opts.scheduler == "pbt":
-        pbt_mutations(opts, base)  # refused before Ray starts
+    if opts.population:
+        population_changes(opts, base)  # refused before Ray starts
     start_or_join_ray(opts, address, dashboard=dashboard)
     storage = check_storage(storage, ray_train.alive_nodes())
     path = f"{storage}/{name}"
@@ -163,18 +164,31 @@ def _scheduler(opts: SweepOptions, base: RunConfig):
     if opts.scheduler == "median":
         return MedianStoppingRule(**common, grace_period=opts.grace_epochs,
                                   min_samples_required=2)
-    if opts.scheduler == "pbt":  # every grace_epochs, the worst quarter takes the best's weights
+    if opts.population:  # every grace_epochs, the worst quarter takes the best's weights
+        if opts.scheduler == "pb2":
+            from ray.tune.schedulers.pb2 import PB2
+
+            return PB2(**common, perturbation_interval=opts.grace_epochs,
+                       hyperparam_bounds=population_changes(opts, base))
         return PopulationBasedTraining(**common, perturbation_interval=opts.grace_epochs,
-                                       hyperparam_mutations=pbt_mutations(opts, base))
+                                       hyperparam_mutations=population_changes(opts, base))
     return FIFOScheduler()
 
 
-def pbt_mutations(opts: SweepOptions, base: RunConfig) -> dict:
-    mutations = space(opts.space, base).mutations()
-    if not mutations:
-        raise ValueError(f"--scheduler pbt: the space {opts.space!r} varies no train.* field; "
-                         "expected some to mutate (lambda, augmentation, learning rate)")
-    return mutations
+def population_changes(opts: SweepOptions, base: RunConfig) -> dict:
+    """What population-based training may change: PBT resamples the space's train.* fields,
+    PB2 fits a model over the ranges of its continuous ones."""
+    varied = space(opts.space, base)
+    changes = varied.bounds() if opts.scheduler == "pb2" else varied.mutations()
+    if not changes:
+        kind = "continuous train.* field (loguniform or uniform)" if opts.scheduler == "pb2" \
+            else "train.* field"
+        raise ValueError(f"--scheduler {opts.scheduler}: the space {varied.name!r} varies no "
+                         f"{kind}; expected some to change (lambda, augmentation, learning rate)")
+    if opts.scheduler == "pb2" and importlib.util.find_spec("sklearn") is None:
+        raise ValueError("--scheduler pb2: scikit-learn is not installed (PB2's Gaussian "
+                         "process); expected `pip install umtune[population]`")
+    return changes
 
 
 def _concurrency(opts: SweepOptions) -> int:

@@ -10,7 +10,8 @@ from umtune.sweep.trial import TrialOptions
 from umtune.trainable.ray_train import Resources
 
 SEARCHES = ("optuna", "random", "grid")
-SCHEDULERS = ("asha", "hyperband", "median", "pbt", "none")
+SCHEDULERS = ("asha", "hyperband", "median", "pbt", "pb2", "none")
+POPULATION = ("pbt", "pb2")  # schedulers that move weights between trials
 
 
 @dataclass(frozen=True)
@@ -44,17 +45,23 @@ class SweepOptions:
                   (self.trial_workers >= 1, "trial_workers", ">= 1"),
                   (len(self.objectives) == 1 or self.search == "optuna", "objectives",
                    "a single objective unless search is optuna (multi-objective sampler)"),
-                  (self.scheduler != "pbt" or self.trial_workers == 1, "trial_workers",
-                   "1 with --scheduler pbt (a multi-worker trial's Ray Train run restores its "
-                   "own checkpoints, not another trial's)"),
-                  (self.scheduler != "pbt" or self.search != "optuna", "search",
-                   "random or grid with --scheduler pbt (it changes configs Optuna suggested)"),
-                  (self.scheduler != "pbt" or len(self.objectives) == 1, "objectives",
-                   "a single objective with --scheduler pbt")]
+                  (not self.population or self.trial_workers == 1, "trial_workers",
+                   f"1 with --scheduler {self.scheduler} (a multi-worker trial's Ray Train run "
+                   "restores its own checkpoints, not another trial's)"),
+                  (not self.population or self.search != "optuna", "search",
+                   f"random or grid with --scheduler {self.scheduler} (it changes configs "
+                   "Optuna suggested)"),
+                  (not self.population or len(self.objectives) == 1, "objectives",
+                   f"a single objective with --scheduler {self.scheduler}")]
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"sweep option {name}={getattr(self, name)!r}: expected "
                                  f"{expected}")
+
+    @property
+    def population(self) -> bool:
+        """Population-based training: trials take each other's weights."""
+        return self.scheduler in POPULATION
 
     @property
     def worker_cpus(self) -> float:

@@ -62,7 +62,7 @@ def trials_table(results, opts: SweepOptions, base: RunConfig) -> pd.DataFrame:
             "run_path": f"{r.config[TRIAL_KEY]['storage']}/"
                         f"{train_run_name(Path(r.path).name.removeprefix(TRIAL_PREFIX))}",
         })
-        if opts.scheduler == "pbt":
+        if opts.population:
             rows[-1].update(lineage(_history(r)))
     table = pd.DataFrame(rows)
     metric, mode = opts.metrics()
