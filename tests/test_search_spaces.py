@@ -289,3 +289,22 @@ def test_a_grid_too_large_to_enumerate_is_refused_before_ray_starts(tmp_path, ca
                         for k in ("seed", "max_epochs")}}
     with pytest.raises(ValueError, match="a grid search of 39,601 points per sample"):
         space(many).tune_config("grid")
+
+
+def test_the_base_config_is_a_point_of_the_space_or_is_named():
+    """--enqueue-base: a space's point for the base config, switches included; a base value
+    a grid or choice cannot take is refused, naming the parameter."""
+    from umtune.config import preset, replace_path
+    from umtune.search_spaces import space
+
+    base = preset("cpu")
+    assert space("lambda-aug", base).point_of(base)["train.confusion_lambda"] == 0.1
+    point = space("ablation", base).point_of(base)
+    assert (point["train.confusion_lambda"], point["train.aug_semitones"]) == (0.1, 0.5)
+    off = replace_path(base, "train.confusion_lambda", 0.0)
+    lambda_aug = space("lambda-aug", off)
+    assert lambda_aug.to_config(off, lambda_aug.point_of(off)) == off
+    other = replace_path(base, "train.confusion_lambda", 0.05)
+    with pytest.raises(ValueError, match="parameter train.confusion_lambda: the base config's "
+                       "0.05 is not one of its values"):
+        space("ablation", base).point_of(other)

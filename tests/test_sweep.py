@@ -197,9 +197,11 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(cluster, tiny_d
     """SIGKILL `umtune sweep` once a trial has finished (the Optuna study in the sweep folder
     already holds it); `--resume` finishes the other three, the finished trial is neither lost
     nor run again, and the (multi-objective) Optuna searcher goes on: the table marks the
-    Pareto front of held-out CE and generation FLOPs."""
+    Pareto front of held-out CE and generation FLOPs. --enqueue-base: the first trial is the
+    base config."""
     cmd = [sys.executable, "-m", "umtune.cli", "sweep", "--space", "ablation", "--search",
-           "optuna", "--samples", "4", "--scheduler", "asha", "--objective", "quality,cost",
+           "optuna", "--enqueue-base", "--samples", "4", "--scheduler", "asha", "--objective",
+           "quality,cost",
            "--data", str(tiny_dataset),
            "--storage", str(tmp_path), "--name", "sweep", "--address", cluster,
            "--max-concurrent", "1", "--eval-clips", "0", *_sets()]
@@ -228,6 +230,9 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(cluster, tiny_d
     assert table["pareto"].any() and table["generation_flops_per_sample"].nunique() == 1
     saved = json.loads((sweep / "sweep.json").read_text())
     assert saved["options"]["search"] == "optuna" and saved["options"]["samples"] == 4
+    first = table.sort_values("trial").iloc[0]  # --enqueue-base: Optuna's first is the base
+    assert (first["train.confusion_lambda"], first["train.aug_semitones"],
+            first["train.seed"]) == (0.01, 0.5, 0)
 
 
 def test_a_two_worker_trial_trains_as_a_ray_train_run(cluster, tiny_dataset, tmp_path, capsys):

@@ -148,7 +148,8 @@ def _sweep(a: argparse.Namespace) -> int:
                             cpus_per_worker=a.cpus_per_worker, max_concurrent=a.max_concurrent,
                             seed=a.seed, eval_clips=a.eval_clips, eval_seconds=a.eval_seconds,
                             eval_seeds=a.eval_seeds,
-                            grace_epochs=a.grace_epochs, log=parse_log(a.log))
+                            grace_epochs=a.grace_epochs, log=parse_log(a.log),
+                            enqueue_base=a.enqueue_base)
         name = a.name or f"{Path(a.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         if a.dry_run:
             _print_config(base)
@@ -540,6 +541,9 @@ def _add_sweep(sub, config, ray) -> None:
     sw.add_argument("--grace-epochs", type=int, default=1,
                     help="asha, median: epochs every trial runs before it can be stopped; pbt, "
                     "pb2: epochs between perturbations")
+    sw.add_argument("--enqueue-base", action="store_true",
+                    help="optuna: the first trial is the base config itself (--preset/--config "
+                    "with --set), e.g. the paper's settings, before the sampler explores")
     sw.add_argument("--objective", default="quality",
                     help="quality, or quality,cost for a multi-objective (Pareto) search")
     sw.add_argument("--trial-workers", type=int, default=1, help="Train workers per trial")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, get_args, get_type_hints
@@ -228,6 +229,21 @@ class SearchSpace:
             if p.switch:
                 out[p.switch] = tune.choice([True, False])
         return out
+
+    def point_of(self, base: RunConfig) -> dict:
+        """The point whose config is `base` (Optuna's `points_to_evaluate`: the base config as
+        the first trial); a ValueError names a value the space cannot take."""
+        point = {}
+        for p in self.params:
+            value = functools.reduce(getattr, p.field.split("."), base)
+            if p.switch:
+                point[p.switch] = value != p.off_value
+                value = value if point[p.switch] else p.low  # ignored while switched off
+            if p.values and value not in p.values:
+                raise ValueError(f"parameter {p.field}: the base config's {value!r} is not one "
+                                 f"of its values {list(p.values)}")
+            point[p.field] = list(value) if isinstance(value, tuple) else value
+        return point
 
     def mutations(self) -> dict:
         """Population-based training's `hyperparam_mutations`: the space's training

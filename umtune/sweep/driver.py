@@ -45,6 +45,8 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     param_space = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
     if opts.population:
         population_changes(opts, base)  # refused before Ray starts
+    if opts.enqueue_base:
+        space(opts.space, base).point_of(base)
     start_or_join_ray(opts, address, dashboard=dashboard)
     storage = check_storage(storage, ray_train.alive_nodes())
     path = f"{storage}/{name}"
@@ -69,7 +71,7 @@ def _run(base: RunConfig, opts: SweepOptions, param_space: dict, storage: str,
         callbacks.append(LiveStudy(local / STUDY_FILE, opts, base, name=local.name))
     tuner = tune.Tuner(
         _trainable(), param_space={**param_space, TRIAL_KEY: trial.to_dict()},
-        tune_config=tune.TuneConfig(search_alg=_searcher(opts, name),
+        tune_config=tune.TuneConfig(search_alg=_searcher(opts, name, base),
                                     scheduler=_scheduler(opts, base), num_samples=opts.samples,
                                     max_concurrent_trials=_concurrency(opts)
                                     if opts.search == "optuna" else None,
@@ -126,7 +128,7 @@ def _trainable():
     return tune.with_resources(tune_trial, trial_resources)
 
 
-def _searcher(opts: SweepOptions, name: str):
+def _searcher(opts: SweepOptions, name: str, base: RunConfig):
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if opts.search != "optuna":  # takes no max_concurrent_trials; its own limit instead
@@ -135,13 +137,15 @@ def _searcher(opts: SweepOptions, name: str):
     from ray.tune.search.optuna import OptunaSearch
 
     metric, mode = opts.metrics()
+    first = [space(opts.space, base).point_of(base)] if opts.enqueue_base else None
     if len(metric) > 1:
         sampler = optuna.samplers.NSGAIISampler(seed=opts.seed,
                                                 population_size=max(2, min(50, opts.samples // 2)))
         return OptunaSearch(metric=metric, mode=mode, sampler=sampler,
-                            study_name=f"umtune-{name}")
+                            study_name=f"umtune-{name}", points_to_evaluate=first)
     return OptunaSearch(metric=metric[0], mode=mode[0], study_name=f"umtune-{name}",
-                        sampler=optuna.samplers.TPESampler(seed=opts.seed))
+                        sampler=optuna.samplers.TPESampler(seed=opts.seed),
+                        points_to_evaluate=first)
 
 
 def _scheduler(opts: SweepOptions, base: RunConfig):

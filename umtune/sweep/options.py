@@ -34,6 +34,7 @@ class SweepOptions:
     eval_seconds: float = 1.0
     eval_seeds: int = 1  # evaluation seeds averaged (other clips, other samples)
     log: tuple[str, ...] = ()  # live trackers, through Tune's callbacks (trainable/tracking.py)
+    enqueue_base: bool = False  # Optuna's first trial is the base config itself
 
     def __post_init__(self):
         checks = [(self.search in SEARCHES, "search", f"one of {', '.join(SEARCHES)}"),
@@ -52,7 +53,10 @@ class SweepOptions:
                    f"random or grid with --scheduler {self.scheduler} (it changes configs "
                    "Optuna suggested)"),
                   (not self.population or len(self.objectives) == 1, "objectives",
-                   f"a single objective with --scheduler {self.scheduler}")]
+                   f"a single objective with --scheduler {self.scheduler}"),
+                  (not self.enqueue_base or self.search == "optuna", "enqueue_base",
+                   "false unless search is optuna (it enqueues the base config as its first "
+                   "trial)")]
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"sweep option {name}={getattr(self, name)!r}: expected "
