@@ -716,8 +716,9 @@ def test_a_corrupt_result_or_metrics_file_is_named_and_the_rest_is_reported(tiny
 def test_a_sweep_whose_driver_runs_is_not_reported_as_interrupted_nor_resumed(tmp_path,
                                                                                capsys):
     """While a process holds the sweep's driver lock, `report` says the sweep is still running
-    (not to resume it) and `sweep --resume` is refused; once it is gone, report's hint is
-    --resume again."""
+    (not to resume it) until a trial has reported, then reports what has (from the trials'
+    result.json: finished by the base config's budget, or running), and `sweep --resume` is
+    refused; once the lock is gone, report's hint is --resume again."""
     from umtune.cli import main
     from umtune.layout import driver_lock
 
@@ -734,6 +735,28 @@ def test_a_sweep_whose_driver_runs_is_not_reported_as_interrupted_nor_resumed(tm
         assert main(["report", str(sweep), "-o", str(tmp_path / "r.html")]) == 2
         err = capsys.readouterr().err
         assert "the sweep is still running" in err and "--resume" not in err
+        assert "no trial has reported yet" in err
+        base = tiny(DOMAINS)
+        base = replace(base, train=replace(base.train, max_epochs=2))
+        (sweep / "sweep.json").write_text(json.dumps({"options": {}, "name": "live",
+                                                      "base": base.to_dict()}))
+        for trial, epochs, ce in (("trial_a_00000", 2, 4.0), ("trial_a_00001", 1, 4.5)):
+            (sweep / trial).mkdir()
+            (sweep / trial / "result.json").write_text("".join(json.dumps(
+                {"epoch": e, "heldout_ce": ce + 1 / e, "elapsed_s": 3.0 * e, "pid": 7,
+                 "config": {"train.lr": 1e-3 * e, "trial": {"storage": str(sweep / "train")}}})
+                + "\n" for e in range(1, epochs + 1)))
+        data = load_sweep(sweep)
+        assert data.trials.set_index("trial")[["status", "epoch", "heldout_ce", "train.lr"]] \
+            .to_dict("index") == {
+                "trial_a_00000": {"status": "completed", "epoch": 2, "heldout_ce": 4.5,
+                                  "train.lr": 2e-3},
+                "trial_a_00001": {"status": "running", "epoch": 1, "heldout_ce": 5.5,
+                                  "train.lr": 1e-3}}
+        assert "pid" not in data.trials and data.best_trial()[0] == "trial_a_00000"
+        assert main(["report", str(sweep), "-o", str(tmp_path / "r.html")]) == 0
+        assert "the sweep is still running: 2 trial(s) reported so far, 1 completed" in \
+            (tmp_path / "r.html").read_text()
         assert main(["sweep", "--resume", str(sweep)]) == 2
         assert "a umtune sweep driver is running it" in capsys.readouterr().err
     finally:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from umtune.layout import (
+    BASE_KEY,
     BEST_EVAL_METRIC,
     CHECKPOINT_PREFIX,
     EVAL_PREFIX,
@@ -39,9 +40,12 @@ from umtune.layout import (
     SWEEP_FILE,
     SWITCH_SUFFIX,
     TRAIN_RUNS_DIR,
+    TRIAL_KEY,
+    TRIAL_PREFIX,
     TRIALS_FILE,
     TUNE_CHECKPOINT_PREFIX,
     driver_lock,
+    train_run_name,
 )
 from umtune.storage import exists, is_locked, join, local_path, read_bytes
 
@@ -204,20 +208,28 @@ class SweepData:
 
 
 def load_sweep(location: str | Path) -> SweepData:
-    """Read a sweep folder written by `umtune sweep` (its trial table must exist)."""
+    """Read a sweep folder written by `umtune sweep`: its trial table, or, while its driver
+    runs, the trials' reports so far."""
     location = _plain_location(location)
     file = join(location, TRIALS_FILE)
+    running: list[str] = []
     try:
         trials = pd.read_parquet(io.BytesIO(read_bytes(file)))
     except FileNotFoundError:
         local = local_path(location)
         if local is not None and is_locked(Path(driver_lock(str(local)))):
-            raise FileNotFoundError(f"{location}: the sweep is still running (its driver holds "
-                                    f"{driver_lock(str(local))}); its {TRIALS_FILE} is written "
-                                    "when it ends: report it then") from None
-        raise FileNotFoundError(f"{location}: no {TRIALS_FILE}; expected a sweep folder written "
-                                "by `umtune sweep` (finish one whose driver died with "
-                                "`umtune sweep --resume`)") from None
+            trials = running_trials(local)
+            if trials.empty:
+                raise FileNotFoundError(f"{location}: the sweep is still running (its driver "
+                                        f"holds {driver_lock(str(local))}) and no trial has "
+                                        "reported yet: report it once one has") from None
+            running = [f"the sweep is still running: {len(trials)} trial(s) reported so far, "
+                       f"{(trials['status'] == 'completed').sum()} completed; statuses and "
+                       "metrics as of their latest report"]
+        else:
+            raise FileNotFoundError(f"{location}: no {TRIALS_FILE}; expected a sweep folder "
+                                    "written by `umtune sweep` (finish one whose driver died "
+                                    "with `umtune sweep --resume`)") from None
     except (OSError, ValueError) as e:  # pyarrow's errors are both
         raise ValueError(f"{file}: not a readable trial table ({_first_line(e)}); expected the "
                          "parquet file `umtune sweep` writes") from None
@@ -225,7 +237,7 @@ def load_sweep(location: str | Path) -> SweepData:
     if missing:
         raise ValueError(f"{file}: no {' or '.join(missing)} column; expected the trial table "
                          "`umtune sweep` writes")
-    notes: list[str] = []
+    notes: list[str] = running
     trials = trials.reset_index(drop=True).astype({"trial": str, "status": str})
     saved = _read_json(join(location, SWEEP_FILE), notes, "the sweep's options are unknown")
     if saved is None and not exists(join(location, SWEEP_FILE)):
@@ -258,6 +270,40 @@ def load_sweep(location: str | Path) -> SweepData:
                      options=options if isinstance(options, dict) else {},
                      trials=_with_evaluations(trials, evaluations), curves=curves,
                      evaluations=evaluations, notes=notes)
+
+
+def running_trials(sweep: Path) -> pd.DataFrame:
+    """A running sweep's trial table from each trial's latest report (Tune's result.json):
+    its sampled values, its numeric metrics, and "completed" once the base config's budget is
+    spent, else "running"."""
+    from umtune.config import RunConfig
+
+    saved = json.loads((sweep / SWEEP_FILE).read_text()) if (sweep / SWEEP_FILE).is_file() \
+        else {}
+    base = RunConfig.from_dict(saved[BASE_KEY]) if BASE_KEY in saved else None
+    rows = []
+    for folder in sorted(sweep.glob(f"{TRIAL_PREFIX}*")):
+        try:
+            lines = (folder / RESULT_FILE).read_text().splitlines()
+            last = json.loads(lines[-1]) if lines else None
+        except (OSError, ValueError):
+            continue  # not reported yet, or mid-write: the next report shows it
+        if not isinstance(last, dict):
+            continue
+        config = last.get("config") if isinstance(last.get("config"), dict) else {}
+        done = base is not None and base.train.finished(int(last.get("epoch", 0)),
+                                                        float(last.get("elapsed_s", 0)))
+        trial_options = config.get(TRIAL_KEY) if isinstance(config.get(TRIAL_KEY), dict) else {}
+        rows.append({
+            "trial": folder.name, "status": "completed" if done else "running", "reason": "",
+            **{k: v for k, v in config.items() if "." in k and "/" not in k},
+            **{k: v for k, v in last.items() if _is_number(v) and not k.startswith(
+                ("time_", "timestamp", "pid", "done", "training_iteration",
+                 "iterations_since_restore")) and ("/" not in k or k.startswith(EVAL_PREFIX))},
+            "path": str(folder),
+            "run_path": f"{trial_options.get('storage', sweep / TRAIN_RUNS_DIR)}/"
+                        f"{train_run_name(folder.name.removeprefix(TRIAL_PREFIX))}"})
+    return pd.DataFrame(rows)
 
 
 def _read_json(file: str, notes: list[str], consequence: str) -> dict | None:

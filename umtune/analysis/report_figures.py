@@ -22,8 +22,8 @@ from plotly.subplots import make_subplots
 from umtune.analysis.report_data import OFF, SweepData, Unavailable, finite, study_file
 from umtune.layout import HELDOUT_METRIC, SWITCH_SUFFIX
 
-STATUS_COLORS = {"completed": "#1f77b4", "stopped early": "#ff7f0e", "diverged": "#d62728",
-                 "failed": "#7f7f7f"}
+STATUS_COLORS = {"completed": "#1f77b4", "running": "#2ca02c", "stopped early": "#ff7f0e",
+                 "diverged": "#d62728", "failed": "#7f7f7f"}
 MAX_CATEGORIES = 6  # numeric parameters with at most this many values are shown as categories
 MAX_BOX_POINTS = 500  # a box of more trials draws only its outliers: the box says the rest
 MIN_OPTUNA_TRIALS = 20  # completed trials for Optuna's importance; rank correlation below
@@ -94,7 +94,7 @@ def _effect(data: SweepData, key: str, metrics: list[str]) -> go.Figure:
     fig = make_subplots(rows=nrows, cols=cols, subplot_titles=_texts(metrics),
                         horizontal_spacing=0.08, vertical_spacing=_spacing(nrows))
     categories = _categories(values)
-    shown = ("completed", "stopped early")
+    shown = ("completed", "stopped early", "running")
     for i, metric in enumerate(metrics):
         r, c = i // cols + 1, i % cols + 1
         y = finite(t[metric])
