@@ -97,9 +97,15 @@ def test_evaluate_scores_every_pair_and_writes_metrics_and_audio(tiny_dataset, t
 
 def test_evaluate_checkpoint_cli_prints_a_table_and_writes_next_to_the_run(run, capsys):
     """`umtune evaluate CKPT` (data from the checkpoint's config) prints the pair table and
-    summary, writes RUN/evaluation/, and gives the same metrics as evaluate_checkpoint."""
+    summary, names each stage on stderr as it starts, writes RUN/evaluation/, and gives the
+    same metrics as evaluate_checkpoint."""
     assert main(["evaluate", str(run.checkpoint), "--clips", "1", "--seconds", "0.25"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    stages = [line for line in err.splitlines() if line.startswith("evaluate: ")]
+    assert stages == ["evaluate: translating 1 clip(s) of 0.25 s per domain pair, seed 1 of 1",
+                      "evaluate: reconstruction CE and latent gain",
+                      "evaluate: latent domain probe",
+                      "evaluate: pitch probe and note latent gain"]
     assert "whistle" in out and "timbre_acc" in out and "translation_gain" in out
     written = json.loads((run.run_dir / "evaluation" / "metrics.json").read_text())
     assert written["checkpoint"] == str(run.checkpoint)

@@ -43,6 +43,7 @@ Translations are generated with the cached generator, every target decoder at on
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -245,13 +246,25 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path,
     length = max(1, round(options.seconds * sr / pool)) * pool
     classifier = domain_classifier(data)
 
+    def stage(text: str) -> None:
+        if progress:
+            print(f"evaluate: {text}", file=sys.stderr, flush=True)
+
     was_training = model.training
     model.to(device).eval()
     try:
-        runs = [_score_seed(model, cfg, data, classifier, domains, unseen, options.clips, length,
-                            replace(sampling, seed=seed), progress) for seed in seeds]
+        runs = []
+        for i, seed in enumerate(seeds, start=1):
+            stage(f"translating {options.clips} clip(s) of {length / sr:g} s per domain pair, "
+                  f"seed {i} of {len(seeds)}")
+            runs.append(_score_seed(model, cfg, data, classifier, domains, unseen,
+                                    options.clips, length, replace(sampling, seed=seed),
+                                    progress))
+        stage("reconstruction CE and latent gain")
         recon, latent_gain, latent_gain_cold = reconstruction_ce(model, cfg, data, device)
+        stage("latent domain probe")
         latent_acc = latent_domain_accuracy(model, data, domains, device=device)
+        stage("pitch probe and note latent gain")
         pitch = pitch_probe_accuracy(model, data, domains, device)
         note_gain = note_latent_gain(model, data, domains, device)
     finally:

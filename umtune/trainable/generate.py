@@ -313,7 +313,8 @@ def generate_stacked(decoders: Sequence[WaveNetDecoder], z: Tensor, pool: int, *
     else:
         logits_fn = (naive_logits if backend == "naive" else cached_logits)(stack, z, pool)
     t = 0
-    with tqdm(total=steps, disable=not progress, unit="sample", leave=False) as bar:
+    with tqdm(total=steps, disable=not progress, unit="sample", leave=False,
+              desc="generating") as bar:
         for noise in gumbel_noise((G, B, stack.classes), steps, seed, z.device):
             if backend == "fused":
                 fused.run(codes, t, len(noise), noise, temperature, floor, levels, means)
