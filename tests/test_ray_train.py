@@ -13,6 +13,7 @@ import pytest
 import ray
 import torch
 from ray.util.state import list_actors
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_loop import tiny_run
 
 from umtune import storage
@@ -112,12 +113,14 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint_and_loses_no_epoch(
 def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset, tmp_path,
                                                           capsys):
     """`umtune train --workers 2` for 2 epochs, then `--resume` to 4: steps and history go on,
-    on the workers and CPUs the run had."""
+    on the workers and CPUs the run had. --log tensorboard: rank 0 logs every epoch into the
+    run folder, the resumed run too."""
     run = tmp_path / "runs" / "tiny"
     sets = ["--set", "train.steps_per_epoch=3", "--set", "train.eval_segments=2",
             "--set", "data.segment_samples=400", "--set", "model.encoder.pool=200"]
     assert main(["train", "--workers", "2", "--cpus-per-worker", "0.5", "--data",
-                 str(tiny_dataset), "--out", str(run), "--set", "train.max_epochs=2", *sets]) == 0
+                 str(tiny_dataset), "--out", str(run), "--set", "train.max_epochs=2", *sets,
+                 "--log", "tensorboard", "--log-audio-seconds", "0.1"]) == 0
     assert f"run: {run}" in capsys.readouterr().out
     state, history = ray_train.latest(run)
     assert state.epoch == 2 and [m["epoch"] for m in history] == [1, 2]
@@ -125,7 +128,11 @@ def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset
     assert main(["train", "--workers", "2", "--data", str(tiny_dataset), "--out", str(run),
                  "--set", "train.max_epochs=2", *sets]) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert main(["train", "--resume", str(run), "--set", "train.max_epochs=4"]) == 0
+    assert main(["train", "--resume", str(run), "--set", "train.max_epochs=4", "--log",
+                 "tensorboard", "--log-audio-seconds", "0"]) == 0
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"audio": 0}).Reload()
+    assert sorted(e.step for e in events.Scalars("heldout_ce")) == [1, 2, 3, 4]
+    assert [a.step for a in events.Audio("audio/source")] == [1, 2]  # then 0 s: none
     state, history = ray_train.latest(run)
     assert [m["epoch"] for m in history] == [1, 2, 3, 4]
     assert [m["step"] for m in history] == [3, 6, 9, 12] and state.step == 12

@@ -101,7 +101,7 @@ def _train(a: argparse.Namespace) -> None:
         saved_config,
         train_run,
     )
-    from umtune.trainable.tracking import parse_log
+    from umtune.trainable.tracking import Tracking, parse_log
 
     request = RayRequest(workers=a.workers, gpu=a.gpu or None, cpus_per_worker=a.cpus_per_worker,
                          address=a.address, storage=a.storage, max_failures=a.max_failures,
@@ -121,7 +121,7 @@ def _train(a: argparse.Namespace) -> None:
         return
     print(train_run(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
                 indicators=LeadingIndicators(cfg), keep_every_minutes=a.keep_every or 0.0,
-                log=parse_log(a.log)))
+                log=Tracking(parse_log(a.log), a.log_audio_seconds)))
 
 
 def _sweep(a: argparse.Namespace) -> int:
@@ -376,8 +376,8 @@ def _log_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--log", metavar="TRACKERS",
                    help="also log each epoch live to tensorboard, wandb and/or mlflow "
-                   "(comma-separated; train: with a few seconds of reconstructed and translated "
-                   "audio; sweep: through Ray Tune's logger callbacks)")
+                   "(comma-separated; train: with a held-out clip reconstructed and translated; "
+                   "sweep: through Ray Tune's logger callbacks)")
     return p
 
 
@@ -510,6 +510,9 @@ def _add_train(sub, config, ray) -> None:
                    "or s3://... (multi-node); the run is STORAGE/<name of --out>")
     g.add_argument("--max-failures", type=int, default=3,
                    help="worker-group restarts from the latest checkpoint before giving up")
+    tr.add_argument("--log-audio-seconds", type=_number, default=2.0, metavar="S",
+                    help="with --log: seconds of the clip generated from each epoch's "
+                    "checkpoint (0: metrics only; generation takes a while on a CPU)")
     tr.add_argument("--dry-run", action="store_true",
                     help="print the resolved config and what would run, then exit")
     tr.set_defaults(handler=_train)

@@ -55,7 +55,7 @@ from umtune.trainable.model import (
     latent_use,
     parameter_count,
 )
-from umtune.trainable.tracking import Tracked
+from umtune.trainable.tracking import NO_TRACKING, Tracked, Tracking
 
 Report = Callable[[dict, Path | None], None]
 # Measures the model at each epoch end (eval mode, no gradients) beside the held-out CE: e.g.
@@ -499,7 +499,7 @@ def remove_dead_staging(staging: Path) -> None:
 
 def train_plain_run(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
                 indicators: Indicators | None = None, keep_every_minutes: float = 0.0,
-                log: tuple[str, ...] = ()) -> Trainer:
+                log: Tracking = NO_TRACKING) -> Trainer:
     """`umtune train`: one process; `run_dir` holds config.json, checkpoint/, metrics.jsonl
     (and checkpoints/ with `keep_every_minutes`: `LocalRun`); `log` names live trackers
     (tracking.py).

@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +50,7 @@ from umtune.layout import (
 from umtune.trainable import loop
 from umtune.trainable.checkpoint import TrainingState, format_metrics, load_checkpoint
 from umtune.trainable.model import WaveNetDecoder, generation_flops_per_sample
+from umtune.trainable.tracking import NO_TRACKING, Tracked, Tracking
 
 # Called on rank 0 with the final checkpoint's folder and the run's config before the last
 # report; what it returns joins that report (a sweep's trial scores translations here).
@@ -148,20 +150,30 @@ def train_loop_per_worker(config: dict) -> None:
         ray.train.report(metrics, checkpoint=checkpoint,
                          checkpoint_dir_name=checkpoint_name(metrics["epoch"]))
 
+    cfg, log = RunConfig.from_dict(config["run"]), config["log"]
+    if log and ctx.get_world_rank() == 0:  # the trackers write from rank 0 only
+        local = storage.local_path(config["run_path"])  # else W&B's files go to a temp folder
+        folder = local or Path(tempfile.gettempdir()) / config["run_path"].rpartition("/")[2]
+        publish = Tracked(publish, log, folder, cfg)
     restored = ray.train.get_checkpoint()
-    with restored.as_directory() if restored else contextlib.nullcontext() as resume:
-        train_and_report(RunConfig.from_dict(config["run"]), run_path=config["run_path"],
-                         resume=Path(resume) if resume else None, publish=publish,
-                         device=ray.train.torch.get_device(), cpus=cpus,
-                         wrap=ray.train.torch.prepare_model, rank=ctx.get_world_rank(),
-                         world_size=ctx.get_world_size(), indicators=config["indicators"],
-                         final_metrics=config["final_metrics"])
+    try:
+        with restored.as_directory() if restored else contextlib.nullcontext() as resume:
+            train_and_report(cfg, run_path=config["run_path"],
+                             resume=Path(resume) if resume else None, publish=publish,
+                             device=ray.train.torch.get_device(), cpus=cpus,
+                             wrap=ray.train.torch.prepare_model, rank=ctx.get_world_rank(),
+                             world_size=ctx.get_world_size(), indicators=config["indicators"],
+                             final_metrics=config["final_metrics"])
+    finally:
+        if isinstance(publish, Tracked):
+            publish.close()
 
 
 def torch_trainer(cfg: RunConfig, resources: Resources, *, storage_path: str, name: str,
                   keep_checkpoints: int | None = 3, callbacks: list | None = None,
                   indicators: loop.Indicators | None = None,
-                  final_metrics: FinalMetrics | None = None) -> ray.train.torch.TorchTrainer:
+                  final_metrics: FinalMetrics | None = None,
+                  log: Tracking = NO_TRACKING) -> ray.train.torch.TorchTrainer:
     """A TorchTrainer for one run at `<storage_path>/<name>` (not started; call `.fit()`).
 
     Args:
@@ -173,13 +185,19 @@ def torch_trainer(cfg: RunConfig, resources: Resources, *, storage_path: str, na
         callbacks: Ray Train callbacks, e.g. Tune's TuneReportCallback inside a Tune trial.
         indicators: `loop.train`'s per-epoch callback (pickled to every worker).
         final_metrics: added to the last report (pickled to every worker; rank 0 calls it).
+        log: live trackers, written by rank 0 (tracking.py; a local run folder for
+            TensorBoard).
     """
     cfg.data.check_workers(resources.workers)
+    if "tensorboard" in log.trackers and storage.local_path(storage_path) is None:
+        raise ValueError(f"--log tensorboard: the run lives at {storage_path}, not on a file "
+                         "system; expected local or file:// storage (or wandb, mlflow)")
     cfg = replace(cfg, data=cfg.data.with_absolute_path())
     return ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run": cfg.to_dict(), "run_path": f"{storage_path}/{name}",
-                           "final_metrics": final_metrics, "indicators": indicators},
+                           "final_metrics": final_metrics, "indicators": indicators,
+                           "log": log},
         scaling_config=resources.scaling_config(),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks,
@@ -192,7 +210,8 @@ def torch_trainer(cfg: RunConfig, resources: Resources, *, storage_path: str, na
 
 def fit(cfg: RunConfig, resources: Resources = Resources(), *, run_dir: str | Path,
         address: str | None = None, keep_checkpoints: int | None = 3, resume: bool = False,
-        indicators: loop.Indicators | None = None) -> ray.train.Result:
+        indicators: loop.Indicators | None = None, log: Tracking = NO_TRACKING
+        ) -> ray.train.Result:
     """Run (or with `resume`, continue) the run at `run_dir` (`<storage>/<name>`) on Ray and
     wait for it.
 
@@ -208,7 +227,8 @@ def fit(cfg: RunConfig, resources: Resources = Resources(), *, run_dir: str | Pa
         raise FileExistsError(f"{storage_path}/{name} already holds a run: resume it (--resume) "
                               "or choose another name")
     result = torch_trainer(cfg, resources, storage_path=storage_path, name=name,
-                           keep_checkpoints=keep_checkpoints, indicators=indicators).fit()
+                           keep_checkpoints=keep_checkpoints, indicators=indicators,
+                           log=log).fit()
     raise_if_diverged(f"{storage_path}/{name}")
     return result
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from umtune.config import RunConfig
 from umtune.trainable.checkpoint import LocalRun, first_difference, load_checkpoint
 from umtune.trainable.loop import Indicators
+from umtune.trainable.tracking import NO_TRACKING, Tracking
 
 
 @dataclass(frozen=True)
@@ -84,11 +85,11 @@ def plan(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
 
 def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
           request: RayRequest = RayRequest(), indicators: Indicators | None = None,
-          keep_every_minutes: float = 0.0, log: tuple[str, ...] = ()) -> str:
+          keep_every_minutes: float = 0.0, log: Tracking = NO_TRACKING) -> str:
     """Train `cfg` at `run_dir` (with `resume`, continue the run there) until its budgets are
     spent; returns where the run and its latest checkpoint are. `keep_every_minutes`: see
     `LocalRun` (plain runs; a Ray Train run keeps a checkpoint per epoch). `log`: live
-    trackers (plain runs; tracking.py)."""
+    trackers (tracking.py)."""
     if not _on_ray(run_dir, request, resume):
         from umtune.trainable.loop import train_plain_run
 
@@ -99,10 +100,6 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
         raise ValueError(f"--keep-every {keep_every_minutes:g}: a Ray Train run keeps a "
                          "checkpoint of every epoch already (epoch_NNNNNN/); expected it only "
                          "for a plain run")
-    if log:
-        raise ValueError(f"--log {','.join(log)}: a Ray Train run is tracked through a sweep "
-                         "(`umtune sweep --trial-workers N --log ...` logs through Tune); "
-                         "expected it only for a plain run")
 
     from umtune.trainable import ray_train
 
@@ -115,5 +112,6 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
     else:
         resources = ray_train.Resources(max_failures=request.max_failures)
     result = ray_train.fit(cfg, replace(resources, **given), run_dir=run_dir,
-                           address=request.address, resume=resume, indicators=indicators)
+                           address=request.address, resume=resume, indicators=indicators,
+                           log=log)
     return f"run: {result.path}\nlatest checkpoint: {result.checkpoint.path}"

@@ -17,6 +17,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,20 @@ TRACKERS = ("tensorboard", "wandb", "mlflow")
 PROJECT = "umtune"  # W&B project and MLflow experiment, unless the environment says otherwise
 TENSORBOARD_DIR = "tensorboard"
 CLIP_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """What `train --log` asks for: the trackers, and seconds of audio per epoch (0: none)."""
+
+    trackers: tuple[str, ...] = ()
+    audio_seconds: float = CLIP_SECONDS
+
+    def __bool__(self) -> bool:
+        return bool(self.trackers)
+
+
+NO_TRACKING = Tracking()
 
 
 def parse_log(text: str | None) -> tuple[str, ...]:
@@ -126,21 +141,20 @@ class Tracked:
 
     Args:
         report: the run's own report (written first: tracking never loses a checkpoint).
-        names: some of TRACKERS.
+        tracking: the trackers and the seconds of audio per epoch.
         run_dir: the run folder (names the run; TensorBoard and offline W&B write in it).
         cfg: the run's config (logged as the run's parameters).
-        clips: checkpoint -> {name: mono audio at the model's rate}; default `example_clips`.
     """
 
-    def __init__(self, report: Callable, names: tuple[str, ...], run_dir: Path,
-                 cfg: RunConfig, clips: Callable[[Path], dict] | None = None):
+    def __init__(self, report: Callable, tracking: Tracking, run_dir: Path, cfg: RunConfig):
+        names = tracking.trackers
         missing = [n for n in names if importlib.util.find_spec(MODULES[n]) is None]
         if missing:
             raise ValueError(f"--log {missing[0]}: {MODULES[missing[0]]} is not installed; "
                              "expected `pip install umtune[tracking]` (tensorboard, wandb, "
                              "mlflow)")
         self.report, self.names, self.run_dir, self.cfg = report, names, run_dir, cfg
-        self.clips = clips or (lambda checkpoint: example_clips(checkpoint, cfg))
+        self.audio_seconds = tracking.audio_seconds
         self.trackers: list | None = None
 
     def __call__(self, metrics: dict, checkpoint: Path | None) -> None:
@@ -149,7 +163,8 @@ class Tracked:
             self.trackers = []
             for name in self.names:
                 self.trackers.append(OPENERS[name](self.run_dir, self.cfg))
-        clips = self.clips(Path(checkpoint)) if checkpoint is not None else {}
+        clips = example_clips(Path(checkpoint), self.cfg, self.audio_seconds) \
+            if checkpoint is not None and self.audio_seconds > 0 else {}
         for tracker in self.trackers:
             tracker.log(_scalars(metrics), clips, self.cfg.data.sample_rate,
                         int(metrics["epoch"]))
@@ -160,8 +175,7 @@ class Tracked:
         self.trackers = None
 
 
-def example_clips(checkpoint: Path, cfg: RunConfig,
-                  seconds: float | None = None) -> dict[str, np.ndarray]:
+def example_clips(checkpoint: Path, cfg: RunConfig, seconds: float) -> dict[str, np.ndarray]:
     """The first held-out clip of the first domain, reconstructed by its own decoder and
     translated into the second domain, with the default generation (`DEFAULT_SAMPLING`)."""
     from umtune.data import Dataset
@@ -170,7 +184,7 @@ def example_clips(checkpoint: Path, cfg: RunConfig,
     data = Dataset.open(cfg.data.path)
     source, target = cfg.model.domains[0], cfg.model.domains[1 % len(cfg.model.domains)]
     entry = data.files(source, "heldout")[0]
-    length = int((seconds or CLIP_SECONDS) * data.sample_rate)
+    length = int(seconds * data.sample_rate)
     clip = np.asarray(data.audio(entry)[:length], dtype=np.float32)
     translator = load_translator(checkpoint)
     out = translator.translate_many({source: [clip], target: [clip]}, data.sample_rate,
