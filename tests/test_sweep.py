@@ -184,6 +184,9 @@ def test_population_based_trials_take_the_best_trials_weights_and_continue(
             assert (h["epoch"], h["heldout_ce"]) in reported(h["epoch_trial"])
         assert history[0]["epoch_trial"] != trial and history[-1]["epoch_trial"] == trial
         assert table.loc[trial, "schedule"].startswith("train.lr ")
+    report = tmp_path / "report.html"
+    assert main(["report", str(tmp_path / scheduler), "-o", str(report)]) == 0
+    assert table.loc[took[0], "lineage"] in report.read_text()  # the report's trial table
 
 
 def _terminated(sweep: Path) -> int:
