@@ -1,9 +1,11 @@
 """Live tracking in the tools users already watch: TensorBoard, Weights & Biases, MLflow.
 
-`Tracked(report, ...)` wraps a plain run's report: each epoch's numeric metrics go to every
-tracker at step = epoch, and with them a few seconds of one held-out clip reconstructed by its
-own decoder and translated into the next domain, generated from that epoch's checkpoint as
-`umtune translate` would. Sweeps log through Ray Tune's own callbacks (`tune_callbacks`).
+`Tracked(report, ...)` wraps a run's report (a plain run's, or rank 0's of a Ray Train run):
+each epoch's numeric metrics go to every tracker at step = epoch, and with them a few seconds of
+one held-out clip reconstructed by its own decoder and translated into the next domain,
+generated from that epoch's checkpoint as `umtune translate` would. A resumed run is a new run
+in W&B and MLflow; TensorBoard appends to the same folder. Sweeps log through Ray Tune's own
+callbacks (`tune_callbacks`).
 
 Where each writes: TensorBoard to RUN/tensorboard/; W&B to its project (WANDB_PROJECT, default
 "umtune"; WANDB_MODE=offline keeps it on disk under RUN/wandb/); MLflow to its tracking URI
