@@ -51,7 +51,8 @@ class LiveStudy(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         values = [(trial.last_result or {}).get(m) for m in self.metrics]
         if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            self.study.tell(self._optuna_trial(trial), [float(v) for v in values])
+            optuna_trial = self._optuna_trial(trial)  # creates the study on a first end
+            self.study.tell(optuna_trial, [float(v) for v in values])
         else:
             self._fail(trial)
         self.running.pop(trial_name(trial.trial_id), None)
@@ -63,4 +64,5 @@ class LiveStudy(Callback):
     def _fail(self, trial) -> None:
         import optuna
 
-        self.study.tell(self._optuna_trial(trial), state=optuna.trial.TrialState.FAIL)
+        optuna_trial = self._optuna_trial(trial)  # a trial may fail before it reports
+        self.study.tell(optuna_trial, state=optuna.trial.TrialState.FAIL)
