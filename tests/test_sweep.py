@@ -83,6 +83,7 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
     trial is evaluated with two seeds. --log: every trial's reports reach TensorBoard (event
     files in the trial folders) and MLflow (a run per trial in the sweep's experiment)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a SQLite store's artifacts in ./mlruns
     space = tmp_path / "failing.yaml"
     space.write_text(f"params:\n  train.lr: {{type: grid, values: [0.003, 1.0e+30]}}\n"
                      f"  data.path: {{type: grid, values: ['{tiny_dataset}', "

@@ -43,6 +43,7 @@ def test_train_logs_each_epoch_and_its_audio_to_tensorboard_wandb_and_mlflow(
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a SQLite store's artifacts in ./mlruns
     run = tmp_path / "run"
     assert main(["train", "--data", str(tiny_dataset), "--out", str(run), "--set",
                  "train.max_epochs=2", "--set", "train.steps_per_epoch=2", "--log",
@@ -71,6 +72,7 @@ def test_train_logs_each_epoch_and_its_audio_to_tensorboard_wandb_and_mlflow(
             client.get_metric_history(found.info.run_id, "heldout_ce")] == \
         list(zip([1, 2], ce, strict=True))
     assert len(client.list_artifacts(found.info.run_id, "audio")) == 6
+    assert list((tmp_path / "mlruns").rglob("*.wav"))
 
 
 def test_an_unknown_or_missing_tracker_is_refused_before_training(tiny_dataset, tmp_path,
