@@ -120,8 +120,8 @@ def _train(a: argparse.Namespace) -> None:
               "; nothing was written")
         return
     print(train_run(cfg, a.resume or a.out, resume=bool(a.resume), request=request,
-                indicators=LeadingIndicators(cfg), keep_every_minutes=a.keep_every or 0.0,
-                log=Tracking(parse_log(a.log), a.log_audio_seconds)))
+                    indicators=LeadingIndicators(cfg), keep_every_minutes=a.keep_every or 0.0,
+                    log=Tracking(parse_log(a.log), a.log_audio_seconds)))
 
 
 def _sweep(a: argparse.Namespace) -> int:
@@ -172,34 +172,35 @@ def _with_sets(a: argparse.Namespace, cfg, minutes: float | None):
                                      else [])])
 
 
-def _new_config(a: argparse.Namespace):
+SWEEP_DATA = "data/lines8k"
+DEFAULT_PRESET = "tiny"
+
+
+def _new_config(a: argparse.Namespace, default_data: str | None = SWEEP_DATA):
     """The config of a new run: a --config file as written (pointed at --data if given), or the
     preset sized for the dataset's domains and sample rate (presets count in samples) and
-    pointed at it (a sweep's dataset defaults to what `make demo` renders; the option object is
-    shared with train, so the default is applied here, not on the parser)."""
+    pointed at it; without --data, `default_data` (a sweep's: what `make demo` renders; the
+    option object is shared with train, so the default is applied here, not on the parser), or
+    with None the preset as it is."""
     from umtune.config import load_config_file, preset, replace_path
     from umtune.data import Dataset
 
     if a.config:
         cfg = load_config_file(a.config)
         data = Path(a.data or cfg.data.path)
-    else:
-        data = Path(a.data or SWEEP_DATA)
+    elif a.data or default_data:
+        data = Path(a.data or default_data)
         dataset = Dataset.open(data)
         cfg = replace_path(preset(a.preset or DEFAULT_PRESET, dataset.domains),
                            "data.sample_rate", dataset.sample_rate)
+    else:
+        cfg = preset(a.preset or DEFAULT_PRESET)
+        data = Path(cfg.data.path)
     return replace_path(cfg, "data.path", str(data.absolute()))  # a resume may run elsewhere
 
 
 def _config_show(a: argparse.Namespace) -> None:
-    from umtune.config import preset, replace_path
-
-    if a.config or a.data:
-        cfg = _new_config(a)
-    else:  # no dataset to size it for: the preset's own domains
-        cfg = preset(a.preset or DEFAULT_PRESET)
-        cfg = replace_path(cfg, "data.path", str(Path(cfg.data.path).absolute()))
-    _print_config(_with_sets(a, cfg, minutes=None))
+    _print_config(_with_sets(a, _new_config(a, default_data=None), minutes=None))
 
 
 def _print_config(cfg) -> None:
@@ -211,10 +212,6 @@ def _print_config(cfg) -> None:
     plain = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists
     print(yaml.safe_dump(plain, sort_keys=False).rstrip())
     print("\n".join(f"# {line}" for line in describe(cfg).splitlines()))
-
-
-SWEEP_DATA = "data/lines8k"
-DEFAULT_PRESET = "tiny"
 
 
 def _translate(a: argparse.Namespace) -> None:

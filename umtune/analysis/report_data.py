@@ -166,11 +166,7 @@ class SweepData:
         one-worker trial (`checkpoint_NNNNNN/`), in its Ray Train run for a multi-worker one
         (`epoch_NNNNNN/`)."""
         row = self.trials[self.trials["trial"] == trial].iloc[0]
-        run = row.get("run_path")
-        run_name = str(run).rstrip("/").rpartition("/")[2] if isinstance(run, str) else ""
-        folders = [_found(row.get("path"), join(self.location, trial), self.location),
-                   _found(run, join(self.location, TRAIN_RUNS_DIR, run_name) if run_name else
-                          None, self.location)]
+        folders = [_trial_folder(row, self.location), _run_folder(row, self.location)]
         local = [Path(p) for f in folders if f is not None and (p := local_path(f)) is not None]
         kept = {int(number): c for folder in local
                 for prefix in (TUNE_CHECKPOINT_PREFIX, CHECKPOINT_PREFIX)
@@ -248,13 +244,10 @@ def load_sweep(location: str | Path) -> SweepData:
     evaluations = {}
     for _, row in trials.iterrows():
         trial = row["trial"]
-        folder = _found(row.get("path"), join(location, trial), location)
+        folder = _trial_folder(row, location)
         if folder is not None and (curve := _curve(folder, notes)) is not None:
             curves[trial] = curve
-        run = row.get("run_path")
-        run_name = str(run).rstrip("/").rpartition("/")[2] if isinstance(run, str) else ""
-        run = _found(run, join(location, TRAIN_RUNS_DIR, run_name) if run_name else None,
-                     location)
+        run = _run_folder(row, location)
         if run is not None:
             metrics = _read_json(join(run, EVALUATION_FILE), notes,
                                  f"{trial}'s evaluation is left out")
@@ -373,6 +366,18 @@ def _curve(folder: str, notes: list[str]) -> pd.DataFrame | None:
     curve = pd.DataFrame(rows, columns=list(CURVE_METRICS))
     # a trial restored after a driver failure may report an epoch twice: keep the latest report
     return curve.drop_duplicates("epoch", keep="last").sort_values("epoch", ignore_index=True)
+
+
+def _trial_folder(row: pd.Series, root: str) -> str | None:
+    """A trial's Tune folder in the sweep folder `root` (where it was, or where it is now)."""
+    return _found(row.get("path"), join(root, row["trial"]), root)
+
+
+def _run_folder(row: pd.Series, root: str) -> str | None:
+    """A trial's run folder under `root`/train/ (where it was, or where it is now)."""
+    run = row.get("run_path")
+    name = str(run).rstrip("/").rpartition("/")[2] if isinstance(run, str) else ""
+    return _found(run, join(root, TRAIN_RUNS_DIR, name) if name else None, root)
 
 
 def _found(recorded, fallback: str | None, root: str) -> str | None:

@@ -41,21 +41,20 @@ def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "swe
     from umtune.trainable import ray_train
 
     base = replace(base, data=base.data.with_absolute_path())
-    # The space is built (and so checked) before Ray starts and before anything is written.
+    # The space, the scheduler and Optuna's first point are built (and so checked) before Ray
+    # starts and before anything is written.
     param_space = get(opts.space, base, "optuna" if opts.search == "optuna" else opts.search)
-    if opts.population:
-        population_changes(opts, base)  # refused before Ray starts
-    if opts.enqueue_base:
-        space(opts.space, base).point_of(base)
+    scheduler = _scheduler(opts, base)
+    first = [space(opts.space, base).point_of(base)] if opts.enqueue_base else None
     start_or_join_ray(opts, address, dashboard=dashboard)
     storage = check_storage(storage, ray_train.alive_nodes())
     path = f"{storage}/{name}"
     with driving(path):
-        return _run(base, opts, param_space, storage, name)
+        return _run(base, opts, param_space, scheduler, first, storage, name)
 
 
-def _run(base: RunConfig, opts: SweepOptions, param_space: dict, storage: str,
-         name: str) -> SweepResult:
+def _run(base: RunConfig, opts: SweepOptions, param_space: dict, scheduler,
+         first: list[dict] | None, storage: str, name: str) -> SweepResult:
     from ray import tune
 
     from umtune.sweep.live import LiveStudy
@@ -71,8 +70,8 @@ def _run(base: RunConfig, opts: SweepOptions, param_space: dict, storage: str,
         callbacks.append(LiveStudy(local / STUDY_FILE, opts, base, name=local.name))
     tuner = tune.Tuner(
         _trainable(), param_space={**param_space, TRIAL_KEY: trial.to_dict()},
-        tune_config=tune.TuneConfig(search_alg=_searcher(opts, name, base),
-                                    scheduler=_scheduler(opts, base), num_samples=opts.samples,
+        tune_config=tune.TuneConfig(search_alg=_searcher(opts, name, first),
+                                    scheduler=scheduler, num_samples=opts.samples,
                                     max_concurrent_trials=_concurrency(opts)
                                     if opts.search == "optuna" else None,
                                     trial_name_creator=short_trial_name,
@@ -128,7 +127,8 @@ def _trainable():
     return tune.with_resources(tune_trial, trial_resources)
 
 
-def _searcher(opts: SweepOptions, name: str, base: RunConfig):
+def _searcher(opts: SweepOptions, name: str, first: list[dict] | None):
+    """The search: Optuna (starting from the points `first`, if any), or Tune's random/grid."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if opts.search != "optuna":  # takes no max_concurrent_trials; its own limit instead
@@ -137,7 +137,6 @@ def _searcher(opts: SweepOptions, name: str, base: RunConfig):
     from ray.tune.search.optuna import OptunaSearch
 
     metric, mode = opts.metrics()
-    first = [space(opts.space, base).point_of(base)] if opts.enqueue_base else None
     if len(metric) > 1:
         sampler = optuna.samplers.NSGAIISampler(seed=opts.seed,
                                                 population_size=max(2, min(50, opts.samples // 2)))

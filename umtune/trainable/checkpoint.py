@@ -63,8 +63,7 @@ def save_checkpoint(state: TrainingState, directory: Path) -> Path:
     with one rename of its state.pt."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()  # serialised first: a failed write then says why (a full disk)
-    torch.save({
+    _write_torch({
         "config": state.config.to_dict(),
         "model": state.model,
         "autoencoder_optimizer": state.autoencoder_optimizer,
@@ -73,19 +72,20 @@ def save_checkpoint(state: TrainingState, directory: Path) -> Path:
         "epoch": state.epoch,
         "elapsed_seconds": state.elapsed_seconds,
         **({} if state.averaged is None else {"averaged": state.averaged}),
-    }, buffer)
-    with _naming(directory / STATE_FILE), staged(directory / STATE_FILE) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
+    }, directory / STATE_FILE)
     return directory
 
 
-@contextlib.contextmanager
-def _naming(path: Path) -> Iterator[None]:
-    """An OSError in the block (a full disk) names `path`."""
+def _write_torch(obj, file: Path) -> None:
+    """`torch.save` to `file` with one rename, serialised in memory first so that a failed
+    write (a full disk) is an OSError naming `file`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     try:
-        yield
+        with staged(file) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
     except OSError as e:
-        raise OSError(e.errno, f"{path}: cannot write the checkpoint ({e.strerror or e})") from e
+        raise OSError(e.errno, f"{file}: cannot write the checkpoint ({e.strerror or e})") from e
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> TrainingState:
@@ -142,11 +142,8 @@ def export_model(checkpoint: Path, out: Path) -> Path:
                               "or empty folder")
     refuse_output_in(out, {"the checkpoint": checkpoint})
     state = load_checkpoint(checkpoint)
-    buffer = io.BytesIO()
-    torch.save(state.generator_weights(), buffer)
     out.mkdir(parents=True, exist_ok=True)
-    with _naming(out / EXPORT_WEIGHTS), staged(out / EXPORT_WEIGHTS) as tmp:
-        tmp.write_bytes(buffer.getbuffer())
+    _write_torch(state.generator_weights(), out / EXPORT_WEIGHTS)
     write_json_atomic(out / RUN_CONFIG_FILE, state.config.to_dict())
     return out
 
