@@ -76,8 +76,8 @@ RESULTS_RUN ?= runs/cpu-$(shell date +%Y%m%d-%H%M%S)
 translation-results: setup $(LINES_DATA)/manifest.json $(FOUR_VOICE_DATA)/manifest.json
 	$(VENV)/bin/umtune train --preset cpu --data $(LINES_DATA) --minutes $(RESULTS_MINUTES) \
 		--set train.compile=true --keep-every $(CURVE_EVERY) --out $(RESULTS_RUN)
-	$(VENV)/bin/umtune evaluate $(RESULTS_RUN)/checkpoint --clips 4 --seeds 2 --table results/cpu.md
-	$(VENV)/bin/umtune evaluate $(RESULTS_RUN)/checkpoint --data $(FOUR_VOICE_DATA) --clips 2 \
+	$(VENV)/bin/umtune evaluate $(RESULTS_RUN) --clips 4 --seeds 2 --table results/cpu.md
+	$(VENV)/bin/umtune evaluate $(RESULTS_RUN) --data $(FOUR_VOICE_DATA) --clips 2 \
 		-o $(RESULTS_RUN)/eval-four-voice --table results/cpu-four-voice.md
 
 # What more compute buys: the run of translation-results (RESULTS_RUN=runs/cpu-...) resumed to
@@ -87,7 +87,7 @@ CURVE_MINUTES ?= 180
 CURVE_EVERY ?= 30
 
 translation-curve: setup $(LINES_DATA)/manifest.json
-	@test -f "$(RESULTS_RUN)/checkpoint/state.pt" || { echo "translation-curve: set \
+	@test -f "$(RESULTS_RUN)/run.json" || { echo "translation-curve: set \
 		RESULTS_RUN to the run of translation-results (runs/cpu-...)"; exit 2; }
 	$(VENV)/bin/umtune train --resume $(RESULTS_RUN) --minutes $(CURVE_MINUTES) \
 		--keep-every $(CURVE_EVERY)

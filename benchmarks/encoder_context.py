@@ -7,7 +7,7 @@ against 4,000). This prints, per domain, each decoder's teacher-forced CE on the
 clips with latents from training-size windows, from the whole clip, and with another clip's
 latent (the latent gain), in the training precision (or --precision: generation runs fp32):
 
-    .venv/bin/python benchmarks/encoder_context.py runs/base60/checkpoint --seconds 2 --clips 4
+    .venv/bin/python benchmarks/encoder_context.py runs/base60 --seconds 2 --clips 4
 """
 
 from __future__ import annotations

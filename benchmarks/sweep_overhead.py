@@ -32,7 +32,7 @@ from umtune.config import overrides, preset
 from umtune.data import Dataset
 from umtune.sweep import SweepOptions, run_sweep
 from umtune.sweep.driver import start_or_join_ray
-from umtune.trainable.ray_train import read_history
+from umtune.trainable.run_folder import read_history
 
 UMTUNE = Path(sys.executable).with_name("umtune")  # the venv's console script
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -23,8 +24,9 @@ from test_loop import tiny_run
 
 from umtune.cli import main
 from umtune.data import Dataset
-from umtune.trainable.checkpoint import LocalRun, load_checkpoint, load_model, save_checkpoint
+from umtune.trainable.checkpoint import load_checkpoint, load_model, save_checkpoint
 from umtune.trainable.loop import Trainer, train
+from umtune.trainable.run_folder import LocalRun
 
 
 def _state(tiny_dataset, **train):
@@ -74,18 +76,23 @@ def test_checkpoints_get_the_permissions_the_umask_allows(tiny_dataset, tmp_path
 
 
 def test_replacing_a_checkpoint_never_leaves_a_moment_without_one(tiny_dataset, tmp_path):
-    """Each new checkpoint replaces state.pt with one rename inside a checkpoint/ folder that
-    stays put (same inode); a reader polling all the while always finds a loadable file."""
+    """Each new checkpoint appears whole (one rename of its folder) before the one it replaces
+    is removed; a reader polling all the while always finds a loadable newest one."""
     run = LocalRun(tmp_path / "run", echo=False)
     state = _state(tiny_dataset)
     staged = save_checkpoint(state, tmp_path / "staged")
     run({"epoch": 1}, staged)
-    inode = run.checkpoint.stat().st_ino
     seen, stop = [], threading.Event()
 
+    def newest_is_whole() -> bool:
+        try:
+            return (run.checkpoint / "state.pt").is_file()
+        except FileNotFoundError:
+            return False
+
     def read() -> None:
-        while not stop.is_set():
-            seen.append((run.checkpoint / "state.pt").is_file())
+        while not stop.is_set():  # a listing taken just before a removal is read again
+            seen.append(newest_is_whole() or newest_is_whole())
             time.sleep(0.0005)  # leave the writer the interpreter
 
     reader = threading.Thread(target=read)
@@ -94,14 +101,15 @@ def test_replacing_a_checkpoint_never_leaves_a_moment_without_one(tiny_dataset, 
         for epoch in range(2, 12):
             save_checkpoint(replace(state, epoch=epoch), staged)
             run({"epoch": epoch}, staged)
-            assert run.checkpoint.stat().st_ino == inode
     finally:
         stop.set()
         reader.join()
     assert seen and all(seen)
     assert load_checkpoint(run.checkpoint).epoch == 11
-    assert sorted(p.name for p in run.checkpoint.iterdir()) == ["state.pt"]
-    assert sorted(p.name for p in run.run_dir.iterdir()) == ["checkpoint", "metrics.jsonl"]
+    assert sorted(p.name for p in run.checkpoint.iterdir()) == ["metrics.jsonl", "state.pt"]
+    assert sorted(p.name for p in run.run_dir.iterdir()) == ["checkpoints", "metrics.jsonl",
+                                                             "run.json"]
+    assert [p.name for p in (run.run_dir / "checkpoints").iterdir()] == ["epoch_000011"]
 
 
 def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory(tiny_dataset, tmp_path,
@@ -138,12 +146,12 @@ def test_train_out_onto_an_existing_run_without_resume_is_refused(tiny_dataset, 
             "data.segment_samples=800", "--set", "train.eval_segments=2"]
     assert main(args) == 0
     before = {p.name: p.read_bytes() for p in (run / "metrics.jsonl", run / "config.json",
-                                                 run / "checkpoint" / "state.pt")}
+                                                 LocalRun(run).checkpoint / "state.pt")}
     capsys.readouterr()
     assert main(args) == 2
     assert f"{run} already holds a run" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (run / "metrics.jsonl", run / "config.json",
-                                               run / "checkpoint" / "state.pt")} == before
+                                               LocalRun(run).checkpoint / "state.pt")} == before
     assert [json.loads(line)["epoch"] for line in
             (run / "metrics.jsonl").read_text().splitlines()] == [1]
 
@@ -213,7 +221,7 @@ def test_a_disk_that_fills_at_the_first_checkpoint_leaves_a_folder_a_new_run_can
     assert f"{run} holds no complete checkpoint" in capsys.readouterr().err
     remount("size=8m")
     assert main(_train_args(tiny_dataset, run)) == 0
-    assert (run / "checkpoint" / "state.pt").is_file()
+    assert (LocalRun(run).checkpoint / "state.pt").is_file()
     assert [p.name for p in disk.glob(".*")] == [".run.lock"] and not list(run.rglob(".*.tmp"))
 
 
@@ -260,7 +268,7 @@ def test_resume_keeps_what_the_weights_fix_and_refuses_edits_and_strangers(tiny_
     moved = shutil.copytree(tiny_dataset, tmp_path / "moved")
     assert main(["train", "--resume", str(run), "--data", str(moved), "--set",
                  "train.max_epochs=2"]) == 0
-    assert load_checkpoint(run / "checkpoint").config.data.path == str(moved)
+    assert load_checkpoint(run).config.data.path == str(moved)
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--set", "model.decoder.residual_channels=4",
                  "--set", "train.max_epochs=3"]) == 2
@@ -273,7 +281,7 @@ def test_resume_keeps_what_the_weights_fix_and_refuses_edits_and_strangers(tiny_
     assert "config.json differs from its checkpoint's config at train.lr" in \
         capsys.readouterr().err
     (run / "config.json").write_text(json.dumps(config))
-    shutil.copy(other / "checkpoint" / "state.pt", run / "checkpoint" / "state.pt")
+    shutil.copy(LocalRun(other).checkpoint / "state.pt", LocalRun(run).checkpoint / "state.pt")
     shutil.copy(other / "config.json", run / "config.json")
     assert main(["train", "--resume", str(run), "--set", "train.max_epochs=3"]) == 2
     assert "was written by another run" in capsys.readouterr().err
@@ -298,9 +306,10 @@ def test_a_stopped_training_says_what_was_saved_and_resumes(tiny_dataset, tmp_pa
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code
-    assert err.strip().splitlines()[-1] == (
-        f"umtune: {how}; {run}/checkpoint holds the last finished epoch: continue with "
-        f"`umtune train --resume {run}`")
+    assert re.fullmatch(
+        re.escape(f"umtune: {how}; {run}/checkpoints/epoch_") + r"\d{6}" + re.escape(
+            f" holds the last finished epoch: continue with `umtune train --resume {run}`"),
+        err.strip().splitlines()[-1])
     done = len((run / "metrics.jsonl").read_text().splitlines())
     assert main(["train", "--resume", str(run), "--set", f"train.max_epochs={done + 1}"]) == 0
 

@@ -22,10 +22,11 @@ from umtune.analysis.evaluate import (
 from umtune.analysis.results import heldout_curve, target_rows
 from umtune.cli import main
 from umtune.data import Dataset, DatasetError
-from umtune.trainable.checkpoint import LocalRun, load_checkpoint
+from umtune.trainable.checkpoint import load_checkpoint
 from umtune.trainable.generate import DEFAULT_SAMPLING
 from umtune.trainable.loop import train
 from umtune.trainable.model import UniversalTranslator
+from umtune.trainable.run_folder import LocalRun
 
 PAIR_KEYS = {"source", "target", "timbre_acc", "chroma_to_source", "chroma_to_truth",
              "spectral_distance", "identity_distance", "translation_gain"}
@@ -98,7 +99,7 @@ def test_evaluate_scores_every_pair_and_writes_metrics_and_audio(tiny_dataset, t
 def test_evaluate_checkpoint_cli_prints_a_table_and_writes_next_to_the_run(run, capsys):
     """`umtune evaluate CKPT` (data from the checkpoint's config) prints the pair table and
     summary, names each stage on stderr as it starts, writes RUN/evaluation/, and gives the
-    same metrics as evaluate_checkpoint."""
+    same metrics as evaluate_checkpoint; run again on the same inputs it reuses them."""
     assert main(["evaluate", str(run.checkpoint), "--clips", "1", "--seconds", "0.25"]) == 0
     out, err = capsys.readouterr()
     stages = [line for line in err.splitlines() if line.startswith("evaluate: ")]
@@ -111,6 +112,15 @@ def test_evaluate_checkpoint_cli_prints_a_table_and_writes_next_to_the_run(run, 
     assert written["checkpoint"] == str(run.checkpoint)
     again = evaluate_checkpoint(run.checkpoint, options=EvalOptions(clips=1, seconds=0.25))
     assert again["pairs"] == written["pairs"] and again["summary"] == written["summary"]
+    # the same weights, data and options again: the evaluation is reused, unless --again
+    metrics = run.run_dir / "evaluation" / "metrics.json"
+    before = metrics.read_bytes()
+    assert main(["evaluate", str(run.run_dir), "--clips", "1", "--seconds", "0.25"]) == 0
+    assert "\nreused: " in capsys.readouterr().out and metrics.read_bytes() == before
+    assert main(["evaluate", str(run.checkpoint), "--clips", "1", "--seconds", "0.25",
+                 "--again"]) == 0
+    assert "\nwritten: " in capsys.readouterr().out
+    assert json.loads(metrics.read_text())["inputs"] == written["inputs"]
 
 
 def test_evaluate_errors_name_what_is_missing(run, tiny_dataset, tmp_path, capsys):
@@ -232,16 +242,17 @@ def test_several_seeds_average_the_translation_metrics_and_give_their_spread(tin
 
 def test_a_run_keeps_the_first_checkpoint_past_each_mark(run, tmp_path):
     """With keep_every_minutes=1, reports at 50, 70, 130, 200 and 230 s of training keep the
-    checkpoints of 70 s (minute 1), 130 s (minute 2) and 200 s (minute 3), not 50 s or 230 s;
-    the newest is always in checkpoint/."""
+    checkpoints of 70 s (minute 1), 130 s (minute 2) and 200 s (minute 3), not 50 s; the
+    newest (230 s) is kept too, and is the run's checkpoint."""
     kept = LocalRun(tmp_path / "kept", echo=False, keep_every_minutes=1.0)
+    staged = shutil.copytree(run.checkpoint, tmp_path / "staged")
     for epoch, elapsed in enumerate((50.0, 70.0, 130.0, 200.0, 230.0), start=1):
-        kept({"epoch": epoch, "elapsed_s": elapsed}, run.checkpoint)
-    assert sorted(p.name for p in kept.milestones.iterdir()) == [
-        "minute_0001_000", "minute_0002_000", "minute_0003_000"]
-    assert (kept.milestones / "minute_0002_000" / "state.pt").read_bytes() == \
+        kept({"epoch": epoch, "elapsed_s": elapsed}, staged)
+    assert sorted(p.name for p in (kept.run_dir / "checkpoints").iterdir()) == [
+        "epoch_000002", "epoch_000003", "epoch_000004", "epoch_000005"]
+    assert (kept.run_dir / "checkpoints" / "epoch_000003" / "state.pt").read_bytes() == \
         (run.checkpoint / "state.pt").read_bytes()
-    assert (kept.checkpoint / "state.pt").exists()
+    assert kept.checkpoint.name == "epoch_000005"
 
 
 def test_evaluating_several_checkpoints_writes_one_curve_table(run, tiny_dataset, tmp_path,
@@ -257,7 +268,8 @@ def test_evaluating_several_checkpoints_writes_one_curve_table(run, tiny_dataset
     assert main(["evaluate", str(late), str(early), "--clips", "1", "--seconds", "0.25",
                  "-o", str(tmp_path / "ev"), "--table", str(table)]) == 0
     assert (tmp_path / "ev" / "early" / "metrics.json").exists()
-    assert main(["evaluate", str(later.checkpoint), str(run.checkpoint), "-o",
+    namesake = shutil.copytree(later.checkpoint, tmp_path / "other" / later.checkpoint.name)
+    assert main(["evaluate", str(later.checkpoint), str(namesake), "-o",
                  str(tmp_path / "ev2"), "--table", str(table)]) == 2
     assert "would both be evaluated into" in capsys.readouterr().err
     text = table.read_text()

@@ -11,7 +11,7 @@ from test_model import TINY
 from umtune.cli import main
 from umtune.config import PRESETS, DataConfig, RunConfig, TrainConfig, preset
 from umtune.data import Dataset
-from umtune.trainable.checkpoint import LocalRun, load_checkpoint, load_model, save_checkpoint
+from umtune.trainable.checkpoint import load_checkpoint, load_model, save_checkpoint
 from umtune.trainable.loop import (
     Trainer,
     confusion_penalty,
@@ -23,6 +23,7 @@ from umtune.trainable.loop import (
     train,
 )
 from umtune.trainable.model import encoder_receptive_field
+from umtune.trainable.run_folder import LocalRun
 
 
 def tiny_run(data_path, **train) -> RunConfig:
@@ -119,7 +120,7 @@ def test_train_and_translate_cli_end_to_end(tiny_dataset, tmp_path, capsys):
     clip = tmp_path / "whistle.wav"
     sf.write(clip, source.audio(entry)[:8000], 16000)
     sf.write(tmp_path / "clip44k.flac", source.audio(entry)[:22050], 44100)
-    assert main(["translate", "--checkpoint", str(run / "checkpoint"), "--to", "flute",
+    assert main(["translate", "--checkpoint", str(run), "--to", "flute",  # its newest
                  str(clip), str(tmp_path / "clip44k.flac"), "-o", str(tmp_path / "out")]) == 0
     audio, sr = sf.read(tmp_path / "out" / "whistle_to_flute.wav")
     assert sr == 16000 and len(audio) == 8000 and abs(audio).max() > 0

@@ -20,10 +20,11 @@ from umtune import storage
 from umtune.cli import main
 from umtune.layout import SNAPSHOT_FILE
 from umtune.trainable import ray_train
-from umtune.trainable.checkpoint import LocalRun, load_checkpoint
+from umtune.trainable.checkpoint import load_checkpoint
 from umtune.trainable.loop import train
 from umtune.trainable.model import UniversalTranslator
 from umtune.trainable.ray_train import Resources
+from umtune.trainable.run_folder import LocalRun, RunFolder, read_history
 
 pytestmark = pytest.mark.slow  # a real Ray cluster: minutes
 
@@ -92,13 +93,14 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint_and_loses_no_epoch(
         cfg, Resources(workers=2, max_failures=2), run_dir=tmp_path / "run")))
     thread.start()
     deadline = time.monotonic() + 240
-    while "epoch_000001" not in _committed_checkpoints(tmp_path / "run"):
+    while "checkpoints/epoch_000001" not in _committed_checkpoints(tmp_path / "run"):
         assert time.monotonic() < deadline and thread.is_alive(), "no first checkpoint"
         time.sleep(0.2)
     workers = _train_workers()
     assert len(workers) == 2
     time.sleep(0.5)  # into epoch 2
-    assert not (tmp_path / "run" / "epoch_000002").exists(), "epoch 2 ended before the kill"
+    assert not (tmp_path / "run" / "checkpoints" / "epoch_000002").exists(), \
+        "epoch 2 ended before the kill"
     os.kill(workers[1].pid, signal.SIGKILL)
     thread.join(timeout=300)
     assert not thread.is_alive() and "result" in outcome
@@ -107,7 +109,21 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint_and_loses_no_epoch(
     assert [m["epoch"] for m in history] == [1, 2, 3]
     assert [m["step"] for m in history] == [200, 400, 600] and state.step == 600
     assert [m["start_epoch"] for m in history] == [0, 1, 1]  # epochs 2-3 after the restart
+    assert read_history(tmp_path / "run") == history  # the run folder's, rewritten at restart
+    assert RunFolder(tmp_path / "run").trainer() == "ray_train"
     assert {w.pid for w in workers}.isdisjoint({w.pid for w in _train_workers()})
+
+
+def _as_before_run_json(run) -> None:
+    """A Ray Train run of the shape umtune wrote before run.json: epoch_NNNNNN/ beside Ray's
+    snapshot, which names them so, and no run.json, config.json or metrics.jsonl."""
+    for checkpoint in (run / "checkpoints").iterdir():
+        checkpoint.rename(run / checkpoint.name)
+    (run / "checkpoints").rmdir()
+    snapshot = run / SNAPSHOT_FILE
+    snapshot.write_text(snapshot.read_text().replace("checkpoints/epoch_", "epoch_"))
+    for name in ("run.json", "config.json", "metrics.jsonl"):
+        (run / name).unlink()
 
 
 def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset, tmp_path,
@@ -128,6 +144,12 @@ def test_cli_resume_continues_a_ray_run_where_it_stopped(local_ray, tiny_dataset
     assert main(["train", "--workers", "2", "--data", str(tiny_dataset), "--out", str(run),
                  "--set", "train.max_epochs=2", *sets]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    _as_before_run_json(run)  # as umtune wrote it before: refused, upgraded, then resumed
+    assert main(["train", "--resume", str(run), "--set", "train.max_epochs=4"]) == 2
+    assert "earlier shape" in capsys.readouterr().err
+    assert main(["upgrade", str(run)]) == 0
+    assert RunFolder(run).trainer() == "ray_train" and [
+        m["epoch"] for m in read_history(run)] == [1, 2]
     assert main(["train", "--resume", str(run), "--set", "train.max_epochs=4", "--log",
                  "tensorboard", "--log-audio-seconds", "0"]) == 0
     events = EventAccumulator(str(run / "tensorboard"), size_guidance={"audio": 0}).Reload()

@@ -22,6 +22,7 @@ import umtune.sweep
 from umtune.cli import main
 from umtune.config import overrides, preset
 from umtune.trainable.checkpoint import load_model
+from umtune.trainable.run_folder import RunFolder
 
 pytestmark = pytest.mark.slow  # real Ray clusters: minutes
 # Trials short enough that Train's worker start-up (~20 s) dominates: 2 epochs of 3 steps.
@@ -120,7 +121,10 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
                                                       "heldout_ce")] == [1, 2]
     assert main(["best", str(tmp_path / "failing")]) == 0  # the one completed trial's newest
     best = capsys.readouterr()
-    assert best.out.strip() == str(max(Path(good["path"]).glob("checkpoint_*")))
+    run = RunFolder(good["run_path"])  # the trial's run folder, of the one shape
+    assert best.out.strip() == str(run.checkpoint) and run.checkpoint.name == "epoch_000002"
+    assert run.trainer() == "tune_trial" and [m["epoch"] for m in run.history()] == [1, 2]
+    assert json.loads(Path(run.file("config.json")).read_text())["train"]["lr"] == 0.003
     assert best.err.startswith(f"best trial: {good['trial']} (highest eval/translation_gain")
     assert load_model(Path(best.out.strip()))[1].train.lr == 0.003
     study = optuna.load_study(study_name="failing",
@@ -237,8 +241,8 @@ def test_resume_after_the_driver_is_killed_keeps_finished_trials(cluster, tiny_d
 def test_a_two_worker_trial_trains_as_a_ray_train_run(cluster, tiny_dataset, tmp_path, capsys):
     """--trial-workers 2: the trial runs a Ray Train run (DDP over two workers) whose folder
     holds its checkpoints and its evaluation (`umtune best` names its last); one-worker trials
-    (the other tests) train in the trial's own process and keep their checkpoints in the trial
-    folder."""
+    (the other tests) train in the trial's own process, their checkpoints in Tune's trial
+    folder and the newest in their run folder."""
     space = tmp_path / "one.yaml"
     space.write_text("params:\n  train.seed: {type: grid, values: [0]}\n")
     assert main(["sweep", "--space", str(space), "--search", "grid", "--scheduler", "none",
@@ -247,10 +251,11 @@ def test_a_two_worker_trial_trains_as_a_ray_train_run(cluster, tiny_dataset, tmp
     row = pd.read_parquet(tmp_path / "two" / "trials.parquet").iloc[0]
     assert row["status"] == "completed" and row["epoch"] == 2 and row["world_size"] == 2
     run = Path(row["run_path"])
-    assert (run / "checkpoint_manager_snapshot.json").exists() and list(run.glob("epoch_*"))
+    assert (run / "checkpoint_manager_snapshot.json").exists()
+    assert list(run.glob("checkpoints/epoch_*")) and RunFolder(run).trainer() == "tune_trial"
     evaluation = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert row["eval/timbre_acc"] == evaluation["summary"]["timbre_acc"]
     assert not list(Path(row["path"]).glob("checkpoint_*"))
     capsys.readouterr()
     assert main(["best", str(tmp_path / "two")]) == 0
-    assert capsys.readouterr().out.strip() == str(run / "epoch_000002")
+    assert capsys.readouterr().out.strip() == str(run / "checkpoints" / "epoch_000002")

@@ -247,7 +247,12 @@ def _best(a: argparse.Namespace) -> None:
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    from umtune.analysis.evaluate import EvalOptions, evaluate_checkpoint, format_evaluation
+    from umtune.analysis.evaluate import (
+        EvalOptions,
+        earlier_evaluation,
+        evaluate_checkpoint,
+        format_evaluation,
+    )
     from umtune.analysis.results import write_curve_table, write_results_table
     from umtune.trainable.checkpoint import is_export
     from umtune.trainable.generate import DEFAULT_SAMPLING
@@ -267,9 +272,14 @@ def _evaluate(a: argparse.Namespace) -> None:
                              "distinct names (or evaluate them one at a time)")
     results = []
     for out, checkpoint in folders.items():
-        result = evaluate_checkpoint(checkpoint, a.data, out_dir=out, options=options,
-                                     progress=True)
-        print(format_evaluation(result) + f"\nwritten: {out}/metrics.json")
+        result = None if a.again else earlier_evaluation(out, checkpoint, a.data, options)
+        if result is not None:
+            print(format_evaluation(result) + f"\nreused: {out}/metrics.json (the same weights, "
+                  "data and options; --again evaluates anew)")
+        else:
+            result = evaluate_checkpoint(checkpoint, a.data, out_dir=out, options=options,
+                                         progress=True)
+            print(format_evaluation(result) + f"\nwritten: {out}/metrics.json")
         results.append(result)
     if a.table:
         written = write_results_table(results[0], a.checkpoints[0], a.table, a.command_line) \
@@ -279,19 +289,32 @@ def _evaluate(a: argparse.Namespace) -> None:
 
 
 def _evaluation_folder(a: argparse.Namespace, checkpoint: Path) -> Path:
-    """Where a checkpoint's evaluation goes: -o, or beside the checkpoint; with several
-    checkpoints, a folder for each (named after it) in -o or beside it."""
+    """Where a checkpoint's evaluation goes: -o, else its run's evaluation/ (a run folder, or a
+    checkpoint in a run's checkpoints/), else beside the checkpoint; with several checkpoints,
+    a folder for each, named after it, in there."""
+    from umtune.layout import CHECKPOINTS_DIR, EVALUATION_DIR, RUN_FILE
+
     checkpoint = Path(checkpoint).absolute()
+    run = next((r for r in (checkpoint, checkpoint.parent.parent) if (r / RUN_FILE).is_file()
+                and (r == checkpoint or checkpoint.parent.name == CHECKPOINTS_DIR)), None)
     if len(a.checkpoints) == 1:
-        return a.output or checkpoint.parent / "evaluation"
-    return a.output / checkpoint.name if a.output else \
-        checkpoint.parent / f"evaluation-{checkpoint.name}"
+        return a.output or (run or checkpoint.parent) / EVALUATION_DIR
+    if a.output:
+        return a.output / checkpoint.name
+    return run / EVALUATION_DIR / checkpoint.name if run else \
+        checkpoint.parent / f"{EVALUATION_DIR}-{checkpoint.name}"
 
 
 def _export(a: argparse.Namespace) -> None:
     from umtune.trainable.checkpoint import export_model
 
     print(f"exported: {export_model(a.checkpoint, a.out)}")
+
+
+def _upgrade(a: argparse.Namespace) -> None:
+    from umtune.trainable.run_folder import upgrade
+
+    print(upgrade(a.run))
 
 
 def _spaces(a: argparse.Namespace) -> None:
@@ -489,14 +512,16 @@ def _add_train(sub, config, ray) -> None:
                                  "--out runs/cpu\n  umtune train --resume runs/cpu --minutes 120"
                                  "   # budgets count the whole run\n  umtune train --workers 2 "
                                  "--data data/bach --out runs/ddp --minutes 10   # Ray Train")
-    tr.add_argument("--out", type=Path, help="run directory: checkpoint/, metrics.jsonl")
+    tr.add_argument("--out", type=Path, help="run folder: run.json, config.json, metrics.jsonl, "
+                    "checkpoints/epoch_NNNNNN/")
     tr.add_argument("--minutes", type=_number, help="wall-clock training budget")
     tr.add_argument("--keep-every", type=_number, metavar="MINUTES",
                     help="also keep the first checkpoint after every MINUTES of training in "
-                    "RUN/checkpoints/ (plain runs), e.g. to evaluate the run over time")
+                    "RUN/checkpoints/ (plain runs; else only the newest), e.g. to evaluate the run "
+                    "over time")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                    help="continue the run in RUN_DIR from its checkpoint (--data: the dataset "
-                    "has moved; --set: any field but the model's)")
+                    help="continue the run in RUN_DIR from its newest checkpoint (--data: the "
+                    "dataset has moved; --set: any field but the model's)")
     tr.add_argument("--adopt", action="store_true",
                     help="with --resume: continue from a checkpoint that does not continue the "
                     "run's history (one copied in from another run)")
@@ -574,10 +599,11 @@ def _add_generation(sub) -> None:
     sampling = _sampling_parser()
     tl = sub.add_parser("translate", help="translate audio files into a domain",
                         parents=[sampling],
-                        examples="  umtune translate --checkpoint runs/cpu/checkpoint --to "
+                        examples="  umtune translate --checkpoint runs/cpu --to "
                                  "violin clip.wav more/ -o out/")
     tl.add_argument("--checkpoint", type=Path, required=True,
-                    help="a checkpoint directory (e.g. RUN/checkpoint)")
+                    help="a run folder (its newest checkpoint), a checkpoint folder (e.g. "
+                    "RUN/checkpoints/epoch_000012) or an exported model")
     tl.add_argument("--to", required=True, help="target domain")
     tl.add_argument("inputs", type=Path, nargs="+", help="audio files or folders")
     tl.add_argument("-o", "--output", type=Path, required=True, help="output folder")
@@ -585,13 +611,13 @@ def _add_generation(sub) -> None:
 
     ev = sub.add_parser("evaluate", help="score a checkpoint's translations of held-out clips",
                         parents=[sampling],
-                        examples="  umtune evaluate runs/cpu/checkpoint --clips 4 --seeds 2 "
+                        examples="  umtune evaluate runs/cpu --clips 4 --seeds 2 "
                                  "--table results/cpu.md\n  umtune evaluate "
                                  "runs/cpu/checkpoints/* --table curve.md   # over training "
                                  "time")
     ev.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT",
-                    help="checkpoint directory (e.g. RUN/checkpoint); several: each is "
-                    "evaluated, and --table compares them (e.g. RUN/checkpoints/*)")
+                    help="a run folder (its newest checkpoint) or a checkpoint folder; several: "
+                    "each is evaluated, and --table compares them (e.g. RUN/checkpoints/*)")
     ev.add_argument("--data", type=Path, help="dataset (default: the checkpoint's data.path)")
     ev.add_argument("--clips", type=int, default=2, help="held-out clips per domain pair")
     ev.add_argument("--seconds", type=_number, default=1.0, help="length of each clip")
@@ -599,8 +625,12 @@ def _add_generation(sub) -> None:
                     help="evaluate with this many seeds from --seed on (other clips, other "
                     "samples); the summary averages them and gives their spread")
     ev.add_argument("-o", "--output", type=Path,
-                    help="folder for metrics.json and audio/ (default: CHECKPOINT/../evaluation; "
-                    "several checkpoints: a folder each, named after it)")
+                    help="folder for metrics.json and audio/ (default: the run's evaluation/, or "
+                    "beside the checkpoint; several checkpoints: a folder each, named after it)")
+    ev.add_argument("--again", action="store_true",
+                    help="evaluate anew where the output folder already holds an evaluation of "
+                    "the same weights, data and options (by default it is reused, so that an "
+                    "evaluation of many checkpoints goes on where it stopped)")
     ev.add_argument("--table", type=Path, metavar="FILE.md",
                     help="also write the results table against the translation targets, with "
                     "the training facts and this machine (several checkpoints: one row each)")
@@ -619,10 +649,17 @@ def _add_tools(sub, config) -> None:
 
     ex = sub.add_parser("export", help="write a checkpoint's weights and config only, for "
                         "sharing (no optimizer state; translate, evaluate and load_translator "
-                        "read it)", examples="  umtune export runs/cpu/checkpoint shared/cpu")
-    ex.add_argument("checkpoint", type=Path, help="a checkpoint directory (e.g. RUN/checkpoint)")
+                        "read it)", examples="  umtune export runs/cpu shared/cpu")
+    ex.add_argument("checkpoint", type=Path, help="a run folder (its newest checkpoint) or a "
+                    "checkpoint folder")
     ex.add_argument("out", type=Path, help="a new folder: model.pt and config.json")
     ex.set_defaults(handler=_export)
+
+    up = sub.add_parser("upgrade", help="turn a run folder of umtune's earlier shape (checkpoint/,"
+                        " checkpoints/minute_*, or a Ray Train run's epoch_NNNNNN/ beside Ray's "
+                        "snapshot) into today's, in place", examples="  umtune upgrade runs/cpu")
+    up.add_argument("run", type=Path, help="the run folder")
+    up.set_defaults(handler=_upgrade)
 
     sp = sub.add_parser("spaces", help="list search spaces, or check and describe a YAML one",
                         examples="  umtune spaces\n  umtune spaces --file my_space.yaml "
@@ -703,12 +740,12 @@ def _what_was_saved(a: argparse.Namespace) -> str:
     run = getattr(a, "resume", None) or getattr(a, "out", None)
     if a.command != "train" or run is None or getattr(a, "workers", None):
         return ""
-    from umtune.trainable.checkpoint import LocalRun
+    from umtune.trainable.run_folder import LocalRun
 
     if not LocalRun(Path(run)).exists():
         return f"; no epoch of {run} was finished, nothing to resume"
-    return (f"; {run}/checkpoint holds the last finished epoch: continue with `umtune train "
-            f"--resume {run}`")
+    return (f"; {LocalRun(Path(run)).checkpoint} holds the last finished epoch: "
+            f"continue with `umtune train --resume {run}`")
 
 
 def _report_error(e: Exception) -> int:

@@ -3,50 +3,70 @@
 The trainer writes them, the sweep driver writes and reads them, the report reads them: so they
 live in a leaf module (like storage.py and config.py) that every layer may import.
 
+A run folder, one shape however the run trains (umtune/trainable/run_folder.py writes it):
+    run.json            what the folder holds: its format and the trainer that writes it
+                        (plain, ray_train or tune_trial); resume reads it
+    config.json         the config the run was started (or last resumed) with
+    metrics.jsonl       every epoch's report, one JSON object a line
+    checkpoints/        epoch_NNNNNN/: state.pt and metrics.jsonl (the history up to it); the
+                        newest ones, and with `--keep-every M` the first after every M minutes
+                        of training
+    checkpoint_manager_snapshot.json   Ray Train's state in a Ray Train run (how its restarts
+                        find the latest checkpoint)
+    evaluation/         an evaluation of the run: metrics.json and audio/ (a sweep's trial: of
+                        its final checkpoint); evaluation/epoch_NNNNNN/ for several checkpoints
+    diverged.txt        why the loss stopped being finite, if it did
+Folders of the earlier shapes (a plain run's checkpoint/ and checkpoints/minute_*, a Ray Train
+run's epoch_NNNNNN/ beside the snapshot) are refused, naming `umtune upgrade RUN`.
+
 A sweep folder `<storage>/<name>/`:
     sweep.json          how the sweep was started (options, base config, name)
-    trial_<id>/         Tune's trial folder; result.json holds each epoch's report, one per line;
-                        a one-worker trial's checkpoints (checkpoint_NNNNNN/)
-    train/train-<id>/   the trial's run folder: a multi-worker trial's Ray Train run (below);
-                        for every trial its evaluation/ and diverged.txt
+    trial_<id>/         Tune's trial folder: result.json holds each epoch's report, one per
+                        line; a one-worker trial's checkpoints as Tune keeps them (Tune's state:
+                        restores and population-based training read them)
+    train/train-<id>/   the trial's run folder (above)
     trials.parquet      one row per trial when the sweep ends (and trials.csv)
     study.db            the same trials as an Optuna study
-A plain run folder (`umtune train --out RUN`): config.json, checkpoint/, metrics.jsonl, and with
-`--keep-every M` checkpoints/minute_MMMM_MMM/: the first checkpoint after each M minutes of
-training.
-A Ray Train run folder `<storage>/<name>/`:
-    checkpoint_manager_snapshot.json   Ray Train's, in every run
-    epoch_NNNNNN/       a kept checkpoint, with metrics.jsonl (the history up to it)
-    diverged.txt        why the loss stopped being finite, if it did
-    evaluation/         the end-of-run evaluation: metrics.json and audio/
 """
 
 from __future__ import annotations
 
-# -- a run folder: plain (config.json, checkpoint/, metrics.jsonl) or Ray Train's (above)
+from pathlib import Path
+
+# -- a run folder
+RUN_FILE = "run.json"
+RUN_FORMAT = 2  # 1: the shapes before run.json (`umtune upgrade` turns them into this one)
+# run.json's "trainer": `umtune train` in one process, on Ray Train, or a sweep's trial
+PLAIN_TRAINER, RAY_TRAINER, TRIAL_TRAINER = "plain", "ray_train", "tune_trial"
+TRAINERS = (PLAIN_TRAINER, RAY_TRAINER, TRIAL_TRAINER)
+RUN_CONFIG_FILE = "config.json"
+HISTORY_FILE = "metrics.jsonl"  # in the run folder, and in each checkpoint (history up to it)
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "epoch_"
 STATE_FILE = "state.pt"  # in every checkpoint folder: weights, optimiser, config, step
-HISTORY_FILE = "metrics.jsonl"  # every epoch's metrics; in a Ray Train run, in each checkpoint
-RUN_CONFIG_FILE = "config.json"  # plain runs: the config the run was started (or resumed) with
-RUN_CHECKPOINT_DIR = "checkpoint"  # plain runs: the newest checkpoint
-MILESTONES_DIR = "checkpoints"  # plain runs: checkpoints kept at training-time marks (below)
-SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's, in its run folder
 DIVERGED_FILE = "diverged.txt"
 EVALUATION_DIR = "evaluation"
 EVALUATION_METRICS_FILE = "metrics.json"
 EVALUATION_AUDIO_DIR = "audio"
-
-
-CHECKPOINT_PREFIX = "epoch_"  # a Ray Train run's checkpoints
-TUNE_CHECKPOINT_PREFIX = "checkpoint_"  # a one-worker trial's, in its Tune folder (Tune's name)
+TUNE_CHECKPOINT_PREFIX = "checkpoint_"  # Tune's name for a one-worker trial's checkpoints
 
 
 def checkpoint_name(epoch: int) -> str:
     return f"{CHECKPOINT_PREFIX}{epoch:06d}"
 
 
-def milestone_name(minutes: float) -> str:
-    """A plain run's checkpoint kept once `minutes` of training had passed (`--keep-every`)."""
-    return f"minute_{minutes:08.3f}".replace(".", "_")
+def checkpoint_epoch(name: str) -> int | None:
+    """The epoch of a checkpoint folder's name; None for another name."""
+    number = name.removeprefix(CHECKPOINT_PREFIX)
+    return int(number) if name.startswith(CHECKPOINT_PREFIX) and number.isdigit() else None
+
+
+def kept_checkpoints(run_dir: Path) -> dict[int, Path]:
+    """A local run folder's complete checkpoints by epoch (checkpoints/epoch_NNNNNN/)."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    return {epoch: c for c in (folder.iterdir() if folder.is_dir() else ())
+            if (epoch := checkpoint_epoch(c.name)) is not None and (c / STATE_FILE).is_file()}
 
 
 # -- a sweep folder

@@ -171,16 +171,24 @@ def write_json_atomic(path: Path, data: dict) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
+_STAGED_DIR = re.compile(r"(\d+)-[0-9a-f]{8}")  # staged_dir's pid and token
+
+
 @contextlib.contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
-    """A fresh folder beside `final` to fill; swapped in for `final` (replacing any folder
-    there) when the block ends without an error, removed when it raises."""
+    """A fresh folder beside `final` to fill (with the permissions the umask allows); swapped
+    in for `final` (replacing any folder there) when the block ends without an error, removed
+    when it raises. What a killed writer left beside `final` is removed first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    for old in final.parent.glob(f".{final.name}-*"):
+        match = _STAGED_DIR.fullmatch(old.name.removeprefix(f".{final.name}-"))
+        if match and not process_alive(int(match.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    staging = final.with_name(f".{final.name}-{os.getpid()}-{secrets.token_hex(4)}")
+    staging.mkdir()
     try:
         yield staging
-        os.chmod(staging, 0o755)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
             os.replace(final, old / final.name)
@@ -253,3 +261,46 @@ def delete(location: str) -> None:
     fs, where = _filesystem(location)
     if fs.get_file_info(where).type != pyarrow.fs.FileType.NotFound:
         fs.delete_file(where)
+
+
+def list_names(location: str) -> list[str]:
+    """The names in a folder, local or at a URI; [] when there is none."""
+    if (local := local_path(location)) is not None:
+        return sorted(p.name for p in local.iterdir()) if local.is_dir() else []
+    import pyarrow.fs
+
+    fs, where = _filesystem(location)
+    selector = pyarrow.fs.FileSelector(where, allow_not_found=True)
+    return sorted(info.base_name for info in fs.get_file_info(selector))
+
+
+def copy_dir(source: Path, location: str) -> None:
+    """Copy the folder `source` to `location` (a path or a URI), replacing what is there: on a
+    file system swapped in whole (`staged_dir`); an object store's objects each appear whole."""
+    if (local := local_path(location)) is not None:
+        with staged_dir(local) as staging:
+            for file in sorted(Path(source).rglob("*")):
+                target = staging / file.relative_to(source)
+                if file.is_dir():
+                    target.mkdir()
+                else:
+                    shutil.copyfile(file, target)  # an OSError names the file
+        return
+    import pyarrow.fs
+
+    fs, where = _filesystem(location)
+    delete_dir(location)
+    pyarrow.fs.copy_files(str(source), where, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                          destination_filesystem=fs)
+
+
+def delete_dir(location: str) -> None:
+    """Remove a folder and what it holds, if it is there."""
+    if (local := local_path(location)) is not None:
+        shutil.rmtree(local, ignore_errors=True)
+        return
+    import pyarrow.fs
+
+    fs, where = _filesystem(location)
+    if fs.get_file_info(where).type == pyarrow.fs.FileType.Directory:
+        fs.delete_dir(where)

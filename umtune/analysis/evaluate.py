@@ -42,10 +42,12 @@ Translations are generated with the cached generator, every target decoder at on
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +64,9 @@ from umtune.analysis.latent import (
 from umtune.config import RunConfig
 from umtune.data import Dataset, DatasetError
 from umtune.data.chorales import TAIL_SECONDS
-from umtune.layout import EVALUATION_AUDIO_DIR, EVALUATION_METRICS_FILE
+from umtune.layout import EVALUATION_AUDIO_DIR, EVALUATION_METRICS_FILE, STATE_FILE
 from umtune.storage import refuse_output_in, staged_dir, write_json_atomic
-from umtune.trainable.checkpoint import load_model
+from umtune.trainable.checkpoint import EXPORT_WEIGHTS, checkpoint_of, load_model
 from umtune.trainable.generate import DEFAULT_SAMPLING, Sampling, Translator
 from umtune.trainable.loop import heldout_batch
 from umtune.trainable.model import UniversalTranslator, decoder_receptive_field, latent_use
@@ -229,12 +231,12 @@ class EvalOptions:
 def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path,
              options: EvalOptions = EvalOptions(), *, out_dir: str | Path | None = None,
              device: str | torch.device = "cpu", checkpoint: str | None = None,
-             progress: bool = False) -> dict:
+             inputs: dict | None = None, progress: bool = False) -> dict:
     """Score `model` (moved to `device`, left in its train/eval mode) on the dataset's held-out
     clips as `options` say; returns the metrics dict (the summary averages the seeds,
     `summary_sd` is their spread) and, with `out_dir`, writes it as `out_dir/metrics.json` with
-    the first seed's audio gallery in `out_dir/audio/`. `checkpoint` is only recorded in the
-    result."""
+    the first seed's audio gallery in `out_dir/audio/`. `checkpoint` and `inputs` are only
+    recorded in the result."""
     started = time.perf_counter()
     seeds, sampling = options.seed_values, options.sampling
     data = Dataset.open(data_path)
@@ -308,6 +310,7 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path,
                        "chance": 1 / len(classifier.domains)},
         "skipped": skipped,
         "elapsed_s": time.perf_counter() - started,
+        **({"inputs": inputs} if inputs is not None else {}),
     }
     result = _finite(result)
     if out_dir is not None:
@@ -349,14 +352,46 @@ def _score_seed(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, data_path: str | Path | None = None,
                         **kwargs) -> dict:
-    """`evaluate` a checkpoint written by training; data_path defaults to its config's. Its
-    output folder may not lie in the checkpoint or the dataset it reads."""
-    model, cfg = load_model(Path(checkpoint_dir), map_location=kwargs.get("device", "cpu"))
+    """`evaluate` a checkpoint written by training (or a run folder's newest); data_path
+    defaults to its config's. Its output folder may not lie in the checkpoint or the dataset
+    it reads. The result records `evaluation_inputs` (see `earlier_evaluation`)."""
+    checkpoint_dir = checkpoint_of(Path(checkpoint_dir))
+    model, cfg = load_model(checkpoint_dir, map_location=kwargs.get("device", "cpu"))
     data_path = data_path or cfg.data.path
     if kwargs.get("out_dir") is not None:
         refuse_output_in(kwargs["out_dir"], {"the checkpoint": checkpoint_dir,
                                              "the dataset": data_path})
-    return evaluate(model, cfg, data_path, checkpoint=str(checkpoint_dir), **kwargs)
+    inputs = evaluation_inputs(checkpoint_dir, data_path, kwargs.get("options", EvalOptions()))
+    return evaluate(model, cfg, data_path, checkpoint=str(checkpoint_dir), inputs=inputs,
+                    **kwargs)
+
+
+def evaluation_inputs(checkpoint: Path, data_path: str | Path, options: EvalOptions) -> dict:
+    """What an evaluation's numbers depend on: the weights (their file's SHA-256), the dataset
+    and the options (its seeds make it deterministic)."""
+    weights = next(f for f in (checkpoint / STATE_FILE, checkpoint / EXPORT_WEIGHTS, checkpoint)
+                   if f.is_file())
+    with open(weights, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return json.loads(json.dumps({"weights_sha256": digest,
+                                  "data": str(Path(data_path).resolve()),
+                                  "options": asdict(options)}))
+
+
+def earlier_evaluation(out_dir: Path, checkpoint: str | Path, data_path: str | Path | None,
+                       options: EvalOptions) -> dict | None:
+    """The evaluation already in `out_dir` if it was of the same weights, dataset and options
+    (so an evaluation of many checkpoints goes on where it stopped), else None."""
+    try:
+        earlier = json.loads((Path(out_dir) / EVALUATION_METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(earlier, dict) or "inputs" not in earlier:
+        return None
+    checkpoint = checkpoint_of(Path(checkpoint))
+    data_path = data_path or load_model(checkpoint)[1].data.path
+    return earlier if earlier["inputs"] == evaluation_inputs(checkpoint, data_path, options) \
+        else None
 
 
 def _check_dataset(data: Dataset, cfg: RunConfig, domains: tuple[str, ...]) -> None:

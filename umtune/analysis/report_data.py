@@ -45,6 +45,7 @@ from umtune.layout import (
     TRIALS_FILE,
     TUNE_CHECKPOINT_PREFIX,
     driver_lock,
+    kept_checkpoints,
     train_run_name,
 )
 from umtune.storage import exists, is_locked, join, local_path, read_bytes
@@ -162,21 +163,23 @@ class SweepData:
         raise Unavailable("no completed trial with a finite held-out CE")
 
     def final_checkpoint(self, trial: str) -> Path:
-        """The newest checkpoint a trial kept, on this machine: in its Tune folder for a
-        one-worker trial (`checkpoint_NNNNNN/`), in its Ray Train run for a multi-worker one
-        (`epoch_NNNNNN/`)."""
+        """The newest checkpoint a trial kept, on this machine: in its run folder's
+        checkpoints/; for a sweep of umtune's earlier run-folder shape, Tune's newest
+        (`checkpoint_NNNNNN/` in the trial folder) or its Ray Train run's (`epoch_NNNNNN/`)."""
         row = self.trials[self.trials["trial"] == trial].iloc[0]
-        folders = [_trial_folder(row, self.location), _run_folder(row, self.location)]
-        local = [Path(p) for f in folders if f is not None and (p := local_path(f)) is not None]
-        kept = {int(number): c for folder in local
-                for prefix in (TUNE_CHECKPOINT_PREFIX, CHECKPOINT_PREFIX)
-                for c in folder.glob(f"{prefix}*")
-                if (number := c.name.removeprefix(prefix)).isdigit()
-                and (c / STATE_FILE).is_file()}
-        if not kept:
-            raise Unavailable(f"{trial}: no checkpoint of its on this machine (looked in "
-                              f"{', '.join(f for f in folders if f) or 'no folder of its'})")
-        return kept[max(kept)]
+        run, tune = _run_folder(row, self.location), _trial_folder(row, self.location)
+        local = {f: p for f in (run, tune) if f is not None and (p := local_path(f)) is not None}
+        if run in local and (kept := kept_checkpoints(local[run])):
+            return kept[max(kept)]
+        for folder, prefix in ((run, CHECKPOINT_PREFIX), (tune, TUNE_CHECKPOINT_PREFIX)):
+            kept = {int(number): c for c in (local[folder].glob(f"{prefix}*")
+                                             if folder in local else ())
+                    if (number := c.name.removeprefix(prefix)).isdigit()
+                    and (c / STATE_FILE).is_file()}
+            if kept:
+                return kept[max(kept)]
+        raise Unavailable(f"{trial}: no checkpoint of its on this machine (looked in "
+                          f"{', '.join(f for f in (run, tune) if f) or 'no folder of its'})")
 
     def ablation_trial(self, exclude: str) -> tuple[str, str] | None:
         """An evaluated trial without a component of the method, to hear against the best one:

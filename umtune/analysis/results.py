@@ -25,7 +25,8 @@ import torch
 from umtune.analysis.report_data import AUG, LAMBDA, SweepData, finite, load_sweep
 from umtune.layout import EVAL_PREFIX, HELDOUT_METRIC
 from umtune.storage import write_text_atomic
-from umtune.trainable.checkpoint import LocalRun, TrainingState, load_checkpoint
+from umtune.trainable.checkpoint import TrainingState, checkpoint_of, load_checkpoint
+from umtune.trainable.run_folder import read_history
 
 
 @dataclass(frozen=True)
@@ -223,11 +224,12 @@ def _precision(configured: str, epochs: Sequence[dict]) -> str:
 
 def write_results_table(evaluation: dict, checkpoint: str | Path, out: str | Path,
                         command: str | None = None) -> Path:
-    """`results_markdown` of an evaluated checkpoint, with its run's epoch reports when it is a
-    plain run's (`RUN/checkpoint` beside `RUN/metrics.jsonl`), written atomically to `out`."""
+    """`results_markdown` of an evaluated checkpoint (or a run's newest), with the epoch
+    reports up to it (its metrics.jsonl), written atomically to `out`."""
+    checkpoint = checkpoint_of(Path(checkpoint))
     return write_text_atomic(Path(out), results_markdown(
-        evaluation, checkpoint, load_checkpoint(Path(checkpoint)), command=command,
-        epochs=LocalRun(Path(checkpoint).parent, echo=False).history()))
+        evaluation, checkpoint, load_checkpoint(checkpoint), command=command,
+        epochs=read_history(checkpoint)))
 
 
 def write_ablation_table(sweep_dir: str | Path, out: str | Path, command: str | None = None,

@@ -4,7 +4,6 @@ and the summary `umtune sweep` prints."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from umtune.layout import (
     EPOCH_TRIAL_KEY,
     EVAL_PREFIX,
     HELDOUT_METRIC,
-    HISTORY_FILE,
     SCHEDULE_PREFIX,
     STUDY_FILE,
     TRIAL_KEY,
@@ -29,6 +27,7 @@ from umtune.layout import (
 from umtune.search_spaces import space
 from umtune.storage import staged
 from umtune.sweep.options import SweepOptions
+from umtune.trainable.run_folder import read_history
 
 
 @dataclass
@@ -57,8 +56,7 @@ def trials_table(results, opts: SweepOptions, base: RunConfig) -> pd.DataFrame:
                              "done"))},
             "trial_workers": opts.trial_workers, "gpu": opts.gpu,
             "path": r.path,  # Tune's trial folder: result.json holds every epoch's report
-            # the trial's run folder: evaluation/ once evaluated; a multi-worker trial's
-            # Ray Train run and checkpoints
+            # the trial's run folder (layout.py): its checkpoints, history, evaluation/
             "run_path": f"{r.config[TRIAL_KEY]['storage']}/"
                         f"{train_run_name(Path(r.path).name.removeprefix(TRIAL_PREFIX))}",
         })
@@ -76,9 +74,7 @@ def _history(result) -> list[dict]:
     if result.checkpoint is None:
         return []
     with result.checkpoint.as_directory() as d:
-        file = Path(d) / HISTORY_FILE
-        return [json.loads(line) for line in file.read_text().splitlines() if line] \
-            if file.is_file() else []
+        return read_history(d)
 
 
 def lineage(history: list[dict]) -> dict[str, str]:

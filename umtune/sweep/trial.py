@@ -1,9 +1,11 @@
 """The Ray Tune trial: one sampled config = one training run, then its end-of-run evaluation.
 
 `tune_trial` is the trainable that `umtune sweep`, `tune.run` and `Tuner` run (with
-`trial_resources`). A one-worker trial trains in its own process and reports to Tune itself; a
-multi-worker trial runs a Ray Train run (named after the trial, umtune/layout.py) whose reports
-reach Tune through TuneReportCallback. Either way, after `Tuner.restore` an unfinished trial
+`trial_resources`). Every trial has a run folder of the one shape, `<storage>/train-<trial id>`
+(umtune/layout.py). A one-worker trial trains in its own process, keeps each checkpoint there
+and reports it to Tune (whose copy restores and population-based training use); a
+multi-worker trial's run folder is a Ray Train run, whose reports reach Tune through
+TuneReportCallback. Either way, after `Tuner.restore` an unfinished trial
 continues from its latest checkpoint, the last report carries the final checkpoint's
 translation-quality metrics (`eval/...`), and a diverged run fails the trial with the reason.
 
@@ -30,11 +32,13 @@ from umtune.layout import (
     SCHEDULE_PREFIX,
     SPACE_KEY,
     TRIAL_KEY,
+    TRIAL_TRAINER,
     train_run_name,
 )
 from umtune.layout import trial_name as _trial_folder
 from umtune.search_spaces import trial_config
 from umtune.trainable.ray_train import Resources
+from umtune.trainable.run_folder import FolderKeep, RunFolder
 
 
 @dataclass(frozen=True)
@@ -71,10 +75,9 @@ class TrialOptions:
 
 @dataclass(frozen=True)
 class FinalEvaluation:
-    """The Train run's `final_metrics`: the final checkpoint's translations scored, as
-    `eval/<name>` report keys. The files (metrics.json, audio gallery) go to
-    `<run>/evaluation/` when the run lives on a file system, else into the checkpoint, which
-    Train uploads with it."""
+    """The run's `final_metrics`: the final checkpoint's translations scored, as `eval/<name>`
+    report keys. The files (metrics.json, audio gallery) go to `<run>/evaluation/` when the
+    run lives on a file system, else into the checkpoint, which is uploaded with it."""
 
     options: EvalOptions
     run_path: str
@@ -111,7 +114,7 @@ def tune_trial(config: dict) -> None:
     `config["trial"]`, a dict of `TrialOptions` keys. A one-worker trial trains in this
     process, checkpointed by Tune (a restored trial continues from its latest checkpoint); a
     multi-worker trial runs a Ray Train run named after the trial, which a restored trial
-    continues. The run folder `<storage>/train-<trial id>` holds the evaluation either way.
+    continues. Either way the run folder is `<storage>/train-<trial id>`.
     """
     import ray.tune
 
@@ -134,7 +137,7 @@ def tune_trial(config: dict) -> None:
 
         ray_train.torch_trainer(cfg, opts.resources, storage_path=storage_path, name=name,
                                 callbacks=[TuneReportCallback()], indicators=indicators,
-                                final_metrics=final).fit()
+                                final_metrics=final, trainer=TRIAL_TRAINER).fit()
     ray_train.raise_if_diverged(run_path)
 
 
@@ -149,15 +152,19 @@ def schedule(config: dict, cfg: RunConfig) -> dict:
 
 def _train_in_trial(cfg: RunConfig, resources: Resources, run_path: str, indicators,
                     final: FinalEvaluation | None, extra: dict) -> None:
-    """Train in the trial's own process, reporting and checkpointing through Tune: no Train
-    controller and worker group to start (about 20 s a trial on 2 cores). `extra`: the trial's
-    name and schedule, in every report and so in the history each checkpoint carries."""
+    """Train in the trial's own process, keeping the newest checkpoint in the run folder and
+    reporting it to Tune: no Train controller and worker group to start (about 20 s a trial on
+    2 cores). `extra`: the trial's name and schedule, in every report and so in the history
+    each checkpoint carries."""
     import ray.tune
     import torch
 
     from umtune.trainable import ray_train
 
-    def publish(metrics: dict, checkpoint_dir: Path | None) -> None:
+    in_folder = FolderKeep(RunFolder(run_path))
+
+    def keep(metrics: dict, checkpoint_dir: Path | None) -> None:
+        in_folder(metrics, checkpoint_dir)
         ray.tune.report(metrics, checkpoint=None if checkpoint_dir is None
                         else ray.tune.Checkpoint.from_directory(checkpoint_dir))
 
@@ -165,7 +172,8 @@ def _train_in_trial(cfg: RunConfig, resources: Resources, run_path: str, indicat
     restored = ray.tune.get_checkpoint()
     with restored.as_directory() if restored else contextlib.nullcontext() as resume:
         ray_train.train_and_report(cfg, run_path=run_path,
-                                   resume=Path(resume) if resume else None, publish=publish,
+                                   resume=Path(resume) if resume else None, keep=keep,
+                                   trainer=TRIAL_TRAINER,
                                    device=torch.device("cuda" if resources.gpu else "cpu"),
                                    cpus=cpus, indicators=indicators, final_metrics=final,
                                    extra=extra)

@@ -1,4 +1,4 @@
-"""Checkpoints on disk: atomic save, `weights_only` load, and the run directory of a plain run.
+"""Checkpoints on disk: atomic save, `weights_only` load, export.
 
 A checkpoint is a directory holding one file, `state.pt`: model and optimizer states, the step
 counters and the run config as a plain dict (`RunConfig.to_dict`), so it loads with
@@ -11,29 +11,17 @@ permissions the umask allows (with the usual 022, colleagues on shared storage c
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
 import pickle
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from umtune.config import RunConfig
-from umtune.layout import (
-    HISTORY_FILE,
-    MILESTONES_DIR,
-    RUN_CHECKPOINT_DIR,
-    RUN_CONFIG_FILE,
-    STATE_FILE,
-    milestone_name,
-)
-from umtune.storage import Locked, exclusive_lock, refuse_output_in, staged, write_json_atomic
+from umtune.layout import CHECKPOINTS_DIR, RUN_CONFIG_FILE, RUN_FILE, STATE_FILE, kept_checkpoints
+from umtune.storage import refuse_output_in, staged, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -88,9 +76,23 @@ def _write_torch(obj, file: Path) -> None:
         raise OSError(e.errno, f"{file}: cannot write the checkpoint ({e.strerror or e})") from e
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> TrainingState:
-    """Read a checkpoint directory (or its state.pt) written by `save_checkpoint`."""
+def checkpoint_of(path: Path) -> Path:
+    """`path` itself, or for a run folder (its run.json) its newest checkpoint: commands that
+    read a checkpoint take the run."""
     path = Path(path)
+    if not (path / RUN_FILE).is_file():
+        return path
+    kept = kept_checkpoints(path)
+    if not kept:
+        raise FileNotFoundError(f"run {path}: no complete checkpoint in {CHECKPOINTS_DIR}/ yet; "
+                                "expected a run that finished an epoch")
+    return kept[max(kept)]
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> TrainingState:
+    """Read a checkpoint directory (or its state.pt, or a run folder's newest checkpoint)
+    written by `save_checkpoint`."""
+    path = checkpoint_of(path)
     file = path / STATE_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint {path}: no {STATE_FILE} found (expected a "
@@ -140,7 +142,7 @@ def export_model(checkpoint: Path, out: Path) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"export folder {out} exists and is not empty; expected a new "
                               "or empty folder")
-    refuse_output_in(out, {"the checkpoint": checkpoint})
+    refuse_output_in(out, {"the checkpoint": checkpoint_of(checkpoint)})
     state = load_checkpoint(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     _write_torch(state.generator_weights(), out / EXPORT_WEIGHTS)
@@ -182,169 +184,6 @@ def _check_weights(config: RunConfig, weight_sets: tuple, file: Path) -> None:
         raise ValueError(f"checkpoint {file}: its weights do not match its config "
                          f"({'; '.join(problems[:2])}{more}); expected the weights of the "
                          "network its config describes, as umtune train writes them")
-
-
-class LocalRun:
-    """The run directory of a plain (non-Ray) run: `config.json`, `checkpoint/`, `metrics.jsonl`.
-
-    Used as the loop's `report` callback: it keeps the newest checkpoint and appends one JSON
-    line of metrics per epoch. Nothing is written before the first report, so a run that fails
-    before its first epoch leaves no directory behind.
-
-    Args:
-        run_dir: the run directory.
-        echo: print each epoch's metrics.
-        config: written to config.json with the first report (and replacing an older one).
-        keep_every_minutes: also keep the first checkpoint after every so many minutes of
-            training in `checkpoints/` (0: only the newest), e.g. to evaluate a run over time.
-    """
-
-    def __init__(self, run_dir: Path, echo: bool = True, config: RunConfig | None = None,
-                 keep_every_minutes: float = 0.0):
-        self.run_dir = Path(run_dir)
-        self.echo = echo
-        self.config = config
-        self.keep_every_minutes = keep_every_minutes
-
-    @contextlib.contextmanager
-    def claim(self, new: bool) -> Iterator[None]:
-        """Hold this run's lock (`.NAME.lock` beside the folder) for the block: a second
-        process training into the same folder is refused, naming it; a killed holder's lock
-        is free at once. With `new`, a folder that already holds a run is refused too."""
-        lock = self.run_dir.with_name(f".{self.run_dir.name}.lock")
-        fd = None
-        try:
-            self.run_dir.parent.mkdir(parents=True, exist_ok=True)
-            fd = exclusive_lock(lock)
-            with tempfile.TemporaryFile(dir=self.run_dir if self.run_dir.is_dir() else
-                                        self.run_dir.parent):
-                pass  # found now, not after the first epoch
-        except Locked:
-            raise FileExistsError(f"{self.run_dir}: another umtune process is training this run "
-                                  f"(it holds {lock}); expected one at a time") from None
-        except OSError as e:
-            if fd is not None:
-                os.close(fd)
-            raise OSError(e.errno, f"run folder {self.run_dir}: cannot write there "
-                          f"({e.strerror or e}); expected a folder this user can write") from None
-        try:
-            if new and self.exists():
-                raise FileExistsError(f"{self.run_dir} already holds a run "
-                                      f"({RUN_CHECKPOINT_DIR}/, {HISTORY_FILE}): continue it "
-                                      f"with --resume {self.run_dir}, or choose another --out")
-            if new:
-                self.clear_leftovers()
-            yield
-        finally:
-            os.close(fd)
-
-    def exists(self) -> bool:
-        """Whether the folder holds a run: a complete checkpoint (what a run that died before
-        its first one was saved left, a disk that filled or a kill, is no run)."""
-        return (self.checkpoint / STATE_FILE).is_file()
-
-    def check_resumable(self, adopt: bool = False) -> None:
-        """Refuse to resume a folder without a complete checkpoint, a config.json edited since
-        (resume reads the checkpoint's config), or, unless `adopt`, a checkpoint that does not
-        continue this folder's history (one copied in from another run)."""
-        if not self.exists():
-            raise FileNotFoundError(f"{self.run_dir} holds no complete checkpoint (no run, or "
-                                    "one stopped before its first was saved): start it anew "
-                                    f"with --out {self.run_dir}")
-        state = load_checkpoint(self.checkpoint)
-        config_file = self.run_dir / RUN_CONFIG_FILE
-        if config_file.is_file():
-            try:
-                written = json.loads(config_file.read_text())
-            except (ValueError, UnicodeDecodeError):
-                written = None
-            field = first_difference(written, state.config.to_dict())
-            if field is not None:
-                raise ValueError(f"{config_file} differs from its checkpoint's config at "
-                                 f"{field}: a resumed run continues with the checkpoint's; "
-                                 "expected config.json as the run wrote it (change fields "
-                                 "with --set)")
-        history = self.history()
-        if history and not adopt and not _continues(state, history[-1]):
-            last = history[-1]
-            raise ValueError(f"{self.checkpoint} does not continue {self.metrics_file} (its "
-                             f"epoch {state.epoch}, step {state.step}; the history ends at "
-                             f"epoch {last.get('epoch')}, step {last.get('step')}): it was "
-                             "written by another run; expected this run's own checkpoint "
-                             "(--adopt continues from it anyway)")
-
-    def clear_leftovers(self) -> None:
-        """Remove what a run that never saved a checkpoint left here (nothing else)."""
-        for name in (RUN_CONFIG_FILE, HISTORY_FILE):
-            (self.run_dir / name).unlink(missing_ok=True)
-        for name in (RUN_CHECKPOINT_DIR, MILESTONES_DIR):
-            shutil.rmtree(self.run_dir / name, ignore_errors=True)
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.run_dir / RUN_CHECKPOINT_DIR
-
-    @property
-    def metrics_file(self) -> Path:
-        return self.run_dir / HISTORY_FILE
-
-    def __call__(self, metrics: dict, checkpoint: Path | None) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if checkpoint is not None:  # first: a folder without a complete checkpoint is no run
-            self._keep(Path(checkpoint), self.checkpoint)
-            if self.keep_every_minutes and "elapsed_s" in metrics:
-                self._keep_milestone(Path(checkpoint), metrics["elapsed_s"])
-        if self.config is not None:
-            write_json_atomic(self.run_dir / RUN_CONFIG_FILE, self.config.to_dict())
-            self.config = None
-        with open(self.metrics_file, "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-        if self.echo:
-            print(format_metrics(metrics), flush=True)
-
-    def _keep(self, checkpoint: Path, where: Path) -> None:
-        """Copy a reported checkpoint's files over the checkpoint at `where`, each with one
-        rename."""
-        where.mkdir(parents=True, exist_ok=True)
-        names = {f.name for f in checkpoint.iterdir() if f.is_file()}
-        for name in sorted(names, key=lambda n: n == STATE_FILE):  # state.pt last
-            try:
-                with staged(where / name) as tmp, open(checkpoint / name, "rb") as src, \
-                        open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            except OSError as e:
-                raise OSError(e.errno, f"{where / name}: cannot write the checkpoint "
-                              f"({e.strerror or e}); the previous one, if any, is intact") from e
-        for old in where.iterdir():
-            if old.is_file() and old.name not in names and not old.name.startswith("."):
-                old.unlink()
-
-    def _keep_milestone(self, checkpoint: Path, elapsed_seconds: float) -> None:
-        """Keep `checkpoint` in checkpoints/ if it is the first past a `keep_every_minutes`
-        mark (the previous epoch's report, in the history, was before it)."""
-        history = self.history()
-        before = history[-1].get("elapsed_s", 0.0) if history else 0.0
-        every = self.keep_every_minutes * 60
-        if elapsed_seconds // every > before // every:
-            mark = elapsed_seconds // every * self.keep_every_minutes
-            self._keep(checkpoint, self.milestones / milestone_name(mark))
-
-    @property
-    def milestones(self) -> Path:
-        return self.run_dir / MILESTONES_DIR
-
-    def history(self) -> list[dict]:
-        if not self.metrics_file.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
-
-
-def _continues(state: TrainingState, last: dict) -> bool:
-    """Whether `state` is the checkpoint of the history's last report, or of the epoch after it
-    (a run stopped between writing its checkpoint and its report)."""
-    if (last.get("epoch"), last.get("step")) == (state.epoch, state.step):
-        return abs(last.get("elapsed_s", -1.0) - state.elapsed_seconds) < 1e-3
-    return state.epoch == last.get("epoch", -2) + 1 and state.step > last.get("step", state.step)
 
 
 def first_difference(a, b, where: str = "") -> str | None:

@@ -37,12 +37,7 @@ from umtune.layout import HELDOUT_METRIC
 from umtune.storage import process_alive
 from umtune.trainable import precision
 from umtune.trainable.augment import apply_shifts, sample_shifts
-from umtune.trainable.checkpoint import (
-    LocalRun,
-    TrainingState,
-    load_checkpoint,
-    save_checkpoint,
-)
+from umtune.trainable.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from umtune.trainable.content import content_loss
 from umtune.trainable.model import (
     UniversalTranslator,
@@ -55,6 +50,7 @@ from umtune.trainable.model import (
     latent_use,
     parameter_count,
 )
+from umtune.trainable.run_folder import LocalRun
 from umtune.trainable.tracking import NO_TRACKING, Tracked, Tracking
 
 Report = Callable[[dict, Path | None], None]
@@ -500,13 +496,13 @@ def remove_dead_staging(staging: Path) -> None:
 def train_plain_run(cfg: RunConfig, run_dir: Path, *, resume: bool = False,
                 indicators: Indicators | None = None, keep_every_minutes: float = 0.0,
                 log: Tracking = NO_TRACKING) -> Trainer:
-    """`umtune train`: one process; `run_dir` holds config.json, checkpoint/, metrics.jsonl
-    (and checkpoints/ with `keep_every_minutes`: `LocalRun`); `log` names live trackers
-    (tracking.py).
+    """`umtune train`: one process; `run_dir` is the run folder (layout.py; `keep_every_minutes`:
+    `FolderKeep`); `log` names live trackers (tracking.py).
 
-    With `resume`, training continues from `run_dir`'s checkpoint (the epoch and time budgets
-    in `cfg` count the whole run, so raise them to go further).
+    With `resume`, training continues from `run_dir`'s newest checkpoint (the epoch and time
+    budgets in `cfg` count the whole run, so raise them to go further).
     """
+
     run = LocalRun(run_dir, config=cfg,  # config.json with the first epoch
                    keep_every_minutes=keep_every_minutes)
     with run.claim(new=not resume):  # one process at a time trains into run_dir

@@ -7,11 +7,12 @@ it one, wraps the autoencoder and the confusion net with `ray.train.torch.prepar
 `ray.train.report` (rank 0 attaches the checkpoint). Nothing else in the package touches Ray
 Train, so when its reporting API changes again, this file is the one to change.
 
-A run lives at `<storage>/<name>` (umtune/layout.py: Ray's checkpoint_manager_snapshot.json
-and one `epoch_NNNNNN/` checkpoint per kept epoch). Running again with the same storage and name
-continues from the latest checkpoint, which is how both `--resume` and worker-failure restarts
-work. Each checkpoint also holds `metrics.jsonl`, the run's whole history up to that epoch
-(kept checkpoints are pruned, the history is not).
+A run lives at `<storage>/<name>`, a run folder of the one shape (umtune/layout.py), written
+through run_folder.Reporter; Train's own snapshot (checkpoint_manager_snapshot.json) lies
+beside checkpoints/. Running again with the same storage and name continues from the latest
+checkpoint, which is how both `--resume` and worker-failure restarts work. Each checkpoint
+holds the run's history up to it, so a restart from an older one rewrites metrics.jsonl to
+match.
 
 The trainer knows nothing of sweeps or analysis: a Tune trial (umtune/sweep/trial.py) hands it
 the per-epoch indicators and the end-of-run evaluation as callbacks. `train_and_report` is what
@@ -22,11 +23,9 @@ trial in its own process.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,22 +38,20 @@ from ray._private import services as ray_services
 from umtune import storage
 from umtune.config import RunConfig
 from umtune.layout import (
+    CHECKPOINTS_DIR,
     COST_METRIC,
     DIVERGED_FILE,
     DIVERGED_KEY,
     HELDOUT_METRIC,
-    HISTORY_FILE,
+    RAY_TRAINER,
     SNAPSHOT_FILE,
     checkpoint_name,
 )
 from umtune.trainable import loop
-from umtune.trainable.checkpoint import TrainingState, format_metrics, load_checkpoint
+from umtune.trainable.checkpoint import TrainingState, load_checkpoint
 from umtune.trainable.model import WaveNetDecoder, generation_flops_per_sample
+from umtune.trainable.run_folder import FinalMetrics, Keep, Reporter, RunFolder, read_history
 from umtune.trainable.tracking import NO_TRACKING, Tracked, Tracking
-
-# Called on rank 0 with the final checkpoint's folder and the run's config before the last
-# report; what it returns joins that report (a sweep's trial scores translations here).
-FinalMetrics = Callable[[Path, RunConfig], dict]
 
 
 @dataclass(frozen=True)
@@ -78,42 +75,29 @@ class Resources:
             resources_per_worker={"CPU": self.cpus_per_worker} if self.cpus_per_worker else None)
 
 
-# Carries one epoch's report (metrics; on rank 0 also the checkpoint folder) to Ray: Train's
-# report in a Train worker, Tune's in a trial that trains in its own process (umtune.sweep).
-Publish = Callable[[dict, Path | None], None]
-
-
-def train_and_report(cfg: RunConfig, *, run_path: str, resume: Path | None, publish: Publish,
-                     device: torch.device, cpus: float, wrap=lambda m: m, rank: int = 0,
-                     world_size: int = 1, indicators: loop.Indicators | None = None,
+def train_and_report(cfg: RunConfig, *, run_path: str, resume: Path | None, keep: Keep,
+                     trainer: str, device: torch.device, cpus: float, wrap=lambda m: m,
+                     rank: int = 0, world_size: int = 1,
+                     indicators: loop.Indicators | None = None,
                      final_metrics: FinalMetrics | None = None, extra: dict | None = None,
                      ) -> None:
-    """`loop.train` as every run on Ray reports it: each epoch's metrics with the run's
-    resources and generation cost, the whole history in each checkpoint (`resume` holds the
-    history so far), the final metrics in the last report. A diverged run reports held-out CE
-    inf and the reason, and writes the reason to the run folder instead of raising: a restart
-    would only diverge again. `extra` joins every report (a trial's name and schedule)."""
+    """`loop.train` as every run on Ray reports it: into the run folder at `run_path` through a
+    `Reporter` with `keep` (Train's report in a Train worker, Tune's in a trial that trains in
+    its own process), each epoch's metrics with the run's resources and generation cost
+    (`resume` holds the history so far). A diverged run reports held-out CE inf and the
+    reason, and writes the reason to the run folder instead of raising: a restart would only
+    diverge again. `extra` joins every report (a trial's name and schedule)."""
     if rank == 0:  # a resumed run starts afresh (e.g. with a lower lr)
         storage.delete(f"{run_path}/{DIVERGED_FILE}")
     cost = generation_flops_per_sample(WaveNetDecoder(cfg.model.decoder,
                                                       cfg.model.encoder.latent_channels,
                                                       cfg.model.classes))
     history = read_history(resume) if resume else []
-    start_epoch = history[-1]["epoch"] if history else 0
-
-    def report(metrics: dict, checkpoint_dir: Path | None) -> None:
-        metrics = {**metrics, "start_epoch": start_epoch, "world_size": world_size,
-                   "gpu": device.type == "cuda", "cpus_per_worker": cpus,
-                   "threads": torch.get_num_threads(), COST_METRIC: cost, **(extra or {})}
-        if checkpoint_dir is not None:
-            if final_metrics and cfg.train.finished(metrics["epoch"], metrics["elapsed_s"]):
-                metrics.update(final_metrics(checkpoint_dir, cfg))
-            history.append(metrics)
-            (checkpoint_dir / HISTORY_FILE).write_text(
-                "".join(json.dumps(m) + "\n" for m in history))
-            print(format_metrics(metrics), flush=True)
-        publish(metrics, checkpoint_dir)
-
+    facts = {"start_epoch": history[-1]["epoch"] if history else 0, "world_size": world_size,
+             "gpu": device.type == "cuda", "cpus_per_worker": cpus,
+             "threads": torch.get_num_threads(), COST_METRIC: cost, **(extra or {})}
+    report = Reporter(RunFolder(run_path), keep, trainer=trainer, cfg=cfg, history=history,
+                      facts=facts, final_metrics=final_metrics)
     try:
         loop.train(cfg, report=report, resume=resume, device=device, wrap=wrap, rank=rank,
                    world_size=world_size, indicators=indicators)
@@ -121,8 +105,8 @@ def train_and_report(cfg: RunConfig, *, run_path: str, resume: Path | None, publ
         # Every rank gets here at the same step (the finiteness check is collective).
         if rank == 0:
             storage.write_text(f"{run_path}/{DIVERGED_FILE}", str(e))
-        publish({"epoch": e.epoch, "step": e.step, HELDOUT_METRIC: math.inf,
-                 DIVERGED_KEY: str(e)}, None)
+        keep({"epoch": e.epoch, "step": e.step, HELDOUT_METRIC: math.inf,
+              DIVERGED_KEY: str(e)}, None)
 
 
 def use_assigned_cpus() -> float:
@@ -144,36 +128,38 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     cpus = use_assigned_cpus()
 
-    def publish(metrics: dict, checkpoint_dir: Path | None) -> None:
+    def keep(metrics: dict, checkpoint_dir: Path | None) -> None:
         checkpoint = (None if checkpoint_dir is None
                       else ray.train.Checkpoint.from_directory(checkpoint_dir))
-        ray.train.report(metrics, checkpoint=checkpoint,
-                         checkpoint_dir_name=checkpoint_name(metrics["epoch"]))
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"{CHECKPOINTS_DIR}/"
+                         f"{checkpoint_name(metrics['epoch'])}")
 
     cfg, log = RunConfig.from_dict(config["run"]), config["log"]
     if log and ctx.get_world_rank() == 0:  # the trackers write from rank 0 only
         local = storage.local_path(config["run_path"])  # else W&B's files go to a temp folder
         folder = local or Path(tempfile.gettempdir()) / config["run_path"].rpartition("/")[2]
-        publish = Tracked(publish, log, folder, cfg)
+        keep = Tracked(keep, log, folder, cfg)
     restored = ray.train.get_checkpoint()
     try:
         with restored.as_directory() if restored else contextlib.nullcontext() as resume:
             train_and_report(cfg, run_path=config["run_path"],
-                             resume=Path(resume) if resume else None, publish=publish,
-                             device=ray.train.torch.get_device(), cpus=cpus,
+                             resume=Path(resume) if resume else None, keep=keep,
+                             trainer=config["trainer"], device=ray.train.torch.get_device(),
+                             cpus=cpus,
                              wrap=ray.train.torch.prepare_model, rank=ctx.get_world_rank(),
                              world_size=ctx.get_world_size(), indicators=config["indicators"],
                              final_metrics=config["final_metrics"])
     finally:
-        if isinstance(publish, Tracked):
-            publish.close()
+        if isinstance(keep, Tracked):
+            keep.close()
 
 
 def torch_trainer(cfg: RunConfig, resources: Resources, *, storage_path: str, name: str,
                   keep_checkpoints: int | None = 3, callbacks: list | None = None,
                   indicators: loop.Indicators | None = None,
                   final_metrics: FinalMetrics | None = None,
-                  log: Tracking = NO_TRACKING) -> ray.train.torch.TorchTrainer:
+                  log: Tracking = NO_TRACKING, trainer: str = RAY_TRAINER,
+                  ) -> ray.train.torch.TorchTrainer:
     """A TorchTrainer for one run at `<storage_path>/<name>` (not started; call `.fit()`).
 
     Args:
@@ -187,6 +173,7 @@ def torch_trainer(cfg: RunConfig, resources: Resources, *, storage_path: str, na
         final_metrics: added to the last report (pickled to every worker; rank 0 calls it).
         log: live trackers, written by rank 0 (tracking.py; a local run folder for
             TensorBoard).
+        trainer: run.json's "trainer" ("tune_trial" for a multi-worker trial's run).
     """
     cfg.data.check_workers(resources.workers)
     if "tensorboard" in log.trackers and storage.local_path(storage_path) is None:
@@ -197,7 +184,7 @@ def torch_trainer(cfg: RunConfig, resources: Resources, *, storage_path: str, na
         train_loop_per_worker,
         train_loop_config={"run": cfg.to_dict(), "run_path": f"{storage_path}/{name}",
                            "final_metrics": final_metrics, "indicators": indicators,
-                           "log": log},
+                           "log": log, "trainer": trainer},
         scaling_config=resources.scaling_config(),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage_path, callbacks=callbacks,
@@ -293,12 +280,6 @@ def raise_if_diverged(run_path: str) -> None:
 def run_exists(run_path: str | Path) -> bool:
     """Whether `run_path` holds a Ray Train run (its checkpoint snapshot file)."""
     return storage.exists(f"{storage.absolute(run_path)}/{SNAPSHOT_FILE}")
-
-
-def read_history(checkpoint_dir: str | Path) -> list[dict]:
-    """The metrics of every epoch up to the checkpoint's, one dict each, in order."""
-    file = Path(checkpoint_dir) / HISTORY_FILE
-    return [json.loads(line) for line in file.read_text().splitlines() if line]
 
 
 def _latest_checkpoint(run_dir: str | Path) -> ray.train.Checkpoint:

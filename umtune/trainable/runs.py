@@ -1,8 +1,8 @@
 """One training run, in one plain process or on Ray: `umtune train` and `umtune train --resume`.
 
-Where a run lives says how it runs: a folder holding a Ray Train run is resumed on Ray, any other
-run folder by the plain loop; a new run goes to Ray when it asks for anything Ray gives (workers,
-GPUs, CPUs per worker, a cluster's address or a storage). Ray is imported only then.
+A run folder says how it runs (its run.json, umtune/layout.py): a Ray Train run is resumed on
+Ray, a plain one by the plain loop; a new run goes to Ray when it asks for anything Ray gives
+(workers, GPUs, CPUs per worker, a cluster's address or a storage). Ray is imported only then.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from umtune.config import RunConfig
-from umtune.trainable.checkpoint import LocalRun, first_difference, load_checkpoint
+from umtune.layout import PLAIN_TRAINER, RAY_TRAINER, TRIAL_TRAINER
+from umtune.trainable.checkpoint import first_difference, load_checkpoint
 from umtune.trainable.loop import Indicators
+from umtune.trainable.run_folder import LocalRun, RunFolder
 from umtune.trainable.tracking import NO_TRACKING, Tracking
 
 
@@ -33,15 +35,19 @@ class RayRequest:
                     or self.storage)
 
 
-def is_ray_run(run_dir: str | Path) -> bool:
-    """Whether `run_dir` holds a Ray Train run (else a plain one, or none)."""
-    from umtune.trainable import ray_train
-
-    return ray_train.run_exists(run_dir)
+def resumed_trainer(run_dir: str | Path) -> str:
+    """Which trainer continues the run at `run_dir`: what its run.json says (none: the plain
+    loop, which says what is missing); a sweep's trial is refused (its sweep continues it)."""
+    trainer = RunFolder(run_dir).trainer() or PLAIN_TRAINER
+    if trainer == TRIAL_TRAINER:
+        raise ValueError(f"{run_dir}: a sweep's trial; expected a run of `umtune train` (a "
+                         "trial goes on with its sweep: umtune sweep --resume SWEEP)")
+    return trainer
 
 
 def _on_ray(run_dir: str | Path, request: RayRequest, resume: bool) -> bool:
-    return request.asks_for_ray() or (resume and is_ray_run(run_dir))
+    return request.asks_for_ray() or (
+        resume and resumed_trainer(_ray_run_dir(run_dir, request)) == RAY_TRAINER)
 
 
 def _ray_run_dir(run_dir: str | Path, request: RayRequest) -> str:
@@ -88,7 +94,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
           keep_every_minutes: float = 0.0, log: Tracking = NO_TRACKING) -> str:
     """Train `cfg` at `run_dir` (with `resume`, continue the run there) until its budgets are
     spent; returns where the run and its latest checkpoint are. `keep_every_minutes`: see
-    `LocalRun` (plain runs; a Ray Train run keeps a checkpoint per epoch). `log`: live
+    `FolderKeep` (plain runs; a Ray Train run keeps its newest epochs). `log`: live
     trackers (tracking.py)."""
     if not _on_ray(run_dir, request, resume):
         from umtune.trainable.loop import train_plain_run
@@ -98,8 +104,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False,
         return f"run: {run_dir}\nlatest checkpoint: {LocalRun(Path(run_dir)).checkpoint}"
     if keep_every_minutes:
         raise ValueError(f"--keep-every {keep_every_minutes:g}: a Ray Train run keeps a "
-                         "checkpoint of every epoch already (epoch_NNNNNN/); expected it only "
-                         "for a plain run")
+                         "checkpoint of the newest epochs (checkpoints/epoch_NNNNNN/); expected "
+                         "it only for a plain run")
 
     from umtune.trainable import ray_train
 
