@@ -277,6 +277,7 @@ def test_evaluating_several_checkpoints_writes_one_curve_table(run, tiny_dataset
     assert rows[0].startswith("| minutes | steps | timbre_acc |")
     assert [r.split(" | ")[1] for r in rows[1:]] == ["2", "4"]  # steps, by training time
     assert "of 5 |" in rows[1] and "lr schedule step" in text
+    assert "- targets (references" in text and "{" not in text  # the rules filled in
 
 
 def test_an_evaluation_is_never_written_into_the_checkpoint_or_dataset_it_reads(run, tmp_path,

@@ -80,7 +80,8 @@ def test_a_run_of_the_earlier_shape_is_refused_until_upgraded_then_resumes(tiny_
                                                                           tmp_path, capsys):
     """Resume refuses a run folder of the earlier shape, naming `umtune upgrade RUN`; the
     upgrade gives each kept checkpoint its epoch's name and history (same bytes of state.pt),
-    moves their evaluations to evaluation/epoch_N/, writes run.json, and the run resumes."""
+    moves their evaluations to evaluation/epoch_N/, writes run.json, and the run resumes,
+    keeping what was kept."""
     run = LocalRun(tmp_path / "run", echo=False, keep_every_minutes=1e-9)  # keeps every epoch
     train(tiny_run(tiny_dataset, max_epochs=3, steps_per_epoch=1), report=run)
     history = read_history(run.run_dir)
@@ -105,5 +106,8 @@ def test_a_run_of_the_earlier_shape_is_refused_until_upgraded_then_resumes(tiny_
     assert main(["train", "--resume", str(run.run_dir), "--set", "train.max_epochs=4",
                  "--set", "train.indicator_seconds=0"]) == 0
     assert [m["epoch"] for m in folder.history()] == [1, 2, 3, 4]
+    # resumed without --keep-every, the run removes nothing an earlier process kept
+    assert sorted(p.name for p in (run.run_dir / "checkpoints").iterdir()) == [
+        f"epoch_00000{e}" for e in (1, 2, 3, 4)]
     assert main(["upgrade", str(tmp_path / "nothing")]) == 2
     assert "no run of an earlier shape here" in capsys.readouterr().err

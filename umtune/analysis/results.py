@@ -189,7 +189,9 @@ def curve_markdown(evaluations: Sequence[dict], states: Sequence[TrainingState],
         f"- evaluation: {evaluations[0]['clips']} held-out clip(s) x "
         f"{evaluations[0]['seconds']:.2f} s per domain pair, {_seeds(evaluations[0])}, "
         f"sampling temperature {evaluations[0]['temperature']:g}",
-        "- targets: " + "; ".join(f"`{t.metric}` {t.rule}" for t in TARGETS),
+        "- targets (references of the last checkpoint's evaluation): " + "; ".join(
+            f"`{r['metric']}` {r['target']}" for r in target_rows(
+                evaluations[-1]["summary"], states[-1].config.train.confusion_lambda)),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

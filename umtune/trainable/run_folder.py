@@ -192,11 +192,13 @@ class Reporter:
 class FolderKeep:
     """Copies each epoch's checkpoint into the run's checkpoints/ and removes the ones no longer
     kept: all but the `newest` ones, except, with `every_minutes`, the first checkpoint after
-    every so many minutes of training (e.g. to evaluate a run over time)."""
+    every so many minutes of training (e.g. to evaluate a run over time), and the `protected`
+    epochs (a resumed plain run's: whatever earlier processes kept stays)."""
 
     run: RunFolder
     newest: int = 1
     every_minutes: float = 0.0
+    protected: frozenset[int] = frozenset()
 
     def __call__(self, metrics: dict, checkpoint: Path | None) -> None:
         if checkpoint is None:
@@ -210,7 +212,7 @@ class FolderKeep:
         kept = self.kept(read_history(checkpoint))
         for name in storage.list_names(self.run.checkpoints):
             epoch = checkpoint_epoch(name)
-            if epoch is not None and epoch not in kept:
+            if epoch is not None and epoch not in kept and epoch not in self.protected:
                 storage.delete_dir(self.run.checkpoint_at(epoch))
 
     def kept(self, history: list[dict]) -> set[int]:
@@ -247,10 +249,12 @@ class LocalRun(RunFolder):
 
     def __call__(self, metrics: dict, checkpoint: Path | None) -> None:
         if self.reporter is None:  # a resumed run goes on from its newest checkpoint
-            before = read_history(self.checkpoint) if self.exists() else []
-            self.reporter = Reporter(self, FolderKeep(self, every_minutes=self.keep_every_minutes),
-                                     trainer=PLAIN_TRAINER, cfg=self.config, history=before,
-                                     echo=self.echo)
+            earlier = kept_checkpoints(self.run_dir)
+            keep = FolderKeep(self, every_minutes=self.keep_every_minutes,
+                              protected=frozenset(earlier))
+            self.reporter = Reporter(self, keep, trainer=PLAIN_TRAINER, cfg=self.config,
+                                     history=read_history(earlier[max(earlier)]) if earlier
+                                     else [], echo=self.echo)
         self.reporter(metrics, checkpoint)
 
     @contextlib.contextmanager
