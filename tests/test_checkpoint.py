@@ -24,7 +24,12 @@ from test_loop import tiny_run
 
 from umtune.cli import main
 from umtune.data import Dataset
-from umtune.trainable.checkpoint import load_checkpoint, load_model, save_checkpoint
+from umtune.trainable.checkpoint import (
+    checkpoint_config,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from umtune.trainable.loop import Trainer, train
 from umtune.trainable.run_folder import LocalRun
 
@@ -328,7 +333,8 @@ def test_an_exported_model_is_the_generation_weights_and_config_alone(tiny_datas
     weights = torch.load(out / "model.pt", weights_only=True)
     exported, config = load_model(out)
     original, _ = load_model(run.checkpoint)
-    assert config == load_checkpoint(run.checkpoint).config
+    assert config == load_checkpoint(run.checkpoint).config == checkpoint_config(out) \
+        == checkpoint_config(run.checkpoint) == checkpoint_config(run.run_dir)
     for name, value in original.state_dict().items():
         assert torch.equal(exported.state_dict()[name], value) and torch.equal(
             weights[name], value), name

@@ -66,7 +66,12 @@ from umtune.data import Dataset, DatasetError
 from umtune.data.chorales import TAIL_SECONDS
 from umtune.layout import EVALUATION_AUDIO_DIR, EVALUATION_METRICS_FILE, STATE_FILE
 from umtune.storage import refuse_output_in, staged_dir, write_json_atomic
-from umtune.trainable.checkpoint import EXPORT_WEIGHTS, checkpoint_of, load_model
+from umtune.trainable.checkpoint import (
+    EXPORT_WEIGHTS,
+    checkpoint_config,
+    checkpoint_of,
+    load_model,
+)
 from umtune.trainable.generate import DEFAULT_SAMPLING, Sampling, Translator
 from umtune.trainable.loop import heldout_batch
 from umtune.trainable.model import UniversalTranslator, decoder_receptive_field, latent_use
@@ -389,7 +394,7 @@ def earlier_evaluation(out_dir: Path, checkpoint: str | Path, data_path: str | P
     if not isinstance(earlier, dict) or "inputs" not in earlier:
         return None
     checkpoint = checkpoint_of(Path(checkpoint))
-    data_path = data_path or load_model(checkpoint)[1].data.path
+    data_path = data_path or checkpoint_config(checkpoint).data.path
     return earlier if earlier["inputs"] == evaluation_inputs(checkpoint, data_path, options) \
         else None
 

@@ -110,6 +110,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Tra
     return state
 
 
+def checkpoint_config(path: Path) -> RunConfig:
+    """The config of a checkpoint (or of an exported model) without reading its weights: the
+    state file is memory-mapped, so only the config's bytes are read."""
+    path = checkpoint_of(Path(path))
+    if is_export(path):
+        return _read_export(path)[0]
+    file = path / STATE_FILE if path.is_dir() else path
+    try:
+        return RunConfig.from_dict(torch.load(file, mmap=True, weights_only=True)["config"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:
+        raise ValueError(f"checkpoint {file}: not a readable umtune checkpoint ({e})") from e
+
+
 def load_model(path: Path, map_location: str | torch.device = "cpu"):
     """The network of a checkpoint (or of a model `export_model` wrote) as generation uses it
     (its moving average of the weights where one is kept), on `map_location`, in eval mode,
@@ -150,10 +163,13 @@ def export_model(checkpoint: Path, out: Path) -> Path:
     return out
 
 
-def _read_export(path: Path, map_location) -> tuple[RunConfig, dict]:
+def _read_export(path: Path, map_location=None) -> tuple[RunConfig, dict | None]:
+    """An exported model's config and, given a `map_location`, its weights."""
     file = path / EXPORT_WEIGHTS
     try:
         config = RunConfig.from_dict(json.loads((path / RUN_CONFIG_FILE).read_text()))
+        if map_location is None:
+            return config, None
         weights = torch.load(file, map_location=map_location, weights_only=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError,
             pickle.UnpicklingError) as e:

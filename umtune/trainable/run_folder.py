@@ -42,6 +42,7 @@ from umtune.layout import (
 )
 from umtune.storage import Locked, exclusive_lock
 from umtune.trainable.checkpoint import (
+    checkpoint_config,
     first_difference,
     format_metrics,
     load_checkpoint,
@@ -136,15 +137,18 @@ class RunFolder:
                                     "(no run, or one stopped before its first was saved)")
         return kept[max(kept)]
 
-    def write(self, trainer: str, history: list[dict], config: RunConfig | None = None) -> None:
-        """run.json (once), config.json (when given) and the whole history, each whole."""
-        if storage.read_text(self.file(RUN_FILE)) is None:
-            storage.write_text(self.file(RUN_FILE), json.dumps(
-                {"format": RUN_FORMAT, "trainer": trainer}, indent=1) + "\n")
+    def write(self, history: list[dict], *, trainer: str | None = None,
+              config: RunConfig | None = None) -> None:
+        """The whole history, then config.json and run.json where given (a process's first
+        report, an upgrade), each file whole; run.json last: a folder without it holds no run
+        yet (or, for `upgrade`, is upgraded again)."""
+        storage.write_text(self.file(HISTORY_FILE), _history_text(history))
         if config is not None:
             storage.write_text(self.file(RUN_CONFIG_FILE),
                                json.dumps(config.to_dict(), indent=1) + "\n")
-        storage.write_text(self.file(HISTORY_FILE), _history_text(history))
+        if trainer is not None:
+            storage.write_text(self.file(RUN_FILE), json.dumps(
+                {"format": RUN_FORMAT, "trainer": trainer}, indent=1) + "\n")
 
 
 class Reporter:
@@ -154,8 +158,8 @@ class Reporter:
         run: the run folder (rank 0 writes it).
         keep: what the run does with each report after the folder's files (`Keep`).
         trainer: run.json's "trainer".
-        cfg: written to config.json with the first report; its budget says which report is
-            the last (for `final_metrics`).
+        cfg: written to config.json with the first report (run.json too); its budget says
+            which report is the last (for `final_metrics`).
         history: the reports before this process's first (a resumed checkpoint's history).
         facts: joins every report (the run's resources, a trial's name and schedule).
         final_metrics: joins the last report (rank 0 calls it).
@@ -168,7 +172,7 @@ class Reporter:
         self.run, self.keep, self.trainer, self.cfg = run, keep, trainer, cfg
         self.history, self.facts = list(history), facts or {}
         self.final_metrics, self.echo = final_metrics, echo
-        self.config_written = False
+        self.described = False  # run.json and config.json, once a process
 
     def __call__(self, metrics: dict, checkpoint: Path | None) -> None:
         metrics = {**metrics, **self.facts}
@@ -181,9 +185,11 @@ class Reporter:
         self.history.append(metrics)
         (Path(checkpoint) / HISTORY_FILE).write_text(_history_text(self.history))
         self.keep(metrics, checkpoint)  # first: the folder never names a checkpoint it lacks
-        self.run.write(self.trainer, self.history,
-                       None if self.config_written else self.cfg)
-        self.config_written = True
+        if self.described:
+            self.run.write(self.history)
+        else:
+            self.run.write(self.history, trainer=self.trainer, config=self.cfg)
+            self.described = True
         if self.echo:
             print(format_metrics(metrics), flush=True)
 
@@ -294,10 +300,11 @@ class LocalRun(RunFolder):
         its first one was saved left, a disk that filled or a kill, is no run)."""
         return bool(kept_checkpoints(self.run_dir))
 
-    def check_resumable(self, adopt: bool = False) -> None:
-        """Refuse to resume a folder without a complete checkpoint, a config.json edited since
-        (resume reads the checkpoint's config), or, unless `adopt`, a checkpoint that does not
-        continue this folder's history (one copied in from another run)."""
+    def resumed_checkpoint_config(self, adopt: bool = False) -> RunConfig:
+        """The config of the checkpoint a resume continues from. Refuses a folder without a
+        complete checkpoint, a config.json edited since (resume reads the checkpoint's config),
+        or, unless `adopt`, a checkpoint that does not continue this folder's history (one
+        copied in from another run)."""
         self.trainer()  # refuses an earlier shape, naming the upgrade
         if not self.exists():
             raise FileNotFoundError(f"{self.run_dir} holds no complete checkpoint (no run, or "
@@ -325,6 +332,7 @@ class LocalRun(RunFolder):
                              f"epoch {last.get('epoch')}, step {last.get('step')}): it was "
                              "written by another run; expected this run's own checkpoint "
                              "(--adopt continues from it anyway)")
+        return state.config
 
     def clear_leftovers(self) -> None:
         """Remove what a run that never saved a checkpoint left here (nothing else)."""
@@ -377,7 +385,7 @@ def upgrade(run_dir: Path) -> str:
         if evaluation.is_dir():
             (run_dir / EVALUATION_DIR).mkdir(exist_ok=True)
             os.replace(evaluation, run_dir / EVALUATION_DIR / checkpoint_name(epoch))
-    RunFolder(run_dir).write(PLAIN_TRAINER, history)
+    RunFolder(run_dir).write(history, trainer=PLAIN_TRAINER)
     for checkpoint in old:
         shutil.rmtree(checkpoint)
     return (f"{run_dir}: {len(old)} checkpoint(s) now in {CHECKPOINTS_DIR}/ ("
@@ -391,13 +399,10 @@ def _upgrade_ray_train(run_dir: Path) -> str:
         os.replace(run_dir / name, run_dir / CHECKPOINTS_DIR / name)
     snapshot = json.loads((run_dir / SNAPSHOT_FILE).read_text())
     storage.write_text(str(run_dir / SNAPSHOT_FILE), json.dumps(_in_checkpoints(snapshot)))
-    latest = kept_checkpoints(run_dir)
-    if latest:
-        newest = latest[max(latest)]
-        run = RunFolder(run_dir)
-        run.write(RAY_TRAINER, read_history(newest), load_checkpoint(newest).config)
-    else:
-        RunFolder(run_dir).write(RAY_TRAINER, [])
+    kept = kept_checkpoints(run_dir)
+    newest = kept[max(kept)] if kept else None
+    RunFolder(run_dir).write(read_history(newest) if newest else [], trainer=RAY_TRAINER,
+                             config=checkpoint_config(newest) if newest else None)
     return f"{run_dir}: {len(moved)} checkpoint(s) moved into {CHECKPOINTS_DIR}/"
 
 

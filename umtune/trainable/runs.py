@@ -12,7 +12,7 @@ from pathlib import Path
 
 from umtune.config import RunConfig
 from umtune.layout import PLAIN_TRAINER, RAY_TRAINER, TRIAL_TRAINER
-from umtune.trainable.checkpoint import first_difference, load_checkpoint
+from umtune.trainable.checkpoint import first_difference
 from umtune.trainable.loop import Indicators
 from umtune.trainable.run_folder import LocalRun, RunFolder
 from umtune.trainable.tracking import NO_TRACKING, Tracking
@@ -60,9 +60,7 @@ def saved_config(run_dir: str | Path, request: RayRequest = RayRequest()) -> Run
         from umtune.trainable import ray_train
 
         return ray_train.latest(_ray_run_dir(run_dir, request))[0].config
-    run = LocalRun(Path(run_dir))
-    run.check_resumable(adopt=request.adopt)
-    return load_checkpoint(run.checkpoint).config
+    return LocalRun(Path(run_dir)).resumed_checkpoint_config(adopt=request.adopt)
 
 
 def resumed_config(saved: RunConfig, changed: RunConfig) -> RunConfig:
