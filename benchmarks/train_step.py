@@ -6,9 +6,10 @@ autoencoder update), counts its FLOPs with torch.utils.flop_counter, and prints 
 achieved GFLOP/s next to this machine's fp32 and bf16 matmul peaks measured in the same run;
 then the step's parts timed alone (data, augmentation, the confusion update, the encoder's and
 the decoders' forward and backward, the content head, the optimizer); with `--official SRC`
-the official code's training step (its `train_batch`, run on this device) at the same sizes.
+the official code's training step (its `train_batch`, run on this device) at the same sizes;
+with `--compiled` each preset and precision again with `train.compile`.
 
-    .venv/bin/python benchmarks/train_step.py --data data/lines8k [--official SRC]
+    .venv/bin/python benchmarks/train_step.py --data data/lines8k [--official SRC] [--compiled]
 
 `--official` takes the `src` folder of a checkout of facebookresearch/music-translation (its
 `wavenet.py` and `wavenet_models.py` are imported from there, not copied here).
@@ -186,6 +187,9 @@ def main() -> None:
     p.add_argument("--presets", default="cpu,paper")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--compiled", action="store_true",
+                   help="also time each preset and precision with train.compile (the first "
+                   "step, which compiles, is the warm-up)")
     p.add_argument("--official", type=Path, help="src folder of the official code")
     args = p.parse_args()
     data = Dataset.open(args.data)
@@ -199,11 +203,13 @@ def main() -> None:
         for prec in args.precisions.split(","):
             cfg = configs[name, prec] = step_config(name, data, **PRESET_SIZES[name],
                                                     precision=prec)
-            r = measure(cfg, data, args.steps)
-            print(f"{name:7} {'umtune':9} {r['precision']:5} {r['batch']:>12} "
-                  f"{r['s/step']:7.3f} {r['samples/s']:10.0f} {r['GFLOP/step']:10.1f} "
-                  f"{r['GFLOP/s']:8.1f} {100 * r['GFLOP/s'] / peaks['fp32']:6.0f}% "
-                  f"{100 * r['GFLOP/s'] / peaks['bf16']:6.0f}%")
+            for step, compiled in (("umtune", False), ("compiled", True))[:1 + args.compiled]:
+                r = measure(replace(cfg, train=replace(cfg.train, compile=compiled)), data,
+                            args.steps)
+                print(f"{name:7} {step:9} {r['precision']:5} {r['batch']:>12} "
+                      f"{r['s/step']:7.3f} {r['samples/s']:10.0f} {r['GFLOP/step']:10.1f} "
+                      f"{r['GFLOP/s']:8.1f} {100 * r['GFLOP/s'] / peaks['fp32']:6.0f}% "
+                      f"{100 * r['GFLOP/s'] / peaks['bf16']:6.0f}%")
         if args.official:
             o = official_step(args.official, configs[name, args.precisions.split(",")[0]],
                               args.steps)
