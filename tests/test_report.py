@@ -86,7 +86,7 @@ def make_sweep(root: Path, dataset: Path | None, *, objectives=("quality", "cost
             "train.aug_semitones": aug, "model.encoder.dilations": enc,
             "model.decoder.dilations": "doubling", "train.lr": 1e-3,
             "model.encoder.latent_channels": latent,
-            "epoch": epochs, "step": epochs * 5,
+            "epoch": epochs, "step": epochs * 5, "precision": "bf16" if done else None,
             "heldout_ce": ce if done else math.nan, "train_ce": ce - 0.1 if done else math.nan,
             "heldout_confusion_acc": 0.5 + 0.01 * epochs if done else math.nan,
             "generation_flops_per_sample": 200_000 + 2_000 * latent if done else math.nan,
@@ -577,6 +577,7 @@ def test_cli_report_table_says_whether_each_component_helps(sweep_dir, tiny_data
     assert "| confusion loss (lambda > 0) | `eval/translation_gain` | 0.310 | 0.120 | +0.190 " \
            "| - | 1 / 1 | no spread measured" in text
     assert "command: `umtune report " in text and "machine: " in text
+    assert "\n- precision: bf16\n" in text and "| epoch | step | elapsed_s |" in text
     assert "Does each component help?" in (tmp_path / "r.html").read_text()
 
     always_on = {k: v for k, v in TRIALS.items() if v[2]}  # lambda never switched off

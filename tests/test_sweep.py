@@ -100,6 +100,8 @@ def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
     good = by_case[(0.003, Path(tiny_dataset).name)]
     assert good["status"] == "completed" and good["epoch"] == 2 and good["pareto"]
     assert good["world_size"] == 1 and list(Path(good["path"]).glob("checkpoint_*"))  # in-trial
+    assert good["precision"] == json.loads(Path(good["path"], "result.json").read_text(
+        ).splitlines()[-1])["precision"] in ("fp32", "bf16")  # what `auto` chose
     evaluation = json.loads((Path(good["run_path"]) / "evaluation" / "metrics.json").read_text())
     assert good["eval/timbre_acc"] == evaluation["summary"]["timbre_acc"]  # scored at the end
     assert [s["seed"] for s in evaluation["per_seed"]] == [0, 1]  # --eval-seeds 2

@@ -296,6 +296,7 @@ def running_trials(sweep: Path) -> pd.DataFrame:
             **{k: v for k, v in last.items() if _is_number(v) and not k.startswith(
                 ("time_", "timestamp", "pid", "done", "training_iteration",
                  "iterations_since_restore")) and ("/" not in k or k.startswith(EVAL_PREFIX))},
+            "precision": last.get("precision"),
             "path": str(folder),
             "run_path": f"{trial_options.get('storage', sweep / TRAIN_RUNS_DIR)}/"
                         f"{train_run_name(folder.name.removeprefix(TRIAL_PREFIX))}"})

@@ -284,12 +284,14 @@ def ablation_markdown(data: SweepData, command: str | None = None) -> str:
     """The ablation's committed table: every trial's settings and metrics, then per component
     whether it helps by more than the spread over seeds (`component_effects`)."""
     t = data.trials
-    shown = [c for c in dict.fromkeys(("trial", "status", LAMBDA, AUG, "epoch", "elapsed_s",
-                                       *DIRECTIONS)) if c in t.columns]
+    shown = [c for c in dict.fromkeys(("trial", "status", LAMBDA, AUG, "epoch", "step",
+                                       "elapsed_s", *DIRECTIONS)) if c in t.columns]
+    precisions = sorted(set(t["precision"].dropna())) if "precision" in t.columns else []
     lines = [f"# Ablation: {data.name}", "",
              f"- written: {time.strftime('%Y-%m-%d %H:%M %Z')}",
              *([f"- command: `{command}`"] if command else []),
-             f"- machine: {machine()}", "",
+             f"- machine: {machine()}",
+             f"- precision: {', '.join(precisions) or 'not reported'}", "",
              "| " + " | ".join(_short(c) for c in shown) + " |",
              "|" + "---|" * len(shown)]
     for _, row in t.iterrows():

@@ -54,6 +54,7 @@ def trials_table(results, opts: SweepOptions, base: RunConfig) -> pd.DataFrame:
             **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not
                k.startswith(("config/", SCHEDULE_PREFIX, "time_this", "timestamp", "pid",
                              "done"))},
+            "precision": m.get("precision"),  # what `train.precision: auto` chose, e.g. bf16
             "trial_workers": opts.trial_workers, "gpu": opts.gpu,
             "path": r.path,  # Tune's trial folder: result.json holds every epoch's report
             # the trial's run folder (layout.py): its checkpoints, history, evaluation/
