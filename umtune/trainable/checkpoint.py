@@ -92,11 +92,7 @@ def checkpoint_of(path: Path) -> Path:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> TrainingState:
     """Read a checkpoint directory (or its state.pt, or a run folder's newest checkpoint)
     written by `save_checkpoint`."""
-    path = checkpoint_of(path)
-    file = path / STATE_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"checkpoint {path}: no {STATE_FILE} found (expected a "
-                                "directory written by umtune train)")
+    file = _state_file(path)
     try:
         raw = torch.load(file, map_location=map_location, weights_only=True)
         state = TrainingState(config=RunConfig.from_dict(raw["config"]), model=raw["model"],
@@ -110,13 +106,24 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Tra
     return state
 
 
+def _state_file(path: Path) -> Path:
+    """The state file of a checkpoint directory, of a run folder's newest checkpoint, or `path`
+    itself (a state file)."""
+    path = checkpoint_of(Path(path))
+    file = path / STATE_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"checkpoint {path}: no {STATE_FILE} found (expected a "
+                                "directory written by umtune train)")
+    return file
+
+
 def checkpoint_config(path: Path) -> RunConfig:
     """The config of a checkpoint (or of an exported model) without reading its weights: the
     state file is memory-mapped, so only the config's bytes are read."""
     path = checkpoint_of(Path(path))
     if is_export(path):
         return _read_export(path)[0]
-    file = path / STATE_FILE if path.is_dir() else path
+    file = _state_file(path)
     try:
         return RunConfig.from_dict(torch.load(file, mmap=True, weights_only=True)["config"])
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as e:

@@ -48,7 +48,7 @@ from umtune.layout import (
     checkpoint_name,
 )
 from umtune.trainable import loop
-from umtune.trainable.checkpoint import TrainingState, load_checkpoint
+from umtune.trainable.checkpoint import TrainingState, checkpoint_config, load_checkpoint
 from umtune.trainable.model import WaveNetDecoder, generation_flops_per_sample
 from umtune.trainable.run_folder import FinalMetrics, Keep, Reporter, RunFolder, read_history
 from umtune.trainable.tracking import NO_TRACKING, Tracked, Tracking
@@ -295,6 +295,12 @@ def latest(run_dir: str | Path) -> tuple[TrainingState, list[dict]]:
     """The latest checkpoint of a Ray Train run (state and config) and its metrics history."""
     with _latest_checkpoint(run_dir).as_directory() as d:
         return load_checkpoint(d), read_history(d)
+
+
+def latest_config(run_dir: str | Path) -> RunConfig:
+    """The config of a Ray Train run's latest checkpoint, without loading its weights."""
+    with _latest_checkpoint(run_dir).as_directory() as d:
+        return checkpoint_config(Path(d))
 
 
 def latest_history(run_dir: str | Path) -> list[dict]:

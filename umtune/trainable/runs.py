@@ -59,7 +59,7 @@ def saved_config(run_dir: str | Path, request: RayRequest = RayRequest()) -> Run
     if _on_ray(run_dir, request, resume=True):
         from umtune.trainable import ray_train
 
-        return ray_train.latest(_ray_run_dir(run_dir, request))[0].config
+        return ray_train.latest_config(_ray_run_dir(run_dir, request))
     return LocalRun(Path(run_dir)).resumed_checkpoint_config(adopt=request.adopt)
 
 
