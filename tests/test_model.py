@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from umtune.config import (
     ConfusionConfig,
@@ -18,6 +19,8 @@ from umtune.trainable.model import (
     UniversalTranslator,
     WaveNetDecoder,
     audio_to_codes,
+    causal_conv,
+    centred_conv,
     codes_to_audio,
     codes_to_input,
     decoder_receptive_field,
@@ -77,16 +80,28 @@ def test_decoder_causality_by_gradient():
     """Logits at t get zero gradient from inputs after t (checked on the scaled input)."""
     m = _model()
     dec = m.decoders["b"]
-    x = torch.randn(1, 1, 200, requires_grad=True)
+    x = torch.randn(1, 200, requires_grad=True)
     z = torch.randn(1, 4, 10)
-    h = dec.start(F.pad(x, (1, 0)))
-    skip = dec.start_skip(h)
-    for layer, cond in zip(dec.layers, dec.project_condition(z), strict=False):
-        r, s = layer(h, cond)
-        h, skip = h + r, skip + s
-    dec.head(skip, dec.project_condition(z)[-1])[0, :, 99].sum().backward()
-    assert x.grad[0, 0, 100:].abs().max() == 0
-    assert x.grad[0, 0, :100].abs().max() > 0
+    dec(torch.zeros(1, 200, dtype=torch.long), z, x)[0, :, 100].sum().backward()
+    assert x.grad[0, 100:].abs().max() == 0
+    assert x.grad[0, :100].abs().max() > 0
+
+
+@pytest.mark.parametrize("kernel_size, dilation", [(1, 1), (2, 4), (3, 5)])
+def test_matmul_layout_computes_the_convolutions(kernel_size, dilation):
+    """Channels-last matmuls with a Conv1d's weights give that convolution's output, centred and
+    causal, so that weights mean the same in either layout (checkpoints, generation)."""
+    torch.manual_seed(0)
+    conv = nn.Conv1d(6, 10, kernel_size, dilation=dilation)
+    x = torch.randn(2, 50, 6)  # (B, T, C)
+    span = (kernel_size - 1) * dilation
+    causal = F.conv1d(F.pad(x.transpose(1, 2), (span, 0)), conv.weight, conv.bias,
+                      dilation=dilation)
+    torch.testing.assert_close(causal_conv(conv, x), causal.transpose(1, 2))
+    if kernel_size % 2:
+        centred = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, dilation=dilation,
+                           padding=span // 2)
+        torch.testing.assert_close(centred_conv(conv, x), centred.transpose(1, 2))
 
 
 def test_encoder_receptive_field_is_centred():

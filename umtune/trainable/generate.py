@@ -112,12 +112,12 @@ class DecoderStack:
     def condition(self, z: Tensor) -> Conditioning:
         """Latents (G, B, L, F), one batch per decoder -> every frame's biases."""
         per_decoder = [d.project_condition(zg) for d, zg in zip(self.decoders, z, strict=True)]
-        gates = torch.stack([torch.stack(parts[:-1]) for parts in per_decoder], dim=1)[..., 0]
-        gates = gates + self.gate_bias[:, :, None, :, None]  # (layers, G, B, gate, F)
-        head = torch.stack([parts[-1][..., 0] for parts in per_decoder])  # (G, B, S, F)
-        head = head + self.head_bias[:, None, :, None]
-        return Conditioning(gates=gates.permute(4, 0, 1, 2, 3).flatten(1, 2).contiguous(),
-                            head=head.permute(3, 0, 1, 2).contiguous())
+        gates = torch.stack([torch.stack(parts[:-1]) for parts in per_decoder], dim=1)
+        gates = gates + self.gate_bias[:, :, None, None]  # (layers, G, B, F, gate)
+        head = torch.stack([parts[-1] for parts in per_decoder])  # (G, B, F, S)
+        head = head + self.head_bias[:, None, None]
+        return Conditioning(gates=gates.permute(3, 0, 1, 2, 4).flatten(1, 2).contiguous(),
+                            head=head.permute(2, 0, 1, 3).contiguous())
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ the past samples and the latent (teacher forcing in training); a small confusion
 predicts the domain from the latent, and the encoder is trained to make it fail.
 
 Only nn.Modules and pure tensor functions live here: no I/O, devices, Ray or loss weighting
-(those are in loop.py). Incremental generation (generate.py) reuses these very weights through
-the layers' `gate` and the decoder's `head`, one step at a time, with an explicit cache.
+(those are in loop.py). Incremental generation (generate.py) folds these very weights into
+its own per-step layout.
 """
 
 from __future__ import annotations
@@ -82,22 +82,50 @@ def generation_flops_per_sample(decoder: WaveNetDecoder) -> int:
     return 2 * (parameter_count(decoder) - per_frame)
 
 
+def conv_taps(x: Tensor, kernel_size: int, dilation: int, before: int) -> Tensor:
+    """(B, T, C) -> (B, T, kernel_size * C): at each t, x[t - before + i * dilation] for
+    i < kernel_size side by side (zeros outside x), so that a convolution padded with `before`
+    samples ahead of x (and as many after as keep T) is one matmul with `taps_weight`.
+    before = (k - 1) * dilation is causal; half of it, centred."""
+    T, span = x.shape[1], (kernel_size - 1) * dilation
+    padded = F.pad(x, (0, 0, before, span - before)) if span else x
+    return torch.cat([padded[:, i * dilation:i * dilation + T] for i in range(kernel_size)],
+                     dim=-1)
+
+
+def taps_weight(conv: nn.Conv1d) -> Tensor:
+    """A Conv1d's weight (O, C, k) as the (O, k * C) matrix that multiplies `conv_taps`."""
+    return conv.weight.transpose(1, 2).flatten(1)
+
+
 def pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
-    """A 1x1 conv on (B, C, T), or the same weights as a matmul on one step's (B, C)."""
-    return conv(x) if x.dim() == 3 else F.linear(x, conv.weight[:, :, 0], conv.bias)
+    """A 1x1 conv's weights applied to channels-last x (..., C)."""
+    return F.linear(x, conv.weight[:, :, 0], conv.bias)
+
+
+def centred_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """A centred (odd-kernel) convolution's weights applied to channels-last x (B, T, C)."""
+    k, d = conv.kernel_size[0], conv.dilation[0]
+    return F.linear(conv_taps(x, k, d, (k - 1) * d // 2), taps_weight(conv), conv.bias)
+
+
+def causal_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """A causal convolution's weights applied to channels-last x (B, T, C): t sees x[<= t]."""
+    k, d = conv.kernel_size[0], conv.dilation[0]
+    return F.linear(conv_taps(x, k, d, (k - 1) * d), taps_weight(conv), conv.bias)
 
 
 class EncoderLayer(nn.Module):
-    """ReLU -> dilated conv -> ReLU -> 1x1, added back (no normalisation, as the paper)."""
+    """ReLU -> dilated conv -> ReLU -> 1x1, added back (no normalisation, as the paper).
+    Channels-last (B, T, C), as the decoder's layers."""
 
     def __init__(self, channels: int, kernel_size: int, dilation: int):
         super().__init__()
-        self.dilated = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
-                                 padding=dilation * (kernel_size - 1) // 2)
+        self.dilated = nn.Conv1d(channels, channels, kernel_size, dilation=dilation)
         self.mix = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, C, T)
-        return x + self.mix(F.relu(self.dilated(F.relu(x))))
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, C)
+        return x + pointwise(self.mix, F.relu(centred_conv(self.dilated, F.relu(x))))
 
 
 def standardize_frames(z: Tensor, eps: float = 1e-5) -> Tensor:
@@ -119,7 +147,7 @@ class Encoder(nn.Module):
         self.pool = cfg.pool
         self.normalize_latent = cfg.normalize_latent
         dil = dilation_schedule(cfg.dilations, cfg.blocks, cfg.layers_per_block)
-        self.start = nn.Conv1d(1, cfg.channels, cfg.kernel_size, padding=(cfg.kernel_size - 1) // 2)
+        self.start = nn.Conv1d(1, cfg.channels, cfg.kernel_size)
         self.layers = nn.Sequential(*(EncoderLayer(cfg.channels, cfg.kernel_size, d) for d in dil))
         self.to_latent = nn.Conv1d(cfg.channels, cfg.latent_channels, 1)
 
@@ -133,48 +161,42 @@ class Encoder(nn.Module):
             x = F.pad(x, (0, -T % window)).reshape(-1, window)  # (B * windows, window)
             z = self(x)  # (B * windows, L, window // pool)
             return z.unflatten(0, (B, -1)).permute(0, 2, 1, 3).flatten(2)[..., :T // self.pool]
-        h = self.layers(self.start(x.unsqueeze(1)))  # (B, C, T)
-        z = F.avg_pool1d(self.to_latent(h), self.pool)  # (B, L, T // pool)
+        h = self.layers(centred_conv(self.start, x.unsqueeze(-1)))  # (B, T, C)
+        frames = x.shape[-1] // self.pool
+        z = pointwise(self.to_latent, h[:, :frames * self.pool])  # (B, frames * pool, L)
+        z = z.unflatten(1, (frames, self.pool)).mean(dim=2).transpose(1, 2)  # (B, L, frames)
         return standardize_frames(z) if self.normalize_latent else z
 
 
 class DecoderLayer(nn.Module):
-    """Gated dilated causal conv; residual and skip outputs share one 1x1 conv."""
+    """Gated dilated causal conv; residual and skip outputs share one 1x1 conv.
+
+    Runs channels-last, (B, T, C), as matmuls with the convolutions' weights: on the CPU oneDNN
+    runs these sizes faster as matmuls than as convolutions (docs/speed.md).
+    """
 
     def __init__(self, cfg: DecoderConfig, dilation: int):
         super().__init__()
         self.dilation = dilation
-        self.causal_pad = dilation * (cfg.kernel_size - 1)
         self.dilated = nn.Conv1d(cfg.residual_channels, cfg.gate_channels, cfg.kernel_size,
                                  dilation=dilation)
         self.res_skip = nn.Conv1d(cfg.gate_channels // 2, cfg.residual_channels + cfg.skip_channels,
                                   1)
         self.residual_channels = cfg.residual_channels
 
-    def gate(self, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-        """Add conditioning, tanh x sigmoid, then the residual and skip 1x1s.
-
-        h: (B, G, T) dilated-conv output; cond: (B, G, F, 1), broadcast over each frame's T // F
-        samples. Returns residual (B, R, T) and skip (B, S, T). One generation step passes
-        (B, G) and (B, G) and gets (B, R) and (B, S).
-        """
-        a, b = add_per_frame(h, cond).chunk(2, dim=1)
-        out = pointwise(self.res_skip, torch.tanh(a) * torch.sigmoid(b))  # (B, R + S, T)
-        return out[:, : self.residual_channels], out[:, self.residual_channels:]
-
-    def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:  # x: (B, R, T)
-        return self.gate(self.dilated(F.pad(x, (self.causal_pad, 0))), cond)
+    def forward(self, sums: Tensor, cond: Tensor) -> Tensor:
+        """sums (B, T, R + S): the residual stream and the skip sum; cond (B, F, G): the
+        conditioning of each latent frame. Returns sums plus this layer's residual and skip."""
+        x = sums[..., :self.residual_channels]
+        a, b = add_per_frame(causal_conv(self.dilated, x), cond).chunk(2, dim=-1)
+        return sums + pointwise(self.res_skip, torch.tanh(a) * torch.sigmoid(b))
 
 
 def add_per_frame(x: Tensor, frame_values: Tensor) -> Tensor:
-    """x (B, C, T) + frame_values (B, C, F, 1) repeated over T // F samples (nearest upsampling).
-
-    For one generation step, x is (B, C) and frame_values (B, C): a plain sum.
-    """
-    if x.dim() == 2:
-        return x + frame_values
-    B, C, T = x.shape
-    return (x.view(B, C, frame_values.shape[2], -1) + frame_values).view(B, C, T)
+    """x (B, T, C) + frame_values (B, F, C) repeated over T // F samples (nearest upsampling)."""
+    B, T, C = x.shape
+    F_ = frame_values.shape[1]
+    return (x.view(B, F_, T // F_, C) + frame_values[:, :, None]).view(B, T, C)
 
 
 class WaveNetDecoder(nn.Module):
@@ -205,15 +227,14 @@ class WaveNetDecoder(nn.Module):
         self.head_out = nn.Conv1d(cfg.skip_channels, classes, 1)
 
     def project_condition(self, z: Tensor) -> list[Tensor]:
-        """Latent (B, L, F) -> per-layer conditioning (B, G, F, 1) each, then the head's."""
-        c = self.cond(z).unsqueeze(-1)  # (B, G * layers + S, F, 1)
-        sizes = [self.gate_channels] * len(self.layers) + [c.shape[1] - self.gate_channels *
+        """Latent (B, L, F) -> per-layer conditioning (B, F, G) each, then the head's (B, F, S)."""
+        c = pointwise(self.cond, z.transpose(1, 2))  # (B, F, G * layers + S)
+        sizes = [self.gate_channels] * len(self.layers) + [c.shape[-1] - self.gate_channels *
                                                            len(self.layers)]
-        return list(c.split(sizes, dim=1))
+        return list(c.split(sizes, dim=-1))
 
     def head(self, skip: Tensor, cond: Tensor) -> Tensor:
-        """Skip sum (B, S, T) and the head's conditioning (B, S, F, 1) -> logits (B, classes, T);
-        for one generation step (B, S) and (B, S) -> (B, classes)."""
+        """Skip sum (B, T, S) and the head's conditioning (B, F, S) -> logits (B, T, classes)."""
         hidden = add_per_frame(pointwise(self.head_hidden, F.relu(skip)), cond)
         return pointwise(self.head_out, F.relu(hidden))
 
@@ -229,15 +250,13 @@ class WaveNetDecoder(nn.Module):
         frames = z.shape[-1]
         assert codes.shape[1] % frames == 0, f"{codes.shape[1]} samples vs {frames} latent frames"
         inputs = codes_to_input(codes, self.classes) if inputs is None else inputs
-        x = F.pad(inputs, (1, -1)).unsqueeze(1)  # shift right
-        x = self.start(F.pad(x, (self.kernel_size - 1, 0)))  # (B, R, T)
-        skip = self.start_skip(x)  # (B, S, T)
+        x = F.pad(inputs, (1, -1)).unsqueeze(-1)  # (B, T, 1), shifted right
+        x = causal_conv(self.start, x)  # (B, T, R)
+        sums = torch.cat([x, pointwise(self.start_skip, x)], dim=-1)  # (B, T, R + S)
         conds = self.project_condition(z)
         for layer, cond in zip(self.layers, conds, strict=False):
-            r, s = layer(x, cond)
-            x = x + r
-            skip = skip + s
-        return self.head(skip, conds[-1])
+            sums = layer(sums, cond)
+        return self.head(sums[..., x.shape[-1]:], conds[-1]).transpose(1, 2)
 
 
 class ConfusionNet(nn.Module):
@@ -308,7 +327,9 @@ class Autoencoder(nn.Module):
         k = len(self.decoders)
         if decoder_inputs is None:
             decoder_inputs = codes_to_input(targets, self.classes)
-        ce = [F.cross_entropy(decoder(codes, latent, inputs).float(), codes, reduction="none")
+        # The logits are a (B, classes, T) view of channels-last (B, T, classes): back to rows.
+        ce = [F.cross_entropy(decoder(codes, latent, inputs).transpose(1, 2).flatten(0, 1).float(),
+                              codes.flatten(), reduction="none").view_as(codes)
               for decoder, codes, latent, inputs in zip(self.decoders.values(), targets.chunk(k),
                                                         z.chunk(k), decoder_inputs.chunk(k),
                                                         strict=True)]
