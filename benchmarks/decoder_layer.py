@@ -1,10 +1,11 @@
 """Where the `cpu` recipe's decoder layer loses to this machine's matmul peak.
 
 Prints GFLOP/s of the layer's convolutions (oneDNN, bf16) against matmuls of the same FLOPs,
-then one gated layer's forward and backward in the model's (B, C, T) convolution layout against
-a channels-last rewrite with matmuls (the dilated convolution as one matmul over
-[x(t - d), x(t)], the 1x1 as a linear), eager and compiled. Sizes: the `cpu` step's 6 domains x
-2 segments x 4,000 samples, 64 residual and 128 gate channels, dilation 16.
+then one gated layer's forward and backward as the model runs it (`DecoderLayer`: channels-last,
+the dilated convolution as one matmul over [x(t - d), x(t)], the 1x1 as a linear) against the
+same weights as (B, C, T) convolutions, eager and compiled. Sizes: the `cpu` step's 6 domains x
+2 segments x 4,000 samples (one decoder's 2 for the layer), 64 residual and 128 gate channels,
+dilation 16.
 
     .venv/bin/python benchmarks/decoder_layer.py
 """
@@ -16,6 +17,9 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+
+from umtune.config import DecoderConfig
+from umtune.trainable.model import DecoderLayer
 
 ROWS, RES, GATE, T, DIL = 12, 64, 128, 4000, 16
 DT = torch.bfloat16
@@ -52,33 +56,37 @@ def kernels() -> None:
 
 
 def layers() -> None:
-    w = (torch.randn(GATE, RES, 2) * 0.1).requires_grad_()
-    bias = torch.zeros(GATE, requires_grad=True)
-    w_out = (torch.randn(2 * RES, GATE // 2, 1) * 0.1).requires_grad_()
-    x = torch.randn(ROWS, RES, T, requires_grad=True)
-    x_last = x.detach().transpose(1, 2).contiguous().requires_grad_()
+    """The model's DecoderLayer (channels-last matmuls) against the same weights as the
+    (B, C, T) convolutions it ran as before, forward and backward, on one decoder's share of
+    the step (2 segments; the residual stream in bf16, as under autocast)."""
+    rows, frames = 2, T // 200
+    layer = DecoderLayer(DecoderConfig(residual_channels=RES, gate_channels=GATE,
+                                       skip_channels=RES), DIL)
+    cond = torch.randn(rows, frames, GATE)
+    sums = torch.randn(rows, T, 2 * RES, dtype=DT, requires_grad=True)
+    x = torch.randn(rows, RES, T, dtype=DT, requires_grad=True)
+    skip = torch.randn(rows, RES, T, dtype=DT)
 
     def conv_layout(x):
         with torch.autocast("cpu", dtype=DT):
-            a, g = F.conv1d(F.pad(x, (DIL, 0)), w, bias, dilation=DIL).chunk(2, 1)
-            out = F.conv1d(torch.tanh(a) * torch.sigmoid(g), w_out)
-        return out.float().sum()
+            h = F.conv1d(F.pad(x, (DIL, 0)), layer.dilated.weight, layer.dilated.bias,
+                         dilation=DIL)
+            h = (h.view(rows, GATE, frames, -1) + cond.transpose(1, 2)[..., None]).flatten(2)
+            a, g = h.chunk(2, 1)
+            out = F.conv1d(torch.tanh(a) * torch.sigmoid(g), layer.res_skip.weight,
+                           layer.res_skip.bias)
+            return (x + out[:, :RES]).float().sum() + (skip + out[:, RES:]).float().sum()
 
-    def channels_last(x):
+    def matmul_layout(sums):
         with torch.autocast("cpu", dtype=DT):
-            past = F.pad(x, (0, 0, DIL, 0))[:, :-DIL]
-            h = F.linear(torch.cat([past, x], -1), torch.cat([w[:, :, 0], w[:, :, 1]], 1), bias)
-            a, g = h.chunk(2, -1)
-            out = F.linear(torch.tanh(a) * torch.sigmoid(g), w_out[:, :, 0])
-        return out.float().sum()
+            return layer(sums, cond).float().sum()
 
-    print(f"\n{'one gated layer, forward + backward (bf16)':52} {'ms':>8}")
+    print(f"\n{'one gated layer, forward + backward (bf16, 2 x 4,000)':52} {'ms':>8}")
     for name, fn, inp in (("(B, C, T) convolutions", conv_layout, x),
-                          ("channels-last matmuls", channels_last, x_last),
+                          ("DecoderLayer: channels-last matmuls", matmul_layout, sums),
                           ("(B, C, T) convolutions, compiled", torch.compile(conv_layout), x),
-                          ("channels-last matmuls, compiled", torch.compile(channels_last),
-                           x_last)):
-        print(f"{name:52} {1000 * seconds(partial(_backward, fn, inp), 5):8.1f}")
+                          ("DecoderLayer, compiled", torch.compile(matmul_layout), sums)):
+        print(f"{name:52} {1000 * seconds(partial(_backward, fn, inp), 10):8.2f}")
 
 
 def _backward(fn, inp) -> None:
