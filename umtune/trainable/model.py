@@ -195,8 +195,8 @@ class DecoderLayer(nn.Module):
 def add_per_frame(x: Tensor, frame_values: Tensor) -> Tensor:
     """x (B, T, C) + frame_values (B, F, C) repeated over T // F samples (nearest upsampling)."""
     B, T, C = x.shape
-    F_ = frame_values.shape[1]
-    return (x.view(B, F_, T // F_, C) + frame_values[:, :, None]).view(B, T, C)
+    frames = frame_values.shape[1]
+    return (x.view(B, frames, T // frames, C) + frame_values[:, :, None]).view(B, T, C)
 
 
 class WaveNetDecoder(nn.Module):
