@@ -19,10 +19,9 @@ from umtune.trainable.model import (
     UniversalTranslator,
     WaveNetDecoder,
     audio_to_codes,
-    causal_conv,
-    centred_conv,
     codes_to_audio,
     codes_to_input,
+    conv_as_matmul,
     decoder_receptive_field,
     encoder_receptive_field,
     latent_use,
@@ -97,11 +96,11 @@ def test_matmul_layout_computes_the_convolutions(kernel_size, dilation):
     span = (kernel_size - 1) * dilation
     causal = F.conv1d(F.pad(x.transpose(1, 2), (span, 0)), conv.weight, conv.bias,
                       dilation=dilation)
-    torch.testing.assert_close(causal_conv(conv, x), causal.transpose(1, 2))
+    torch.testing.assert_close(conv_as_matmul(conv, x, causal=True), causal.transpose(1, 2))
     if kernel_size % 2:
         centred = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, dilation=dilation,
                            padding=span // 2)
-        torch.testing.assert_close(centred_conv(conv, x), centred.transpose(1, 2))
+        torch.testing.assert_close(conv_as_matmul(conv, x, causal=False), centred.transpose(1, 2))
 
 
 def test_encoder_receptive_field_is_centred():

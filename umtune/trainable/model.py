@@ -103,16 +103,13 @@ def pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
     return F.linear(x, conv.weight[:, :, 0], conv.bias)
 
 
-def centred_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
-    """A centred (odd-kernel) convolution's weights applied to channels-last x (B, T, C)."""
+def conv_as_matmul(conv: nn.Conv1d, x: Tensor, causal: bool) -> Tensor:
+    """A convolution's weights applied to channels-last x (B, T, C), T kept: causal (t sees
+    x[<= t]) or centred (an odd kernel)."""
     k, d = conv.kernel_size[0], conv.dilation[0]
-    return F.linear(conv_taps(x, k, d, (k - 1) * d // 2), taps_weight(conv), conv.bias)
-
-
-def causal_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
-    """A causal convolution's weights applied to channels-last x (B, T, C): t sees x[<= t]."""
-    k, d = conv.kernel_size[0], conv.dilation[0]
-    return F.linear(conv_taps(x, k, d, (k - 1) * d), taps_weight(conv), conv.bias)
+    span = (k - 1) * d
+    return F.linear(conv_taps(x, k, d, span if causal else span // 2), taps_weight(conv),
+                    conv.bias)
 
 
 class EncoderLayer(nn.Module):
@@ -125,7 +122,8 @@ class EncoderLayer(nn.Module):
         self.mix = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, C)
-        return x + pointwise(self.mix, F.relu(centred_conv(self.dilated, F.relu(x))))
+        h = conv_as_matmul(self.dilated, F.relu(x), causal=False)
+        return x + pointwise(self.mix, F.relu(h))
 
 
 def standardize_frames(z: Tensor, eps: float = 1e-5) -> Tensor:
@@ -161,7 +159,7 @@ class Encoder(nn.Module):
             x = F.pad(x, (0, -T % window)).reshape(-1, window)  # (B * windows, window)
             z = self(x)  # (B * windows, L, window // pool)
             return z.unflatten(0, (B, -1)).permute(0, 2, 1, 3).flatten(2)[..., :T // self.pool]
-        h = self.layers(centred_conv(self.start, x.unsqueeze(-1)))  # (B, T, C)
+        h = self.layers(conv_as_matmul(self.start, x.unsqueeze(-1), causal=False))  # (B, T, C)
         frames = x.shape[-1] // self.pool
         z = pointwise(self.to_latent, h[:, :frames * self.pool])  # (B, frames * pool, L)
         z = z.unflatten(1, (frames, self.pool)).mean(dim=2).transpose(1, 2)  # (B, L, frames)
@@ -188,7 +186,7 @@ class DecoderLayer(nn.Module):
         """sums (B, T, R + S): the residual stream and the skip sum; cond (B, F, G): the
         conditioning of each latent frame. Returns sums plus this layer's residual and skip."""
         x = sums[..., :self.residual_channels]
-        a, b = add_per_frame(causal_conv(self.dilated, x), cond).chunk(2, dim=-1)
+        a, b = add_per_frame(conv_as_matmul(self.dilated, x, causal=True), cond).chunk(2, dim=-1)
         return sums + pointwise(self.res_skip, torch.tanh(a) * torch.sigmoid(b))
 
 
@@ -251,7 +249,7 @@ class WaveNetDecoder(nn.Module):
         assert codes.shape[1] % frames == 0, f"{codes.shape[1]} samples vs {frames} latent frames"
         inputs = codes_to_input(codes, self.classes) if inputs is None else inputs
         x = F.pad(inputs, (1, -1)).unsqueeze(-1)  # (B, T, 1), shifted right
-        x = causal_conv(self.start, x)  # (B, T, R)
+        x = conv_as_matmul(self.start, x, causal=True)  # (B, T, R)
         sums = torch.cat([x, pointwise(self.start_skip, x)], dim=-1)  # (B, T, R + S)
         conds = self.project_condition(z)
         for layer, cond in zip(self.layers, conds, strict=False):
