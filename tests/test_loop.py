@@ -22,7 +22,7 @@ from umtune.trainable.loop import (
     splice,
     train,
 )
-from umtune.trainable.model import encoder_receptive_field
+from umtune.trainable.model import codes_to_input, encoder_receptive_field
 from umtune.trainable.run_folder import LocalRun
 
 
@@ -205,6 +205,23 @@ def test_decoder_input_noise_is_drawn_for_the_global_batch_and_only_in_training(
                           world_size=2)
         rows = [k * 4 + i for k in range(2) for i in range(rank, 4, 2)]
         torch.testing.assert_close(part.decoder_inputs - part.clean_inputs, noise[rows])
+
+
+def test_pre_emphasis_shapes_what_the_decoders_model_not_what_the_encoder_hears(tiny_dataset):
+    """With `model.pre_emphasis` the targets and the decoders' input are the emphasised codes;
+    the encoder's inputs (clean and pitch-shifted) are the plain audio's, as without it, so
+    the latent keeps the notes' fundamentals."""
+    cfg = tiny_run(tiny_dataset)
+    emphasised = replace(cfg, model=replace(cfg.model, pre_emphasis=0.85))
+    data = Dataset.open(tiny_dataset)
+    for split, augment in (("train", True), ("heldout", False)):
+        plain = draw_batch(cfg, data, step=3, split=split, augment=augment)
+        batch = draw_batch(emphasised, data, step=3, split=split, augment=augment)
+        assert torch.equal(batch.inputs, plain.inputs)
+        assert torch.equal(batch.clean_inputs, plain.clean_inputs)
+        assert not torch.equal(batch.targets, plain.targets)
+        torch.testing.assert_close(batch.decoder_inputs, codes_to_input(batch.targets,
+                                                                        cfg.model.classes))
 
 
 def test_training_with_decoder_input_noise_learns(tiny_dataset, tmp_path):

@@ -33,7 +33,6 @@ from umtune.data import Dataset
 from umtune.trainable.model import (
     UniversalTranslator,
     audio_to_codes,
-    codes_to_input,
     decoder_receptive_field,
     latent_use,
 )
@@ -192,13 +191,12 @@ def note_latent_gain(model: UniversalTranslator, data: Dataset, domains: tuple[s
     counts = {len(n) for n in notes.values()}
     if len(counts) != 1 or min(counts) < 2:
         return None
-    pool, classes = model.cfg.encoder.pool, model.cfg.classes
+    pool = model.cfg.encoder.pool
     shortest = min(e.num_samples for n in notes.values() for e in n)
     length = max(1, min(shortest, round(NOTE_GAIN_SECONDS * data.sample_rate)) // pool) * pool
     audio = torch.from_numpy(np.stack([data.audio(e)[:length] for d in domains
                                        for e in notes[d]])).to(device)
     codes = audio_to_codes(audio, model.cfg)
-    z = torch.cat([model.encoder(rows) for rows in codes_to_input(codes, classes)
-                   .split(ENCODE_ROWS)])
+    z = torch.cat([model.encode(rows) for rows in audio.split(ENCODE_ROWS)])
     use = latent_use(model.autoencoder, z, codes, decoder_receptive_field(model.cfg.decoder))
     return use.gain.mean().item(), use.gain_cold.mean().item()

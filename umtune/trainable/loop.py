@@ -45,6 +45,7 @@ from umtune.trainable.model import (
     codes_to_audio,
     codes_to_input,
     decoder_receptive_field,
+    encoder_input,
     encoder_receptive_field,
     generation_flops_per_sample,
     latent_use,
@@ -71,8 +72,8 @@ class DivergenceError(RuntimeError):
 class Batch:
     inputs: torch.Tensor  # (K*b, T) encoder input in [-0.5, 0.5], augmented
     clean_inputs: torch.Tensor  # (K*b, T) encoder input of the clean audio
-    decoder_inputs: torch.Tensor  # (K*b, T) clean_inputs; in training + noise, silenced spans
-    targets: torch.Tensor  # (K*b, T) clean mu-law codes
+    decoder_inputs: torch.Tensor  # (K*b, T) the targets as input; training adds noise, spans
+    targets: torch.Tensor  # (K*b, T) clean mu-law codes (pre-emphasised: `audio_to_codes`)
     labels: torch.Tensor  # (K*b,) domain index of each row
 
 
@@ -114,8 +115,8 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         cuts = torch.randint(length // 4, 3 * length // 4 + 1, (rows,), generator=gen)
         audio = splice(audio, partners, cuts[mine], chosen[mine], round(SPLICE_FADE * sr))
     targets = audio_to_codes(audio, cfg.model)
-    clean = codes_to_input(targets, classes)
-    inputs = decoder_inputs = clean
+    inputs = clean = encoder_input(audio, classes)
+    decoder_inputs = codes_to_input(targets, classes)
     if augment and cfg.train.aug_semitones > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         shifts = sample_shifts(rows, length, sr, max_semitones=cfg.train.aug_semitones,
@@ -123,11 +124,11 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
                                max_seconds=cfg.train.aug_max_fraction * length / sr,
                                generator=gen)
         shifted = apply_shifts(audio, shifts.rows(mine), sr)
-        inputs = codes_to_input(audio_to_codes(shifted, cfg.model), classes)
+        inputs = encoder_input(shifted, classes)
     if augment and cfg.train.decoder_input_noise > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         noise = torch.randn(rows, length, generator=gen)[mine]
-        decoder_inputs = clean + cfg.train.decoder_input_noise * noise
+        decoder_inputs = decoder_inputs + cfg.train.decoder_input_noise * noise
     fraction = decoder_mask_fraction(cfg, step)
     if augment and fraction > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))

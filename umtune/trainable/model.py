@@ -63,6 +63,13 @@ def codes_to_input(codes: Tensor, classes: int) -> Tensor:
     return codes.float() / (classes - 1) - 0.5
 
 
+def encoder_input(audio: Tensor, classes: int) -> Tensor:
+    """Waveform (..., T) -> the encoder's input: its plain mu-law codes, scaled. Never
+    pre-emphasised: pre-emphasis shapes only what the decoders model, and a high-passed input
+    would take the notes' fundamentals from the latent."""
+    return codes_to_input(mu_law_encode(audio, classes), classes)
+
+
 def encoder_receptive_field(cfg: EncoderConfig) -> int:
     """Samples of input that reach one pre-pooling encoder output (centred, non-causal)."""
     dil = dilation_schedule(cfg.dilations, cfg.blocks, cfg.layers_per_block)
@@ -357,8 +364,7 @@ class UniversalTranslator(nn.Module):
 
     def encode(self, audio: Tensor, window: int | None = None) -> Tensor:
         """Waveform (B, T) in [-1, 1] -> latent (B, L, T // pool); `window`: see `Encoder`."""
-        return self.encoder(codes_to_input(audio_to_codes(audio, self.cfg), self.cfg.classes),
-                            window)
+        return self.encoder(encoder_input(audio, self.cfg.classes), window)
 
 
 def swapped_latent(z: Tensor, domains: int) -> Tensor:
