@@ -20,7 +20,7 @@ from umtune.analysis.evaluate import select_clips
 from umtune.data import Dataset
 from umtune.trainable import precision
 from umtune.trainable.checkpoint import load_model
-from umtune.trainable.model import codes_to_input, mu_law_encode, swapped_latent
+from umtune.trainable.model import audio_to_codes, encoder_input, swapped_latent
 
 
 def main() -> None:
@@ -39,8 +39,8 @@ def main() -> None:
     length = round(args.seconds * data.sample_rate / pool) * pool
     clips = select_clips(data, domains, args.clips, length, args.seed)
     audio = torch.stack([torch.from_numpy(c.audio[d]) for d in domains for c in clips])
-    codes = mu_law_encode(audio, cfg.model.classes)
-    inputs = codes_to_input(codes, cfg.model.classes)
+    codes = audio_to_codes(audio, cfg.model)
+    inputs = encoder_input(audio, cfg.model.classes)
     chosen = args.precision or precision.resolve(cfg.train.precision).precision
     print(f"{args.clips} clips x {length / data.sample_rate:.2f} s per domain, training segment "
           f"{cfg.data.segment_samples} samples, precision {chosen}")
