@@ -1,0 +1,69 @@
+"""Where a translation's excess energy lies: the log-mel of each translation in an evaluation's
+audio against the true rendering of the same notes, split by how loud the truth is there and
+by frequency, so that a change in the spectral distance can be read as a noise floor that rose
+or fell, or as partials that went missing.
+
+    .venv/bin/python docs/noise_floor.py EVALUATION [EVALUATION ...]
+
+EVALUATION is an `umtune evaluate` output folder (its audio/ holds clipN_SRC_to_DST.wav and the
+truth clipN_DST.wav). The features are the spectral distance's (`logmel_db`). Columns, the
+median of translation minus truth in dB over the time-frequency cells where the truth is:
+quiet (40 dB or more below its loudest cell), loud (within 20 dB of it); then over all cells of
+the bands below 500 Hz, 500 Hz-2 kHz and above 2 kHz; and the output's level against the truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from umtune.analysis.features import N_MELS, logmel_db
+
+QUIET_DB, LOUD_DB = 40.0, 20.0
+BANDS_HZ = (500.0, 2000.0)
+TRANSLATION = re.compile(r"(clip\d+)_(\w+?)_to_(\w+)\.wav")
+
+
+def excess(translation: np.ndarray, truth: np.ndarray, sample_rate: int) -> list[float]:
+    """The row of the table for one translation and its truth (see the module's docstring)."""
+    n = min(len(translation), len(truth))
+    out, ref = (logmel_db(torch.from_numpy(x[:n]), sample_rate) for x in (translation, truth))
+    diff, peak = out - ref, ref.max()
+    centres = AF.melscale_fbanks(sample_rate // 2 + 1, 30.0, sample_rate / 2, N_MELS,
+                                 sample_rate).argmax(dim=0).float()  # Hz per mel band (1-Hz bins)
+    low, high = centres < BANDS_HZ[0], centres >= BANDS_HZ[1]
+    level = 20 * np.log10(np.std(translation[:n]) / max(np.std(truth[:n]), 1e-12))
+    return [diff[ref <= peak - QUIET_DB].median().item(),
+            diff[ref >= peak - LOUD_DB].median().item(),
+            diff[low].median().item(), diff[~low & ~high].median().item(),
+            diff[high].median().item(), level]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("evaluations", nargs="+", type=Path)
+    args = p.parse_args()
+    print(f"{'evaluation':28} {'pairs':>5} {'quiet':>7} {'loud':>7} {'<500':>7} {'500-2k':>7} "
+          f"{'>2k':>7} {'level':>7}  (dB, translation - truth)")
+    for folder in args.evaluations:
+        rows = []
+        for path in sorted((folder / "audio").glob("clip*_to_*.wav")):
+            clip, _, target = TRANSLATION.fullmatch(path.name).groups()
+            truth = path.with_name(f"{clip}_{target}.wav")
+            if truth.exists():
+                (out, sr), (ref, _) = sf.read(path), sf.read(truth)
+                rows.append(excess(out, ref, sr))
+        if not rows:
+            raise SystemExit(f"{folder}: no translation with its truth in {folder / 'audio'}")
+        means = np.mean(rows, axis=0)
+        print(f"{str(folder)[-28:]:28} {len(rows):5d} " + " ".join(f"{v:7.1f}" for v in means))
+
+
+if __name__ == "__main__":
+    main()
