@@ -69,7 +69,9 @@ def test_two_workers_make_the_same_update_as_one_worker_with_the_whole_batch(
 
 
 def _train_workers() -> list:
-    return list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    """This test's Ray (another on the machine would make an address-less query ambiguous)."""
+    return list_actors(address=ray.get_runtime_context().gcs_address,
+                       filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
 
 
 def _committed_checkpoints(run_dir) -> list[str]:

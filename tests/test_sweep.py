@@ -176,6 +176,8 @@ def test_population_based_trials_take_the_best_trials_weights_and_continue(
     assert "lineage" in capsys.readouterr().out
     table = pd.read_parquet(tmp_path / scheduler / "trials.parquet").set_index("trial")
     assert set(table["status"]) == {"completed"} and set(table["epoch"]) == {4}
+    kept = [len(list(Path(path).glob("checkpoint_*"))) for path in table["path"]]
+    assert max(kept) >= 4, kept  # a trial never exploited keeps all 4: `checkpoints_kept`
 
     took = [t for t in table.index if not table.loc[t, "lineage"].startswith(f"{t} ")]
     assert took, table["lineage"].tolist()

@@ -34,6 +34,13 @@ from umtune.sweep.trial import trial_resources, tune_trial
 KEEP_CHECKPOINTS = 3  # newest checkpoints kept of a one-worker trial (its history is kept anyway)
 
 
+def checkpoints_kept(opts: SweepOptions) -> int | None:
+    """Tune's `num_to_keep`: every checkpoint under PBT and PB2. Their scheduled save of a
+    top trial registers its latest checkpoint a second time, and Tune 2.60 then deletes that
+    folder twice: the second deletion raises and fails the sweep (FileNotFoundError)."""
+    return None if opts.population else KEEP_CHECKPOINTS
+
+
 def run_sweep(base: RunConfig, opts: SweepOptions, *, storage: str | Path = "sweeps",
               name: str, address: str | None = None, dashboard: bool = False) -> SweepResult:
     """Run a new sweep at `<storage>/<name>` over `opts.space` around `base`, and write its
@@ -78,7 +85,7 @@ def _run(base: RunConfig, opts: SweepOptions, param_space: dict, scheduler,
                                     trial_dirname_creator=short_trial_name),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_kept(opts)),
             failure_config=tune.FailureConfig(max_failures=0)))
     # Written last: it claims the name, and `--resume` needs it once Tune has started.
     write_sweep_file(path, {"options": asdict(opts), BASE_KEY: base.to_dict(), "name": name})
