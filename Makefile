@@ -39,7 +39,7 @@ system-deps:
 lint: setup
 	$(VENV)/bin/ruff check umtune tests benchmarks docs
 
-# Everything: the fast tests, then the slow ones (real Ray clusters); about 10 minutes on 2 cores.
+# Everything: the fast tests, then the slow ones (real Ray clusters); about 15 minutes on 2 cores.
 test: setup lint
 	$(PY) -m pytest -q
 	$(PY) -m pytest -q -m slow
