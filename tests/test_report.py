@@ -429,6 +429,29 @@ def test_optuna_importance_with_enough_completed_trials(tmp_path):
             "Parameter importance: Optuna PED-ANOVA for heldout_ce (24 completed trials)")
 
 
+def test_the_study_holds_values_population_based_training_moved_past_the_space(tmp_path):
+    """PBT's explore multiplies a value by 1.2 past the space's top and PB2's rounding lands
+    just under its bottom (a real PB2 sweep ran lr 9.999999717e-10 in a space from 1e-9):
+    the study widens the range to hold both instead of failing the finished sweep."""
+    import optuna
+
+    from umtune.sweep import SweepOptions, write_study
+    from umtune.sweep.table import study_distributions
+
+    sweep = make_sweep(tmp_path, None, evaluated={}, study=False)
+    table = pd.read_parquet(sweep / "trials.parquet")
+    opts = SweepOptions(space="paper", samples=len(table), search="optuna",
+                        objectives=("quality", "cost"))
+    lr = study_distributions(opts, tiny(DOMAINS))["train.lr"]
+    moved = [lr.high * 1.2, lr.low * (1 - 3e-8)]
+    table.loc[[0, 1], "train.lr"] = moved
+    write_study(table, sweep / "study.db", opts, tiny(DOMAINS), name="fixture")
+    study = optuna.load_study(study_name="fixture", storage=f"sqlite:///{sweep / 'study.db'}")
+    ran = {t.user_attrs["trial"]: t.params["train.lr"] for t in study.trials}
+    assert [ran[t] for t in table["trial"][:2]] == moved and len(ran) == len(table)
+    assert study.trials[0].distributions["train.lr"].log
+
+
 def test_switched_off_trials_are_one_dotted_trace_per_metric_not_a_shape_each(tmp_path):
     """On lambda's numeric axis the trials with its switch off are one trace of dotted lines
     per metric, a line at each one's value across the axis; no shape or annotation per trial

@@ -166,7 +166,7 @@ def write_study(table: pd.DataFrame, file: Path, opts: SweepOptions, base: RunCo
     `LiveStudy` keeps the same file up to date."""
     import optuna
 
-    distributions = study_distributions(opts, base)
+    distributions = _covering(study_distributions(opts, base), table)
     metric, _ = opts.metrics()
     states = {"completed": optuna.trial.TrialState.COMPLETE,
               "stopped early": optuna.trial.TrialState.PRUNED}
@@ -180,6 +180,26 @@ def write_study(table: pd.DataFrame, file: Path, opts: SweepOptions, base: RunCo
                 values=values, state=state, user_attrs={"trial": row["trial"],
                                                         "status": row["status"]},
                 intermediate_values=_finite((curves or {}).get(row["trial"], {}))))
+
+
+def _covering(distributions: dict, table: pd.DataFrame) -> dict:
+    """The space's numeric ranges widened to every value a trial ran: PBT's explore step
+    multiplies a value by 0.8 or 1.2 and PB2's rounds it, both past the space's bounds (a
+    PB2 trial ran lr 9.9999997e-10 in a space from 1e-9), and Optuna refuses a trial whose
+    value its distribution does not contain."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    widened = dict(distributions)
+    for key, d in distributions.items():
+        ran = pd.to_numeric(table[key], errors="coerce").dropna() if key in table else ()
+        if not isinstance(d, FloatDistribution | IntDistribution) or len(ran) == 0:
+            continue
+        low, high = min(d.low, ran.min()), max(d.high, ran.max())
+        if (low, high) != (d.low, d.high):
+            widened[key] = (FloatDistribution(float(low), float(high), log=d.log)
+                            if isinstance(d, FloatDistribution) else
+                            IntDistribution(int(low), int(high), log=d.log, step=d.step))
+    return widened
 
 
 def _finite(values: dict) -> dict[int, float]:
