@@ -16,6 +16,7 @@ from umtune.config import (
     paper,
 )
 from umtune.trainable.model import (
+    DecoderLayer,
     UniversalTranslator,
     WaveNetDecoder,
     audio_to_codes,
@@ -101,6 +102,37 @@ def test_matmul_layout_computes_the_convolutions(kernel_size, dilation):
         centred = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, dilation=dilation,
                            padding=span // 2)
         torch.testing.assert_close(conv_as_matmul(conv, x, causal=False), centred.transpose(1, 2))
+
+
+@pytest.mark.parametrize("kernel_size, dilation", [(2, 4), (3, 5), (2, 64)])
+def test_gated_layer_forward_and_hand_written_backward_are_the_convolutions(kernel_size,
+                                                                         dilation):
+    """`DecoderLayer` (one `GatedLayer`, its own backward) against the paper's layer written
+    with autograd and (B, C, T) convolutions, in float64: the output and the gradients of the
+    stream, the conditioning and every weight agree (a dilation past the segment included)."""
+    cfg = DecoderConfig(residual_channels=6, gate_channels=10, skip_channels=4,
+                        kernel_size=kernel_size)
+    torch.manual_seed(0)
+    layer = DecoderLayer(cfg, dilation).double()
+    sums = torch.randn(2, 40, 10, dtype=torch.float64, requires_grad=True)
+    cond = torch.randn(2, 4, 10, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 40, 10, dtype=torch.float64)
+
+    def paper_layer():
+        x = F.pad(sums[..., :6].transpose(1, 2), ((kernel_size - 1) * dilation, 0))
+        h = F.conv1d(x, layer.dilated.weight, layer.dilated.bias, dilation=dilation)
+        a, b = (h + cond.repeat_interleave(10, dim=1).transpose(1, 2)).chunk(2, dim=1)
+        out = F.conv1d(torch.tanh(a) * torch.sigmoid(b), layer.res_skip.weight,
+                       layer.res_skip.bias)
+        return sums + out.transpose(1, 2)
+
+    results = []
+    for forward in (paper_layer, lambda: layer(sums, cond)):
+        out = forward()
+        results.append([out, *torch.autograd.grad(out, [sums, cond, *layer.parameters()],
+                                                  grad)])
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_encoder_receptive_field_is_centred():
