@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from umtune.config import (
     ConfusionConfig,
@@ -229,6 +230,7 @@ class GatedLayer(torch.autograd.Function):
         return torch.addmm(b_out, gated, w_out.t()).view(B, T, C).add_(sums)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         taps, tanh, sigmoid, gated, w_dilated, w_out = ctx.saved_tensors
         B, T, frames, d, residual, k = ctx.sizes
