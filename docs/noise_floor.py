@@ -6,15 +6,20 @@ or fell, or as partials that went missing.
     .venv/bin/python docs/noise_floor.py EVALUATION [EVALUATION ...]
 
 EVALUATION is an `umtune evaluate` output folder (its audio/ holds clipN_SRC_to_DST.wav and the
-truth clipN_DST.wav). The features are the spectral distance's (`logmel_db`). Columns, the
+truth clipN_DST.wav; translations from its unseen domains are left out, as their gains are
+lenient: metrics.json). The features are the spectral distance's (`logmel_db`). Columns, the
 median of translation minus truth in dB over the time-frequency cells where the truth is:
 quiet (40 dB or more below its loudest cell), loud (within 20 dB of it); then over all cells of
-the bands below 500 Hz, 500 Hz-2 kHz and above 2 kHz; and the output's level against the truth.
+the bands below 500 Hz, 500 Hz-2 kHz and above 2 kHz; the output's level against the truth; and
+its translation gain as the evaluation computes it (1 - distance to the truth / the source's).
+Under each evaluation, the same for the truth itself through 8-bit mu-law (256 classes, what
+the decoders output): the floor the quantisation alone leaves, which no model gets under.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -23,15 +28,18 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from umtune.analysis.features import N_MELS, logmel_db
+from umtune.analysis.features import N_MELS, logmel_db, logmel_distance
 
 QUIET_DB, LOUD_DB = 40.0, 20.0
 BANDS_HZ = (500.0, 2000.0)
+MU_LAW_CLASSES = 256
 TRANSLATION = re.compile(r"(clip\d+)_(\w+?)_to_(\w+)\.wav")
 
 
-def excess(translation: np.ndarray, truth: np.ndarray, sample_rate: int) -> list[float]:
-    """The row of the table for one translation and its truth (see the module's docstring)."""
+def excess(translation: np.ndarray, truth: np.ndarray, source: np.ndarray,
+           sample_rate: int) -> list[float]:
+    """The row of the table for one translation, its truth and its source (see the module's
+    docstring)."""
     n = min(len(translation), len(truth))
     out, ref = (logmel_db(torch.from_numpy(x[:n]), sample_rate) for x in (translation, truth))
     diff, peak = out - ref, ref.max()
@@ -39,10 +47,13 @@ def excess(translation: np.ndarray, truth: np.ndarray, sample_rate: int) -> list
                                  sample_rate).argmax(dim=0).float()  # Hz per mel band (1-Hz bins)
     low, high = centres < BANDS_HZ[0], centres >= BANDS_HZ[1]
     level = 20 * np.log10(np.std(translation[:n]) / max(np.std(truth[:n]), 1e-12))
+    clips = [torch.from_numpy(x).float() for x in (translation, truth, source)]
+    gain = 1 - logmel_distance(clips[0], clips[1], sample_rate) / logmel_distance(
+        clips[2], clips[1], sample_rate)
     return [diff[ref <= peak - QUIET_DB].median().item(),
             diff[ref >= peak - LOUD_DB].median().item(),
             diff[low].median().item(), diff[~low & ~high].median().item(),
-            diff[high].median().item(), level]
+            diff[high].median().item(), level, gain.item()]
 
 
 def main() -> None:
@@ -50,19 +61,25 @@ def main() -> None:
     p.add_argument("evaluations", nargs="+", type=Path)
     args = p.parse_args()
     print(f"{'evaluation':28} {'pairs':>5} {'quiet':>7} {'loud':>7} {'<500':>7} {'500-2k':>7} "
-          f"{'>2k':>7} {'level':>7}  (dB, translation - truth)")
+          f"{'>2k':>7} {'level':>7} {'gain':>7}  (dB, translation - truth)")
     for folder in args.evaluations:
-        rows = []
+        rows, quantised = [], []
+        unseen = json.loads((folder / "metrics.json").read_text())["unseen_domains"]
         for path in sorted((folder / "audio").glob("clip*_to_*.wav")):
-            clip, _, target = TRANSLATION.fullmatch(path.name).groups()
-            truth = path.with_name(f"{clip}_{target}.wav")
-            if truth.exists():
-                (out, sr), (ref, _) = sf.read(path), sf.read(truth)
-                rows.append(excess(out, ref, sr))
+            clip, source, target = TRANSLATION.fullmatch(path.name).groups()
+            truth, played = (path.with_name(f"{clip}_{d}.wav") for d in (target, source))
+            if truth.exists() and played.exists() and source not in unseen:
+                (out, sr), (ref, _), (src, _) = sf.read(path), sf.read(truth), sf.read(played)
+                rows.append(excess(out, ref, src, sr))
+                codes = AF.mu_law_encoding(torch.from_numpy(ref), MU_LAW_CLASSES)
+                copy = AF.mu_law_decoding(codes, MU_LAW_CLASSES).numpy()
+                quantised.append(excess(copy, ref, src, sr))
         if not rows:
             raise SystemExit(f"{folder}: no translation with its truth in {folder / 'audio'}")
-        means = np.mean(rows, axis=0)
-        print(f"{str(folder)[-28:]:28} {len(rows):5d} " + " ".join(f"{v:7.1f}" for v in means))
+        for name, table in ((str(folder)[-28:], rows), ("  the truth through mu-law", quantised)):
+            means = np.mean(table, axis=0)
+            print(f"{name:28} {len(table):5d} " + " ".join(f"{v:7.1f}" for v in means[:-1])
+                  + f" {means[-1]:7.3f}")
 
 
 if __name__ == "__main__":
