@@ -227,7 +227,8 @@ class GatedLayer(torch.autograd.Function):
         gated = tanh * sigmoid
         ctx.save_for_backward(taps, tanh, sigmoid, gated, w_dilated, w_out)
         ctx.sizes = (B, T, frames, dilation, residual, k)
-        return torch.addmm(b_out, gated, w_out.t()).view(B, T, C).add_(sums)
+        # Not added into in place: torch.compile then gives this output no gradient at all.
+        return sums + torch.addmm(b_out, gated, w_out.t()).view(B, T, C)
 
     @staticmethod
     @once_differentiable
