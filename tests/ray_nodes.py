@@ -83,8 +83,11 @@ class RayNodes:
 
     @property
     def env(self) -> dict[str, str]:
-        """What `ray start` runs with: token auth, and the marker its processes inherit."""
-        return {"RAY_AUTH_MODE": "token", MARKER: self.temp_dir}
+        """What `ray start` runs with: token auth, the marker its processes inherit, and a
+        longer wait for the raylet to register (a loaded 2-core machine missed the default:
+        "GCS cannot find the node ... Try increase the RAY_raylet_start_wait_time_s config")."""
+        return {"RAY_AUTH_MODE": "token", MARKER: self.temp_dir,
+                "RAY_raylet_start_wait_time_s": "60"}
 
     def pids(self) -> list[int]:
         """The live processes of these nodes (zombies excluded): those with the marker, those in
