@@ -452,6 +452,22 @@ def test_the_study_holds_values_population_based_training_moved_past_the_space(t
     assert study.trials[0].distributions["train.lr"].log
 
 
+def test_a_stepped_range_widened_past_its_bounds_holds_values_off_its_grid():
+    """Explored past a stepped range, a value need not lie on the grid: the widened range
+    drops the step (Optuna refuses an off-grid value), an untouched one keeps it."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from umtune.sweep.table import _covering
+
+    space = {"a": IntDistribution(2, 10, step=2), "b": FloatDistribution(0.1, 0.5, step=0.1),
+             "c": IntDistribution(2, 10, step=2)}
+    ran = pd.DataFrame({"a": [4, 11], "b": [0.2, 0.6], "c": [4, 8]})
+    widened = _covering(space, ran)
+    assert widened["a"] == IntDistribution(2, 11) and widened["a"]._contains(11)
+    assert widened["b"] == FloatDistribution(0.1, 0.6) and widened["b"]._contains(0.6)
+    assert widened["c"] is space["c"]
+
+
 def test_switched_off_trials_are_one_dotted_trace_per_metric_not_a_shape_each(tmp_path):
     """On lambda's numeric axis the trials with its switch off are one trace of dotted lines
     per metric, a line at each one's value across the axis; no shape or annotation per trial

@@ -186,7 +186,8 @@ def _covering(distributions: dict, table: pd.DataFrame) -> dict:
     """The space's numeric ranges widened to every value a trial ran: PBT's explore step
     multiplies a value by 0.8 or 1.2 and PB2's rounds it, both past the space's bounds (a
     PB2 trial ran lr 9.9999997e-10 in a space from 1e-9), and Optuna refuses a trial whose
-    value its distribution does not contain."""
+    value its distribution does not contain. A widened range keeps no step: the values
+    explored past the bounds need not lie on its grid."""
     from optuna.distributions import FloatDistribution, IntDistribution
 
     widened = dict(distributions)
@@ -198,7 +199,7 @@ def _covering(distributions: dict, table: pd.DataFrame) -> dict:
         if (low, high) != (d.low, d.high):
             widened[key] = (FloatDistribution(float(low), float(high), log=d.log)
                             if isinstance(d, FloatDistribution) else
-                            IntDistribution(int(low), int(high), log=d.log, step=d.step))
+                            IntDistribution(int(low), int(high), log=d.log))
     return widened
 
 

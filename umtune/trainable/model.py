@@ -222,7 +222,7 @@ class GatedLayer(torch.autograd.Function):
         taps = conv_taps(sums[..., :residual], k, dilation, (k - 1) * dilation).flatten(0, 1)
         h = taps @ w_dilated.t()  # (B * T, G)
         G = h.shape[1]
-        h.view(B, frames, T // frames, G).add_(cond[:, :, None])
+        add_per_frame(h.view(B, T, G), cond, inplace=True)
         tanh, sigmoid = torch.tanh(h[:, :G // 2]), torch.sigmoid(h[:, G // 2:])
         gated = tanh * sigmoid
         ctx.save_for_backward(taps, tanh, sigmoid, gated, w_dilated, w_out)
@@ -255,11 +255,15 @@ class GatedLayer(torch.autograd.Function):
                 None, None)
 
 
-def add_per_frame(x: Tensor, frame_values: Tensor) -> Tensor:
-    """x (B, T, C) + frame_values (B, F, C) repeated over T // F samples (nearest upsampling)."""
+def add_per_frame(x: Tensor, frame_values: Tensor, *, inplace: bool = False) -> Tensor:
+    """x (B, T, C) + frame_values (B, F, C) repeated over T // F samples (nearest upsampling);
+    `inplace` adds into x."""
     B, T, C = x.shape
     frames = frame_values.shape[1]
-    return (x.view(B, frames, T // frames, C) + frame_values[:, :, None]).view(B, T, C)
+    per_frame = x.view(B, frames, T // frames, C)
+    added = per_frame.add_(frame_values[:, :, None]) if inplace else \
+        per_frame + frame_values[:, :, None]
+    return added.view(B, T, C)
 
 
 class WaveNetDecoder(nn.Module):
