@@ -14,6 +14,9 @@ the bands below 500 Hz, 500 Hz-2 kHz and above 2 kHz; the output's level against
 its translation gain as the evaluation computes it (1 - distance to the truth / the source's).
 Under each evaluation, the same for the truth itself through 8-bit mu-law (256 classes, what
 the decoders output): the floor the quantisation alone leaves, which no model gets under.
+A second table gives the long-term spectrum (power per Hz averaged over the clip) of the
+translations against their truths' by octave: whether the excess is white, or gathers in
+some part of the spectrum.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from umtune.analysis.features import N_MELS, logmel_db, logmel_distance
 
 QUIET_DB, LOUD_DB = 40.0, 20.0
 BANDS_HZ = (500.0, 2000.0)
+OCTAVES_HZ = (0, 60, 120, 250, 500, 1000, 2000, 4000)
+SPECTRUM_WINDOW = 2048
 MU_LAW_CLASSES = 256
 TRANSLATION = re.compile(r"(clip\d+)_(\w+?)_to_(\w+)\.wav")
 
@@ -56,14 +61,27 @@ def excess(translation: np.ndarray, truth: np.ndarray, source: np.ndarray,
             diff[high].median().item(), level, gain.item()]
 
 
+def long_term_spectrum(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Power per Hz in dB in each band of OCTAVES_HZ, averaged over Hann-windowed frames of
+    SPECTRUM_WINDOW samples with half overlap (bands past Nyquist are left out)."""
+    n, hop = SPECTRUM_WINDOW, SPECTRUM_WINDOW // 2
+    frames = np.lib.stride_tricks.sliding_window_view(audio, n)[::hop] * np.hanning(n)
+    power = (np.abs(np.fft.rfft(frames, axis=-1)) ** 2).mean(axis=0)
+    hz = np.fft.rfftfreq(n, 1 / sample_rate)
+    edges = [e for e in OCTAVES_HZ if e <= sample_rate / 2]
+    return np.array([10 * np.log10(power[(hz >= lo) & (hz < hi)].mean() + 1e-20)
+                     for lo, hi in zip(edges, edges[1:], strict=False)])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("evaluations", nargs="+", type=Path)
     args = p.parse_args()
     print(f"{'evaluation':28} {'pairs':>5} {'quiet':>7} {'loud':>7} {'<500':>7} {'500-2k':>7} "
           f"{'>2k':>7} {'level':>7} {'gain':>7}  (dB, translation - truth)")
+    long_term = {}
     for folder in args.evaluations:
-        rows, quantised = [], []
+        rows, quantised, spectra = [], [], []
         unseen = json.loads((folder / "metrics.json").read_text())["unseen_domains"]
         for path in sorted((folder / "audio").glob("clip*_to_*.wav")):
             clip, source, target = TRANSLATION.fullmatch(path.name).groups()
@@ -71,6 +89,8 @@ def main() -> None:
             if truth.exists() and played.exists() and source not in unseen:
                 (out, sr), (ref, _), (src, _) = sf.read(path), sf.read(truth), sf.read(played)
                 rows.append(excess(out, ref, src, sr))
+                n = min(len(out), len(ref))
+                spectra.append(long_term_spectrum(out[:n], sr) - long_term_spectrum(ref[:n], sr))
                 codes = AF.mu_law_encoding(torch.from_numpy(ref), MU_LAW_CLASSES)
                 copy = AF.mu_law_decoding(codes, MU_LAW_CLASSES).numpy()
                 quantised.append(excess(copy, ref, src, sr))
@@ -80,6 +100,12 @@ def main() -> None:
             means = np.mean(table, axis=0)
             print(f"{name:28} {len(table):5d} " + " ".join(f"{v:7.1f}" for v in means[:-1])
                   + f" {means[-1]:7.3f}")
+        long_term[str(folder)[-28:]] = np.mean(spectra, axis=0)
+    edges = [f"{lo}-{hi}" for lo, hi in zip(OCTAVES_HZ, OCTAVES_HZ[1:], strict=False)]
+    print(f"\n{'long-term spectrum (Hz)':28} " + " ".join(f"{e:>9}" for e in edges)
+          + "  (dB, translation - truth)")
+    for name, diff in long_term.items():
+        print(f"{name:28} " + " ".join(f"{v:9.1f}" for v in diff))
 
 
 if __name__ == "__main__":
