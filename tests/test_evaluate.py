@@ -18,6 +18,8 @@ from umtune.analysis.evaluate import (
     EvalOptions,
     evaluate,
     evaluate_checkpoint,
+    reconstruction_gain,
+    select_clips,
 )
 from umtune.analysis.results import heldout_curve, target_rows
 from umtune.cli import main
@@ -166,11 +168,29 @@ def test_dataset_without_parallel_truth_scores_timbre_and_chroma_only(run, tiny_
         assert p["chroma_to_truth"] is None and p["translation_gain"] is None
         assert p["timbre_acc"] is not None and p["chroma_to_source"] is not None
     assert result["summary"]["spectral_distance"] is None
+    assert result["summary"]["recon_gain"] is None
     assert result["summary"]["unseen_timbre_acc"] is not None
     assert not any(a["kind"] == "truth" for a in result["audio"])
     sources = {a["source"] for a in result["audio"] if a["kind"] == "source"}
     assert sources == {"piano", "flute", "whistle"}  # every domain's (different) clip
     assert any("truth metrics" in s for s in result["skipped"])
+
+
+def test_reconstruction_gain_scores_own_domain_samples_as_the_translations(tiny_dataset):
+    """On real renderings of one held-out clip: reconstructions that are the truth itself score
+    1; a 'reconstruction' into each domain that is the other domain's rendering scores 0 (it is
+    the identity baseline); the truth plus noise scores between."""
+    data = Dataset.open(tiny_dataset)
+    domains = ("piano", "flute")
+    clips = select_clips(data, domains, 2, data.sample_rate // 2, seed=0)
+    truth = {d: torch.from_numpy(np.stack([c.audio[d] for c in clips])) for d in domains}
+    sr = data.sample_rate
+    assert reconstruction_gain(truth, truth, domains, sr) == pytest.approx(1.0)
+    swapped = {"piano": truth["flute"], "flute": truth["piano"]}
+    assert reconstruction_gain(swapped, truth, domains, sr) == pytest.approx(0.0, abs=1e-6)
+    noisy = {d: a + 0.01 * torch.randn(a.shape, generator=torch.Generator().manual_seed(0))
+             for d, a in truth.items()}
+    assert 0 < reconstruction_gain(noisy, truth, domains, sr) < 1
 
 
 def test_evaluate_table_records_training_machine_and_targets(run, tmp_path, capsys):

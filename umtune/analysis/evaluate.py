@@ -24,6 +24,10 @@ unseen "whistle" included, so the true rendering of each clip on the target is k
   latent's domain content, are what fails.
 - recon_chroma: chroma similarity of those own-domain reconstructions to their clips: whether
   the notes survive encoding and generation at all (a translation's chroma is bounded by it).
+- recon_gain: translation_gain with each translation into k replaced by k's own-domain
+  reconstruction of the clip (generated from the latent of k's own rendering): what the target
+  decoders' samples score where the latent carries nothing of the source domain. A
+  translation_gain held down as far as this is held down by the samples, not the translation.
 - latent_domain_acc vs latent_chance, pitch_probe_acc vs pitch_probe_chance, note_latent_gain
   and note_latent_gain_onset: latent.py.
 - unseen_timbre_acc: timbre_acc of translations from the unseen domain into each trained one.
@@ -78,7 +82,8 @@ from umtune.trainable.model import UniversalTranslator, decoder_receptive_field,
 
 SUMMARY_KEYS = ("timbre_acc", "chroma_to_source", "chroma_to_truth", "chroma_ceiling",
                 "spectral_distance", "identity_distance", "translation_gain",
-                "self_timbre_acc", "recon_chroma", "latent_domain_acc", "latent_chance",
+                "self_timbre_acc", "recon_chroma", "recon_gain", "latent_domain_acc",
+                "latent_chance",
                 "pitch_probe_acc", "pitch_probe_chance", "note_latent_gain",
                 "note_latent_gain_onset", "unseen_timbre_acc", "recon_ce", "latent_gain",
                 "latent_gain_cold", "classifier_heldout_acc")
@@ -189,6 +194,16 @@ def score_translations(classifier: DomainClassifier, target: str, translations: 
     return out
 
 
+def reconstruction_gain(own: dict[str, torch.Tensor], clips: dict[str, torch.Tensor],
+                        domains: tuple[str, ...], sample_rate: int) -> float:
+    """`recon_gain`: over every pair of `domains` (source != target), the translation gain that
+    the target's own reconstructions `own[target]` (B, T) of the clips `clips[target]` (B, T)
+    would score as translations of `clips[source]`."""
+    distance = {d: logmel_distance(own[d], clips[d], sample_rate) for d in domains}
+    return _mean(_mean((1 - distance[t] / logmel_distance(clips[s], clips[t], sample_rate))
+                       .tolist()) for s in domains for t in domains if s != t)
+
+
 @torch.no_grad()
 def reconstruction_ce(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
                       device="cpu") -> tuple[dict[str, float], dict[str, float], float]:
@@ -207,7 +222,8 @@ def reconstruction_ce(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
 
 # Metrics of the translations, which change with the evaluation seed (clips and sampling);
 # the rest of the summary measures the model alone and is computed once.
-SEED_METRICS = (*PAIR_METRICS, "self_timbre_acc", "recon_chroma", "unseen_timbre_acc")
+SEED_METRICS = (*PAIR_METRICS, "self_timbre_acc", "recon_chroma", "recon_gain",
+                "unseen_timbre_acc")
 
 
 @dataclass(frozen=True)
@@ -279,8 +295,9 @@ def evaluate(model: UniversalTranslator, cfg: RunConfig, data_path: str | Path,
 
     skipped = []
     if not runs[0]["parallel"]:
-        skipped.append(f"truth metrics (chroma_to_truth, chroma_ceiling, spectral): dataset "
-                       f"{data.path} has no held-out pieces rendered on every domain")
+        skipped.append(f"truth metrics (chroma_to_truth, chroma_ceiling, spectral, "
+                       f"recon_gain): dataset {data.path} has no held-out pieces rendered on "
+                       f"every domain")
     if not unseen:
         skipped.append(f"unseen domain: dataset {data.path} has no held-out audio of an unseen "
                        f"domain")
@@ -348,6 +365,7 @@ def _score_seed(model: UniversalTranslator, cfg: RunConfig, data: Dataset,
                                          for d, audio in own.items()),
                    recon_chroma=_mean(chroma_similarity(audio, stacked[d], sr).mean().item()
                                       for d, audio in own.items()),
+                   recon_gain=reconstruction_gain(own, stacked, domains, sr) if parallel else None,
                    unseen_timbre_acc=_mean(p["timbre_acc"] for p in pairs
                                            if p["source"] in unseen))
     gallery, files = _gallery(chosen[0], translations, domains, unseen, parallel)

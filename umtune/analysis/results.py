@@ -166,7 +166,7 @@ def results_markdown(evaluation: dict, checkpoint: str | Path, state: TrainingSt
 
 
 # Beside the targets in a curve table: what stalls them (evaluate.py's summary).
-CURVE_INDICATORS = ("self_timbre_acc", "recon_chroma", "recon_ce", "latent_gain",
+CURVE_INDICATORS = ("self_timbre_acc", "recon_chroma", "recon_gain", "recon_ce", "latent_gain",
                     "pitch_probe_acc")
 
 
