@@ -2,11 +2,10 @@
 
 Prints GFLOP/s of the layer's convolutions (oneDNN, bf16) against matmuls of the same FLOPs,
 then one gated layer's forward and backward as the model runs it (`DecoderLayer`: channels-last,
-the dilated convolution as one matmul over [x(t - d), x(t)], the 1x1 as a linear, one
-`GatedLayer` with its hand-written backward) against the same matmuls with autograd's backward
-and against the same weights as (B, C, T) convolutions, eager and compiled. Sizes: the `cpu`
-step's 6 domains x 2 segments x 4,000 samples (one decoder's 2 for the layer), 64 residual and
-128 gate channels, dilation 16.
+the dilated convolution as one matmul over [x(t - d), x(t)], the 1x1 as a linear) against the
+same weights as (B, C, T) convolutions, eager and compiled. Sizes: the `cpu` step's 6 domains x
+2 segments x 4,000 samples (one decoder's 2 for the layer), 64 residual and 128 gate channels,
+dilation 16.
 
     .venv/bin/python benchmarks/decoder_layer.py
 """
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from umtune.config import DecoderConfig
-from umtune.trainable.model import DecoderLayer, add_per_frame, conv_as_matmul, pointwise
+from umtune.trainable.model import DecoderLayer
 
 ROWS, RES, GATE, T, DIL = 12, 64, 128, 4000, 16
 DT = torch.bfloat16
@@ -78,25 +77,16 @@ def layers() -> None:
                            layer.res_skip.bias)
             return (x + out[:, :RES]).float().sum() + (skip + out[:, RES:]).float().sum()
 
-    def autograd_matmuls(sums):
-        with torch.autocast("cpu", dtype=DT):
-            h = add_per_frame(conv_as_matmul(layer.dilated, sums[..., :RES], causal=True), cond)
-            a, g = h.chunk(2, dim=-1)
-            out = pointwise(layer.res_skip, torch.tanh(a) * torch.sigmoid(g))
-            return (sums + out).float().sum()
-
     def matmul_layout(sums):
         with torch.autocast("cpu", dtype=DT):
             return layer(sums, cond).float().sum()
 
     print(f"\n{'one gated layer, forward + backward (bf16, 2 x 4,000)':52} {'ms':>8}")
     for name, fn, inp in (("(B, C, T) convolutions", conv_layout, x),
-                          ("channels-last matmuls, autograd's backward", autograd_matmuls,
-                           sums),
-                          ("DecoderLayer: the same, GatedLayer's backward", matmul_layout, sums),
+                          ("DecoderLayer: channels-last matmuls", matmul_layout, sums),
                           ("(B, C, T) convolutions, compiled", torch.compile(conv_layout), x),
                           ("DecoderLayer, compiled", torch.compile(matmul_layout), sums)):
-        print(f"{name:52} {1000 * seconds(partial(_backward, fn, inp), 30):8.2f}")
+        print(f"{name:52} {1000 * seconds(partial(_backward, fn, inp), 10):8.2f}")
 
 
 def _backward(fn, inp) -> None:

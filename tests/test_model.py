@@ -105,12 +105,11 @@ def test_matmul_layout_computes_the_convolutions(kernel_size, dilation):
 
 
 @pytest.mark.parametrize("kernel_size, dilation", [(2, 4), (3, 5), (2, 64), (3, 30)])
-def test_gated_layer_forward_and_hand_written_backward_are_the_convolutions(kernel_size,
-                                                                         dilation):
-    """`DecoderLayer` (one `GatedLayer`, its own backward) against the paper's layer written
-    with autograd and (B, C, T) convolutions, in float64: the output and the gradients of the
-    stream, the conditioning and every weight agree (taps past the segment included), and the
-    incoming gradient is left as it was."""
+def test_decoder_layer_and_its_gradients_are_the_papers_layer_of_convolutions(kernel_size,
+                                                                             dilation):
+    """`DecoderLayer` (channels-last matmuls, the conditioning added per frame) against the
+    paper's layer written with (B, C, T) convolutions, in float64: the output and the gradients
+    of the stream, the conditioning and every weight agree (taps past the segment included)."""
     cfg = DecoderConfig(residual_channels=6, gate_channels=10, skip_channels=4,
                         kernel_size=kernel_size)
     torch.manual_seed(0)
@@ -118,7 +117,6 @@ def test_gated_layer_forward_and_hand_written_backward_are_the_convolutions(kern
     sums = torch.randn(2, 40, 10, dtype=torch.float64, requires_grad=True)
     cond = torch.randn(2, 4, 10, dtype=torch.float64, requires_grad=True)
     grad = torch.randn(2, 40, 10, dtype=torch.float64)
-    incoming = grad.clone()
 
     def paper_layer():
         x = F.pad(sums[..., :6].transpose(1, 2), ((kernel_size - 1) * dilation, 0))
@@ -135,7 +133,6 @@ def test_gated_layer_forward_and_hand_written_backward_are_the_convolutions(kern
                                                   grad)])
     for expected, got in zip(*results, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    assert torch.equal(grad, incoming)
 
 
 def test_encoder_receptive_field_is_centred():

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from umtune.config import (
     ConfusionConfig,
@@ -177,9 +176,8 @@ class Encoder(nn.Module):
 class DecoderLayer(nn.Module):
     """Gated dilated causal conv; residual and skip outputs share one 1x1 conv.
 
-    Runs channels-last, (B, T, C), as matmuls with the convolutions' weights (on the CPU oneDNN
-    runs these sizes faster as matmuls than as convolutions), forward and backward in one
-    `GatedLayer` (docs/speed.md).
+    Runs channels-last, (B, T, C), as matmuls with the convolutions' weights: on the CPU oneDNN
+    runs these sizes faster as matmuls than as convolutions (docs/speed.md).
     """
 
     def __init__(self, cfg: DecoderConfig, dilation: int):
@@ -194,76 +192,16 @@ class DecoderLayer(nn.Module):
     def forward(self, sums: Tensor, cond: Tensor) -> Tensor:
         """sums (B, T, R + S): the residual stream and the skip sum; cond (B, F, G): the
         conditioning of each latent frame. Returns sums plus this layer's residual and skip."""
-        dtype = compute_dtype(sums)
-        return GatedLayer.apply(sums.to(dtype), (cond + self.dilated.bias).to(dtype),
-                                taps_weight(self.dilated).to(dtype),
-                                self.res_skip.weight[:, :, 0].to(dtype),
-                                self.res_skip.bias.to(dtype), self.dilation,
-                                self.residual_channels)
+        x = sums[..., :self.residual_channels]
+        a, b = add_per_frame(conv_as_matmul(self.dilated, x, causal=True), cond).chunk(2, dim=-1)
+        return sums + pointwise(self.res_skip, torch.tanh(a) * torch.sigmoid(b))
 
 
-def compute_dtype(x: Tensor) -> torch.dtype:
-    """The dtype autocast would compute a matmul of x in (x's own where autocast is off)."""
-    device = x.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-
-
-class GatedLayer(torch.autograd.Function):
-    """One decoder layer, sums + res_skip(tanh(a) * sigmoid(b)) with [a, b] the dilated causal
-    conv of the residual stream plus the frame's conditioning, with a hand-written backward:
-    autograd's would zero-fill and copy the whole (B, T, R + S) stream to slice the residual
-    out, concatenate the gate's two halves and keep a temporary per elementwise step.
-    Inputs in one dtype; cond (B, F, G) already holds the dilated conv's bias."""
-
-    @staticmethod
-    def forward(ctx, sums, cond, w_dilated, w_out, b_out, dilation: int, residual: int):
-        B, T, C = sums.shape
-        k, frames = w_dilated.shape[1] // residual, cond.shape[1]
-        taps = conv_taps(sums[..., :residual], k, dilation, (k - 1) * dilation).flatten(0, 1)
-        h = taps @ w_dilated.t()  # (B * T, G)
-        G = h.shape[1]
-        add_per_frame(h.view(B, T, G), cond, inplace=True)
-        tanh, sigmoid = torch.tanh(h[:, :G // 2]), torch.sigmoid(h[:, G // 2:])
-        gated = tanh * sigmoid
-        ctx.save_for_backward(taps, tanh, sigmoid, gated, w_dilated, w_out)
-        ctx.sizes = (B, T, frames, dilation, residual, k)
-        # Not added into in place: torch.compile then gives this output no gradient at all.
-        return sums + torch.addmm(b_out, gated, w_out.t()).view(B, T, C)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        taps, tanh, sigmoid, gated, w_dilated, w_out = ctx.saved_tensors
-        B, T, frames, d, residual, k = ctx.sizes
-        flat = grad.reshape(B * T, -1)
-        grad_gated = flat @ w_out
-        half = tanh.shape[1]
-        grad_h = grad_gated.new_empty(B * T, 2 * half)
-        torch.ops.aten.tanh_backward.grad_input(grad_gated * sigmoid, tanh,
-                                                grad_input=grad_h[:, :half])
-        torch.ops.aten.sigmoid_backward.grad_input(grad_gated.mul_(tanh), sigmoid,
-                                                   grad_input=grad_h[:, half:])
-        grad_cond = grad_h.view(B, frames, T // frames, 2 * half).sum(2)
-        grad_taps = (grad_h @ w_dilated).view(B, T, k * residual)
-        grad_sums = grad.clone()
-        grad_x = grad_sums[..., :residual]
-        for i in range(k):  # tap i read x[t - shift]
-            shift = (k - 1 - i) * d
-            if shift < T:
-                grad_x[:, :T - shift] += grad_taps[:, shift:, i * residual:(i + 1) * residual]
-        return (grad_sums, grad_cond, grad_h.t() @ taps, flat.t() @ gated, flat.sum(0),
-                None, None)
-
-
-def add_per_frame(x: Tensor, frame_values: Tensor, *, inplace: bool = False) -> Tensor:
-    """x (B, T, C) + frame_values (B, F, C) repeated over T // F samples (nearest upsampling);
-    `inplace` adds into x."""
+def add_per_frame(x: Tensor, frame_values: Tensor) -> Tensor:
+    """x (B, T, C) + frame_values (B, F, C) repeated over T // F samples (nearest upsampling)."""
     B, T, C = x.shape
     frames = frame_values.shape[1]
-    per_frame = x.view(B, frames, T // frames, C)
-    added = per_frame.add_(frame_values[:, :, None]) if inplace else \
-        per_frame + frame_values[:, :, None]
-    return added.view(B, T, C)
+    return (x.view(B, frames, T // frames, C) + frame_values[:, :, None]).view(B, T, C)
 
 
 class WaveNetDecoder(nn.Module):
