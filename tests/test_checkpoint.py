@@ -298,18 +298,24 @@ def test_resume_keeps_what_the_weights_fix_and_refuses_edits_and_strangers(tiny_
 def test_a_stopped_training_says_what_was_saved_and_resumes(tiny_dataset, tmp_path, signum,
                                                             code, how):
     """SIGTERM (143) and SIGINT (130) after the first epoch: one line naming the checkpoint and
-    the command to continue, which then continues the run."""
+    the command to continue, which then continues the run. A run that does not stop is aborted
+    with every thread's stack on its stderr (it once ignored a SIGINT in CI)."""
     run = tmp_path / "run"
     args = [*_train_args(tiny_dataset, run)[1:-4], "--set", "train.max_epochs=1000",
             "--set", "data.segment_samples=800", "--set", "train.indicator_seconds=0"]
     proc = subprocess.Popen([sys.executable, "-m", "umtune.cli", "train", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     deadline = time.monotonic() + 120
     while not (run / "metrics.jsonl").exists():
         assert proc.poll() is None and time.monotonic() < deadline, "no epoch finished"
         time.sleep(0.2)
     proc.send_signal(signum)
-    _, err = proc.communicate(timeout=120)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints where each thread is
+        pytest.fail(f"still running 120 s after signal {signum}:\n{proc.communicate()[1]}")
     assert proc.returncode == code
     assert re.fullmatch(
         re.escape(f"umtune: {how}; {run}/checkpoints/epoch_") + r"\d{6}" + re.escape(
