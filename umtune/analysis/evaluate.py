@@ -59,7 +59,7 @@ import soundfile as sf
 import torch
 
 from umtune.analysis.classifier import DomainClassifier, domain_classifier
-from umtune.analysis.features import chroma_similarity, logmel_distance
+from umtune.analysis.features import chroma_similarity, db_distance, logmel_db, logmel_distance
 from umtune.analysis.latent import (
     latent_domain_accuracy,
     note_latent_gain,
@@ -199,8 +199,9 @@ def reconstruction_gain(own: dict[str, torch.Tensor], clips: dict[str, torch.Ten
     the target's own reconstructions `own[target]` (B, T) of the clips `clips[target]` (B, T)
     would score as translations of `clips[source]`."""
     distance = {d: logmel_distance(own[d], clips[d], sample_rate) for d in domains}
-    return _mean(_mean((1 - distance[t] / logmel_distance(clips[s], clips[t], sample_rate))
-                       .tolist()) for s in domains for t in domains if s != t)
+    db = {d: logmel_db(clips[d], sample_rate) for d in domains}  # each once, not once per pair
+    return _mean(_mean((1 - distance[t] / db_distance(db[s], db[t])).tolist())
+                 for s in domains for t in domains if s != t)
 
 
 @torch.no_grad()

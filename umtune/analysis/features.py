@@ -64,8 +64,12 @@ def logmel_distance(a: Tensor, b: Tensor, sample_rate: int) -> Tensor:
     Clips of different lengths are compared over the shorter one. 0 for identical clips.
     """
     n = min(a.shape[-1], b.shape[-1])
-    return (logmel_db(a[..., :n], sample_rate) - logmel_db(b[..., :n], sample_rate)).abs() \
-        .mean(dim=(-2, -1))
+    return db_distance(logmel_db(a[..., :n], sample_rate), logmel_db(b[..., :n], sample_rate))
+
+
+def db_distance(a: Tensor, b: Tensor) -> Tensor:
+    """Mean absolute difference of two log-mels (..., N_MELS, frames) -> (...)."""
+    return (a - b).abs().mean(dim=(-2, -1))
 
 
 def chroma(audio: Tensor, sample_rate: int) -> tuple[Tensor, Tensor]:
