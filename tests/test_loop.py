@@ -17,6 +17,7 @@ from umtune.trainable.loop import (
     confusion_penalty,
     decoder_mask_fraction,
     draw_batch,
+    heldout_batch,
     learning_rate,
     span_mask,
     splice,
@@ -205,6 +206,17 @@ def test_decoder_input_noise_is_drawn_for_the_global_batch_and_only_in_training(
                           world_size=2)
         rows = [k * 4 + i for k in range(2) for i in range(rank, 4, 2)]
         torch.testing.assert_close(part.decoder_inputs - part.clean_inputs, noise[rows])
+
+
+def test_every_training_seed_is_scored_on_the_same_heldout_segments(tiny_dataset):
+    """Held-out CE compares runs of different seeds on the same audio; training batches differ."""
+    data = Dataset.open(tiny_dataset)
+    seeds = [tiny_run(tiny_dataset, seed=s) for s in (0, 1)]
+    a, b = (heldout_batch(cfg, data) for cfg in seeds)
+    assert torch.equal(a.targets, b.targets) and torch.equal(a.clean_inputs, b.clean_inputs)
+    train_a, train_b = (draw_batch(cfg, data, step=0, split="train", augment=False)
+                        for cfg in seeds)
+    assert not torch.equal(train_a.targets, train_b.targets)
 
 
 def test_pre_emphasis_shapes_what_the_decoders_model_not_what_the_encoder_hears(tiny_dataset):

@@ -174,8 +174,11 @@ def span_mask(rows: int, length: int, fraction: float, span: int,
 
 
 def heldout_batch(cfg: RunConfig, data: Dataset) -> Batch:
-    """The fixed held-out segments every epoch is scored on: `train.eval_segments` per domain."""
-    eval_cfg = replace(cfg, data=replace(cfg.data, batch_per_domain=cfg.train.eval_segments))
+    """The fixed held-out segments every epoch is scored on: `train.eval_segments` per domain,
+    the same for every training seed (drawn as seed 0's), so that runs of different seeds are
+    scored on the same audio."""
+    eval_cfg = replace(cfg, data=replace(cfg.data, batch_per_domain=cfg.train.eval_segments),
+                       train=replace(cfg.train, seed=0))
     return draw_batch(eval_cfg, data, step=0, split="heldout", augment=False, seed_offset=1)
 
 
