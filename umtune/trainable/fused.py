@@ -5,79 +5,32 @@ The C loop runs a `DecoderStack`'s steps on its own tensors (weights, `DecoderCa
 serves CPU batches of a few rows, where PyTorch's per-operation cost dominates; larger batches
 and GPUs keep the PyTorch step, whose matmuls are then efficient.
 
-The library is cached under $UMTUNE_CACHE (default ~/.cache/umtune), keyed by the source, the
-flags and the CPU (it is built with -march=native), and written atomically: concurrent
-processes each build it or find it.
+The library is built and cached by native.py.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from umtune.storage import staged
+from umtune.trainable.native import KernelUnavailable
+from umtune.trainable.native import build as build_library
 
 SOURCE = Path(__file__).with_name("fused_step.c")
-# -ffast-math vectorises tanhf/expf through libmvec. Linked in a second command without it, so
-# that the library does not switch the whole process to flush-to-zero (crtfastmath.o).
-COMPILE = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-c"]
+# -ffast-math vectorises tanhf/expf through libmvec.
+COMPILE = ["-O3", "-march=native", "-ffast-math", "-fPIC"]
 LINK = ["-shared", "-lmvec", "-lm"]
 SIZES = ("layers", "decoders", "batch", "residual", "skip", "gate", "kernel", "classes", "pool",
          "length")
 
 
-class FusedUnavailable(RuntimeError):
-    """The C step cannot be built or loaded here (no compiler, not x86-64/Linux, ...)."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("UMTUNE_CACHE", Path.home() / ".cache" / "umtune")) / "kernels"
-
-
-def _cpu() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    return next((line for line in info.splitlines() if line.startswith("flags")), "")
-
-
-def find_compiler() -> str | None:
-    """$CC, else cc, else gcc: the first found on PATH."""
-    return shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
-
-
 def build() -> Path:
     """The compiled step's path, built if this source, these flags and this CPU have none."""
-    compiler = find_compiler()
-    if compiler is None:
-        raise FusedUnavailable(f"no C compiler ({os.environ.get('CC') or 'cc'} or gcc) on PATH "
-                               f"to build the fused generation step")
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(COMPILE + LINK).encode(),
-                                     _cpu().encode()])).hexdigest()[:16]
-    library = cache_dir() / f"fused_step-{key}.so"
-    if library.exists():
-        return library
-    library.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as folder, staged(library) as tmp:
-        obj = Path(folder) / "fused_step.o"
-        for command in ([compiler, *COMPILE, str(SOURCE), "-o", str(obj)],
-                        [compiler, str(obj), "-o", str(tmp), *LINK]):
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                first = (done.stderr.strip().splitlines() or ["(no output)"])[0]
-                raise FusedUnavailable(f"{' '.join(command)} failed: {first}")
-    return library
+    return build_library(SOURCE, COMPILE, LINK)
 
 
 @functools.cache
@@ -85,7 +38,7 @@ def _kernel_or_reason() -> ctypes.CDLL | str:
     """Built and loaded once per process; a failure too is remembered, not retried."""
     try:
         kernel = ctypes.CDLL(str(build()))
-    except (FusedUnavailable, OSError) as e:
+    except (KernelUnavailable, OSError) as e:
         return str(e)
     kernel.umtune_steps.restype = None
     kernel.umtune_steps.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -98,7 +51,7 @@ def _kernel_or_reason() -> ctypes.CDLL | str:
 def load_kernel() -> ctypes.CDLL:
     kernel = _kernel_or_reason()
     if isinstance(kernel, str):
-        raise FusedUnavailable(kernel)
+        raise KernelUnavailable(kernel)
     return kernel
 
 
@@ -126,7 +79,7 @@ class FusedSteps:
                    cache.past.values, cache.inputs, self.logits, scratch]
         for t in tensors:
             if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
-                raise FusedUnavailable(f"the fused step runs contiguous float32 tensors on the "
+                raise KernelUnavailable(f"the fused step runs contiguous float32 tensors on the "
                                        f"CPU, got {t.dtype} on {t.device}")
         self.tensors = tensors
         sizes = dict(layers=len(stack.dilations), decoders=G, batch=batch,

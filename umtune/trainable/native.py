@@ -1,0 +1,65 @@
+"""C kernels built on first use with the system's C compiler (fused_step.c, gate.c).
+
+A library is cached under $UMTUNE_CACHE (default ~/.cache/umtune), keyed by its source, the
+flags and the CPU (it is built with -march=native), and written atomically: concurrent
+processes each build it or find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from umtune.storage import staged
+
+
+class KernelUnavailable(RuntimeError):
+    """A C kernel cannot be built or loaded here (no compiler, not x86-64/Linux, ...)."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("UMTUNE_CACHE", Path.home() / ".cache" / "umtune")) / "kernels"
+
+
+def _cpu() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return next((line for line in info.splitlines() if line.startswith("flags")), "")
+
+
+def find_compiler() -> str | None:
+    """$CC, else cc, else gcc: the first found on PATH."""
+    return shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc")
+
+
+def build(source: Path, compile_flags: list[str], link_flags: list[str]) -> Path:
+    """The library of `source`, built if this source, these flags and this CPU have none.
+    Compiled and linked in two commands, so that -ffast-math in `compile_flags` does not link
+    crtfastmath.o (which would set flush-to-zero for the whole process on load)."""
+    compiler = find_compiler()
+    if compiler is None:
+        raise KernelUnavailable(f"no C compiler ({os.environ.get('CC') or 'cc'} or gcc) on PATH "
+                                f"to build {source.name}")
+    key = hashlib.sha256(b"\0".join([source.read_bytes(),
+                                     " ".join(compile_flags + link_flags).encode(),
+                                     _cpu().encode()])).hexdigest()[:16]
+    library = cache_dir() / f"{source.stem}-{key}.so"
+    if library.exists():
+        return library
+    library.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder, staged(library) as tmp:
+        obj = Path(folder) / f"{source.stem}.o"
+        for command in ([compiler, *compile_flags, "-c", str(source), "-o", str(obj)],
+                        [compiler, str(obj), "-o", str(tmp), *link_flags]):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                first = (done.stderr.strip().splitlines() or ["(no output)"])[0]
+                raise KernelUnavailable(f"{' '.join(command)} failed: {first}")
+    return library
