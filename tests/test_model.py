@@ -107,9 +107,10 @@ def test_matmul_layout_computes_the_convolutions(kernel_size, dilation):
 @pytest.mark.parametrize("kernel_size, dilation", [(2, 4), (3, 5), (2, 64), (3, 30)])
 def test_decoder_layer_and_its_gradients_are_the_papers_layer_of_convolutions(kernel_size,
                                                                              dilation):
-    """`DecoderLayer` (channels-last matmuls, the conditioning added per frame) against the
-    paper's layer written with (B, C, T) convolutions, in float64: the output and the gradients
-    of the stream, the conditioning and every weight agree (taps past the segment included)."""
+    """`DecoderLayer` (channels-last matmuls, the conditioning and the dilated conv's bias added
+    per frame) against the paper's layer written with (B, C, T) convolutions, in float64: the
+    output and the gradients of the stream, the conditioning and every weight agree (taps past
+    the segment included)."""
     cfg = DecoderConfig(residual_channels=6, gate_channels=10, skip_channels=4,
                         kernel_size=kernel_size)
     torch.manual_seed(0)
@@ -127,7 +128,7 @@ def test_decoder_layer_and_its_gradients_are_the_papers_layer_of_convolutions(ke
         return sums + out.transpose(1, 2)
 
     results = []
-    for forward in (paper_layer, lambda: layer(sums, cond)):
+    for forward in (paper_layer, lambda: layer(sums, cond + layer.dilated.bias)):
         out = forward()
         results.append([out, *torch.autograd.grad(out, [sums, cond, *layer.parameters()],
                                                   grad)])

@@ -95,13 +95,10 @@ class DecoderStack:
                                        .permute(2, 1, 0).flatten(0, 1)) for i in layers])
         self.present = torch.stack([stacked(lambda d, i=i: d.layers[i].dilated.weight[:, :, -1]
                                             .T) for i in layers])  # (layers, G, R, gate)
-        self.gate_bias = torch.stack([stacked(lambda d, i=i: d.layers[i].dilated.bias)
-                                      for i in layers])  # (layers, G, gate)
         self.res_skip = torch.stack([stacked(lambda d, i=i: with_bias(d.layers[i].res_skip))
                                      for i in layers])  # (layers, G, gate / 2 + 1, R + S)
         self.layers = list(zip(self.present, self.res_skip, strict=True))  # views, made once
         self.head_hidden = stacked(lambda d: d.head_hidden.weight[:, :, 0].T)
-        self.head_bias = stacked(lambda d: d.head_hidden.bias)  # (G, S)
         self.head_out = stacked(lambda d: d.head_out.weight[:, :, 0].T)  # (G, S, classes)
         self.out_bias = stacked(lambda d: d.head_out.bias[None])  # (G, 1, classes)
 
@@ -110,12 +107,11 @@ class DecoderStack:
 
     @torch.no_grad()
     def condition(self, z: Tensor) -> Conditioning:
-        """Latents (G, B, L, F), one batch per decoder -> every frame's biases."""
+        """Latents (G, B, L, F), one batch per decoder -> every frame's biases (the layers'
+        own biases included by `project_condition`)."""
         per_decoder = [d.project_condition(zg) for d, zg in zip(self.decoders, z, strict=True)]
         gates = torch.stack([torch.stack(parts[:-1]) for parts in per_decoder], dim=1)
-        gates = gates + self.gate_bias[:, :, None, None]  # (layers, G, B, F, gate)
         head = torch.stack([parts[-1] for parts in per_decoder])  # (G, B, F, S)
-        head = head + self.head_bias[:, None, None]
         return Conditioning(gates=gates.permute(3, 0, 1, 2, 4).flatten(1, 2).contiguous(),
                             head=head.permute(2, 0, 1, 3).contiguous())
 

@@ -27,6 +27,7 @@ from umtune.config import (
     ModelConfig,
     dilation_schedule,
 )
+from umtune.trainable.gate import add_per_frame, gate
 
 
 def mu_law_encode(audio: Tensor, classes: int) -> Tensor:
@@ -191,17 +192,13 @@ class DecoderLayer(nn.Module):
 
     def forward(self, sums: Tensor, cond: Tensor) -> Tensor:
         """sums (B, T, R + S): the residual stream and the skip sum; cond (B, F, G): the
-        conditioning of each latent frame. Returns sums plus this layer's residual and skip."""
-        x = sums[..., :self.residual_channels]
-        a, b = add_per_frame(conv_as_matmul(self.dilated, x, causal=True), cond).chunk(2, dim=-1)
-        return sums + pointwise(self.res_skip, torch.tanh(a) * torch.sigmoid(b))
-
-
-def add_per_frame(x: Tensor, frame_values: Tensor) -> Tensor:
-    """x (B, T, C) + frame_values (B, F, C) repeated over T // F samples (nearest upsampling)."""
-    B, T, C = x.shape
-    frames = frame_values.shape[1]
-    return (x.view(B, frames, T // frames, C) + frame_values[:, :, None]).view(B, T, C)
+        conditioning of each latent frame, the dilated conv's bias included (added per frame by
+        `WaveNetDecoder.project_condition`, not per sample). Returns sums plus this layer's
+        residual and skip."""
+        k, d = self.dilated.kernel_size[0], self.dilation
+        taps = conv_taps(sums[..., :self.residual_channels], k, d, before=(k - 1) * d)
+        h = F.linear(taps, taps_weight(self.dilated))  # the causal conv, its bias in cond
+        return sums + pointwise(self.res_skip, gate(h, cond))
 
 
 class WaveNetDecoder(nn.Module):
@@ -232,15 +229,18 @@ class WaveNetDecoder(nn.Module):
         self.head_out = nn.Conv1d(cfg.skip_channels, classes, 1)
 
     def project_condition(self, z: Tensor) -> list[Tensor]:
-        """Latent (B, L, F) -> per-layer conditioning (B, F, G) each, then the head's (B, F, S)."""
+        """Latent (B, L, F) -> per-layer conditioning (B, F, G) each, then the head's (B, F, S),
+        each with the bias of the layer it conditions: added here once per frame, the biases
+        cost nothing per sample (a matmul's bias is a pass over its whole output)."""
         c = pointwise(self.cond, z.transpose(1, 2))  # (B, F, G * layers + S)
-        sizes = [self.gate_channels] * len(self.layers) + [c.shape[-1] - self.gate_channels *
-                                                           len(self.layers)]
-        return list(c.split(sizes, dim=-1))
+        biases = [layer.dilated.bias for layer in self.layers] + [self.head_hidden.bias]
+        c = (c + torch.cat(biases)).to(c.dtype)
+        return list(c.split([b.numel() for b in biases], dim=-1))
 
     def head(self, skip: Tensor, cond: Tensor) -> Tensor:
-        """Skip sum (B, T, S) and the head's conditioning (B, F, S) -> logits (B, T, classes)."""
-        hidden = add_per_frame(pointwise(self.head_hidden, F.relu(skip)), cond)
+        """Skip sum (B, T, S) and the head's conditioning (B, F, S), head_hidden's bias
+        included -> logits (B, T, classes)."""
+        hidden = add_per_frame(F.linear(F.relu(skip), self.head_hidden.weight[:, :, 0]), cond)
         return pointwise(self.head_out, F.relu(hidden))
 
     def forward(self, codes: Tensor, z: Tensor, inputs: Tensor | None = None) -> Tensor:

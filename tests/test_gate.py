@@ -1,0 +1,67 @@
+"""The decoders' gate as custom ops (gate.c on the CPU): the same function and gradients as
+PyTorch's ops, kept whole by torch.compile, and PyTorch's ops where the C kernel cannot be
+built."""
+
+import pytest
+import torch
+from test_fused import needs_compiler
+
+from umtune.trainable import gate as gate_module
+from umtune.trainable.gate import gate, reference_gate
+
+
+def _inputs(dtype, B=2, frames=4, pool=25, G=40):
+    torch.manual_seed(0)
+    h = (3 * torch.randn(B, frames * pool, G)).to(dtype).requires_grad_()
+    cond = torch.randn(B, frames, G).to(dtype).requires_grad_()
+    return h, cond, torch.randn(B, frames * pool, G // 2).to(dtype)
+
+
+def _value_and_grads(fn, h, cond, grad):
+    out = fn(h, cond)
+    return [out, *torch.autograd.grad(out, (h, cond), grad)]
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_the_kernel_computes_the_gate_and_its_gradients(dtype, tol):
+    """Against the float64 reference: float32 to rounding, bf16 within its 8-bit mantissa
+    (the frame sums of the conditioning's gradient scaled by their size)."""
+    h, cond, grad = _inputs(dtype)
+    got = _value_and_grads(gate, h, cond, grad)
+    expected = _value_and_grads(reference_gate, *(t.detach().double().requires_grad_()
+                                                  for t in (h, cond)), grad.double())
+    for g, e in zip(got, expected, strict=True):
+        assert g.dtype == dtype
+        scale = e.abs().max().item()
+        torch.testing.assert_close(g.double(), e, rtol=tol, atol=tol * scale)
+
+
+@needs_compiler
+def test_the_custom_op_is_registered_for_autograd_and_the_compiler():
+    h, cond, _ = _inputs(torch.float32)
+    torch.library.opcheck(gate_module._gate, (h, cond))
+
+
+@needs_compiler
+def test_compiled_the_gate_keeps_its_values_and_gradients():
+    h, cond, grad = _inputs(torch.float32)
+    eager = _value_and_grads(gate, h, cond, grad)
+    compiled = _value_and_grads(torch.compile(gate, fullgraph=True), h, cond, grad)
+    for c, e in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(c, e)
+
+
+def test_without_a_compiler_the_gate_runs_as_pytorch_ops(tmp_path, monkeypatch):
+    monkeypatch.setenv("UMTUNE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")
+    gate_module._library.cache_clear()
+    try:
+        h, cond, grad = _inputs(torch.float32)
+        got = _value_and_grads(gate, h, cond, grad)
+        assert gate_module._library() is None
+    finally:
+        gate_module._library.cache_clear()
+    expected = _value_and_grads(reference_gate, h, cond, grad)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)

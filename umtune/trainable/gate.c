@@ -1,0 +1,94 @@
+/* The decoders' gate in training (gate.py): tanh(a) * sigmoid(b) of a layer's pre-activation
+ * h = [a, b] plus its latent frame's conditioning, and the gate's backward, each in one pass
+ * over memory, for bf16 and float32 activations. The conditioning and its gradient are float32.
+ * tanh and sigmoid are one rational function (multiply-adds), so the loops vectorise; frames
+ * are split over OpenMP threads (torch's own runtime, already loaded). */
+#include <stdint.h>
+#include <string.h>
+
+typedef uint16_t bf16;
+
+static inline float bf16_load(bf16 v) {
+    const uint32_t u = (uint32_t)v << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline bf16 bf16_store(float f) { /* round to nearest even, as PyTorch */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (bf16)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float f32_load(float v) { return v; }
+static inline float f32_store(float f) { return f; }
+
+/* Eigen's float tanh: a rational function on [-7.9, 7.9], within a few ulp of float32. */
+static inline float tanh_rational(float x) {
+    x = x < -7.90531110763549805f ? -7.90531110763549805f : x;
+    x = x > 7.90531110763549805f ? 7.90531110763549805f : x;
+    const float x2 = x * x;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return x * p / q;
+}
+
+static inline float sigmoid(float x) { return 0.5f + 0.5f * tanh_rational(0.5f * x); }
+
+enum { MAX_GATE = 4096 };
+
+/* h (frames, pool, 2H) and cond (frames, 2H) -> out (frames, pool, H); and the backward:
+ * grad (frames, pool, H) -> grad_h (frames, pool, 2H), grad_cond (frames, 2H). */
+#define GATE_KERNELS(NAME, T, LOAD, STORE)                                                      \
+    void umtune_gate_##NAME(const T *restrict h, const float *restrict cond, T *restrict out,   \
+                            int64_t frames, int64_t pool, int64_t H) {                          \
+        _Pragma("omp parallel for") for (int64_t f = 0; f < frames; f++) {                      \
+            const float *restrict c = cond + f * 2 * H;                                         \
+            for (int64_t p = 0; p < pool; p++) {                                                \
+                const T *restrict x = h + (f * pool + p) * 2 * H;                               \
+                T *restrict o = out + (f * pool + p) * H;                                       \
+                _Pragma("omp simd") for (int64_t i = 0; i < H; i++)                             \
+                    o[i] = STORE(tanh_rational(LOAD(x[i]) + c[i]) *                             \
+                                 sigmoid(LOAD(x[H + i]) + c[H + i]));                           \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    void umtune_gate_backward_##NAME(const T *restrict grad, const T *restrict h,               \
+                                     const float *restrict cond, T *restrict grad_h,            \
+                                     float *restrict grad_cond, int64_t frames, int64_t pool,   \
+                                     int64_t H) {                                               \
+        _Pragma("omp parallel for") for (int64_t f = 0; f < frames; f++) {                      \
+            const float *restrict c = cond + f * 2 * H;                                         \
+            float sum[MAX_GATE] = {0};                                                          \
+            for (int64_t p = 0; p < pool; p++) {                                                \
+                const int64_t row = f * pool + p;                                               \
+                const T *restrict x = h + row * 2 * H, *restrict g = grad + row * H;            \
+                T *restrict d = grad_h + row * 2 * H;                                           \
+                _Pragma("omp simd") for (int64_t i = 0; i < H; i++) {                           \
+                    const float t = tanh_rational(LOAD(x[i]) + c[i]);                           \
+                    const float s = sigmoid(LOAD(x[H + i]) + c[H + i]);                         \
+                    const float go = LOAD(g[i]);                                                \
+                    const float da = go * s * (1.0f - t * t), db = go * t * s * (1.0f - s);     \
+                    d[i] = STORE(da);                                                           \
+                    d[H + i] = STORE(db);                                                       \
+                    sum[i] += da;                                                               \
+                    sum[H + i] += db;                                                           \
+                }                                                                               \
+            }                                                                                   \
+            memcpy(grad_cond + f * 2 * H, sum, 2 * H * sizeof(float));                          \
+        }                                                                                       \
+    }
+
+GATE_KERNELS(bf16, bf16, bf16_load, bf16_store)
+GATE_KERNELS(f32, float, f32_load, f32_store)
