@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml
 # FluidSynth and the General MIDI SoundFont render the built-in Bach dataset; headless
 # Chromium opens the sweep report in its test (tests/test_report.py); sshd, ssh, rsync and nc
 # let `ray up` launch a cluster on this machine in its test (tests/test_ray_up.py); gcc builds
-# the compiled generation step (umtune/trainable/fused_step.c) on first use.
+# the compiled generation step and the training gate (umtune/trainable/fused_step.c, gate.c)
+# on first use.
 system-deps:
 	@missing=$$(for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || echo $$c; done); \
 	if [ -n "$$missing" ] || [ ! -f $(SOUNDFONT) ]; then \
