@@ -80,7 +80,7 @@ class FusedSteps:
         for t in tensors:
             if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
                 raise KernelUnavailable(f"the fused step runs contiguous float32 tensors on the "
-                                       f"CPU, got {t.dtype} on {t.device}")
+                                        f"CPU, got {t.dtype} on {t.device}")
         self.tensors = tensors
         sizes = dict(layers=len(stack.dilations), decoders=G, batch=batch,
                      residual=stack.residual_channels, skip=skip,

@@ -111,13 +111,14 @@ def pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
     return F.linear(x, conv.weight[:, :, 0], conv.bias)
 
 
-def conv_as_matmul(conv: nn.Conv1d, x: Tensor, causal: bool) -> Tensor:
+def conv_as_matmul(conv: nn.Conv1d, x: Tensor, causal: bool, with_bias: bool = True) -> Tensor:
     """A convolution's weights applied to channels-last x (B, T, C), T kept: causal (t sees
-    x[<= t]) or centred (an odd kernel)."""
+    x[<= t]) or centred (an odd kernel); without its bias where the caller adds it more
+    cheaply (per latent frame)."""
     k, d = conv.kernel_size[0], conv.dilation[0]
     span = (k - 1) * d
     return F.linear(conv_taps(x, k, d, span if causal else span // 2), taps_weight(conv),
-                    conv.bias)
+                    conv.bias if with_bias else None)
 
 
 class EncoderLayer(nn.Module):
@@ -195,9 +196,8 @@ class DecoderLayer(nn.Module):
         conditioning of each latent frame, the dilated conv's bias included (added per frame by
         `WaveNetDecoder.project_condition`, not per sample). Returns sums plus this layer's
         residual and skip."""
-        k, d = self.dilated.kernel_size[0], self.dilation
-        taps = conv_taps(sums[..., :self.residual_channels], k, d, before=(k - 1) * d)
-        h = F.linear(taps, taps_weight(self.dilated))  # the causal conv, its bias in cond
+        h = conv_as_matmul(self.dilated, sums[..., :self.residual_channels], causal=True,
+                           with_bias=False)  # its bias is in cond
         return sums + pointwise(self.res_skip, gate(h, cond))
 
 
