@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml
 # FluidSynth and the General MIDI SoundFont render the built-in Bach dataset; headless
 # Chromium opens the sweep report in its test (tests/test_report.py); sshd, ssh, rsync and nc
 # let `ray up` launch a cluster on this machine in its test (tests/test_ray_up.py); gcc builds
-# the compiled generation step and the training gate (umtune/trainable/fused_step.c, gate.c)
-# on first use.
+# the compiled generation step and the training gate and cross-entropy (umtune/trainable/
+# fused_step.c, kernels.c) on first use.
 system-deps:
 	@missing=$$(for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || echo $$c; done); \
 	if [ -n "$$missing" ] || [ ! -f $(SOUNDFONT) ]; then \
@@ -67,8 +67,8 @@ demo: setup $(DEMO_DATA)/manifest.json
 	$(VENV)/bin/umtune report sweeps/$(DEMO_SWEEP) -o reports/$(DEMO_SWEEP).html
 
 # The translation recipe (docs/results.md): the `cpu` preset trained for RESULTS_MINUTES
-# minutes of training steps on this machine, its step compiled (a one-off compilation of ~2 min,
-# then 1.2x the steps: worth it for long runs only), then evaluated on held-out clips;
+# minutes of training steps on this machine (eager: on the CPU the eager step is now faster than
+# the compiled one, docs/speed.md), then evaluated on held-out clips;
 # writes the results table against the translation targets to results/cpu.md, and the same
 # model's translations of four-voice chorales to results/cpu-four-voice.md.
 RESULTS_MINUTES ?= 60
@@ -76,7 +76,7 @@ RESULTS_RUN ?= runs/cpu-$(shell date +%Y%m%d-%H%M%S)
 
 translation-results: setup $(LINES_DATA)/manifest.json $(FOUR_VOICE_DATA)/manifest.json
 	$(VENV)/bin/umtune train --preset cpu --data $(LINES_DATA) --minutes $(RESULTS_MINUTES) \
-		--set train.compile=true --keep-every $(CURVE_EVERY) --out $(RESULTS_RUN)
+		--keep-every $(CURVE_EVERY) --out $(RESULTS_RUN)
 	$(VENV)/bin/umtune evaluate $(RESULTS_RUN) --clips 4 --seeds 2 --table results/cpu.md
 	$(VENV)/bin/umtune evaluate $(RESULTS_RUN) --data $(FOUR_VOICE_DATA) --clips 2 \
 		-o $(RESULTS_RUN)/eval-four-voice --table results/cpu-four-voice.md

@@ -1,4 +1,4 @@
-"""The decoders' gate as custom ops (trainable/gate.py, gate.c) against the same function as
+"""The decoders' gate as custom ops (trainable/gate.py, kernels.c) against the same function as
 PyTorch's ops, eager and compiled: forward and backward of one decoder's share of a step, with
 the cold data a training step gives it (each repetition reads and writes fresh tensors).
 
@@ -11,7 +11,8 @@ import time
 
 import torch
 
-from umtune.trainable.gate import gate, kernel_available, reference_gate
+from umtune.trainable.gate import gate, reference_gate
+from umtune.trainable.native import kernels_available
 
 SIZES = {"cpu": (2, 20, 200, 128), "paper": (1, 10, 800, 256)}  # rows, frames, pool, gate
 REPS = 40
@@ -40,13 +41,13 @@ def microseconds(fn, dtype, rows, frames, pool, channels) -> tuple[float, float]
 
 
 def main() -> None:
-    if not kernel_available():
-        raise SystemExit("gate.c could not be built here (no C compiler?)")
+    if not kernels_available():
+        raise SystemExit("kernels.c could not be built here (no C compiler?)")
     print(f"threads: {torch.get_num_threads()}")
     print(f"{'preset':7} {'dtype':9} {'gate':22} {'forward us':>11} {'fwd+bwd us':>11}")
     for name, sizes in SIZES.items():
         for dtype in (torch.bfloat16, torch.float32):
-            for label, fn in (("custom ops (gate.c)", gate), ("PyTorch ops", reference_gate),
+            for label, fn in (("custom ops (kernels.c)", gate), ("PyTorch ops", reference_gate),
                               ("PyTorch ops, compiled", torch.compile(reference_gate))):
                 fwd, both = microseconds(fn, dtype, *sizes)
                 print(f"{name:7} {str(dtype)[6:]:9} {label:22} {fwd:11.0f} {both:11.0f}")

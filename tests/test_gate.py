@@ -1,4 +1,4 @@
-"""The decoders' gate as custom ops (gate.c on the CPU): the same function and gradients as
+"""The decoders' gate as custom ops (kernels.c on the CPU): the same function and gradients as
 PyTorch's ops, kept whole by torch.compile, and PyTorch's ops where the C kernel cannot be
 built."""
 
@@ -7,6 +7,7 @@ import torch
 from test_fused import needs_compiler
 
 from umtune.trainable import gate as gate_module
+from umtune.trainable import native
 from umtune.trainable.gate import gate, reference_gate
 
 
@@ -55,13 +56,13 @@ def test_compiled_the_gate_keeps_its_values_and_gradients():
 def test_without_a_compiler_the_gate_runs_as_pytorch_ops(tmp_path, monkeypatch):
     monkeypatch.setenv("UMTUNE_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "false")
-    gate_module._library.cache_clear()
+    native.kernels.cache_clear()
     try:
         h, cond, grad = _inputs(torch.float32)
         got = _value_and_grads(gate, h, cond, grad)
-        assert gate_module._library() is None
+        assert native.kernels() is None
     finally:
-        gate_module._library.cache_clear()
+        native.kernels.cache_clear()
     expected = _value_and_grads(reference_gate, h, cond, grad)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e)

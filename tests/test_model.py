@@ -23,10 +23,13 @@ from umtune.trainable.model import (
     codes_to_audio,
     codes_to_input,
     conv_as_matmul,
+    conv_taps,
     decoder_receptive_field,
     encoder_receptive_field,
     latent_use,
+    linear,
     mu_law_encode,
+    padded_taps,
     standardize_frames,
     swapped_latent,
 )
@@ -102,6 +105,46 @@ def test_matmul_layout_computes_the_convolutions(kernel_size, dilation):
         centred = F.conv1d(x.transpose(1, 2), conv.weight, conv.bias, dilation=dilation,
                            padding=span // 2)
         torch.testing.assert_close(conv_as_matmul(conv, x, causal=False), centred.transpose(1, 2))
+
+
+@pytest.mark.parametrize("kernel_size, dilation, before",
+                         [(1, 1, 0), (2, 4, 4), (2, 64, 64), (3, 5, 5), (3, 30, 30), (2, 3, 1)])
+def test_taps_and_their_gradient_are_the_padded_slices(kernel_size, dilation, before):
+    """`conv_taps` (written tap by tap, its own backward) against the slices of a zero-padded
+    copy under autograd, in float64: values and the gradient of x, channel slice included,
+    taps past the segment included."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 40, 7, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 40, kernel_size * 5, dtype=torch.float64)
+    got = conv_taps(x, kernel_size, dilation, before, channels=5)
+    expected = padded_taps(x[..., :5], kernel_size, dilation, before)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    got_grad, = torch.autograd.grad(got, x, grad)
+    expected_grad, = torch.autograd.grad(expected, x, grad)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 10, 6), (1, 7, 6), (5, 6)])
+def test_linear_on_chunks_of_rows_is_f_linear(shape):
+    """`linear` (one batched matmul over a chunk of rows per thread where the rows divide)
+    gives F.linear's output and gradients, in float64."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+        bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+        grad = torch.randn(*shape[:-1], 4, dtype=torch.float64)
+        for b in (bias, None):
+            inputs = [x, weight] + ([b] if b is not None else [])
+            got, expected = linear(x, weight, b), F.linear(x, weight, b)
+            torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+            for g, e in zip(torch.autograd.grad(got, inputs, grad),
+                            torch.autograd.grad(expected, inputs, grad), strict=True):
+                torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("kernel_size, dilation", [(2, 4), (3, 5), (2, 64), (3, 30)])

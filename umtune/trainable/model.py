@@ -13,6 +13,7 @@ its own per-step layout.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ from umtune.config import (
     ModelConfig,
     dilation_schedule,
 )
+from umtune.trainable.cross_entropy import cross_entropy
 from umtune.trainable.gate import add_per_frame, gate
 
 
@@ -90,15 +92,63 @@ def generation_flops_per_sample(decoder: WaveNetDecoder) -> int:
     return 2 * (parameter_count(decoder) - per_frame)
 
 
-def conv_taps(x: Tensor, kernel_size: int, dilation: int, before: int) -> Tensor:
+def conv_taps(x: Tensor, kernel_size: int, dilation: int, before: int,
+              channels: int | None = None) -> Tensor:
     """(B, T, C) -> (B, T, kernel_size * C): at each t, x[t - before + i * dilation] for
     i < kernel_size side by side (zeros outside x), so that a convolution padded with `before`
     samples ahead of x (and as many after as keep T) is one matmul with `taps_weight`.
-    before = (k - 1) * dilation is causal; half of it, centred."""
+    before = (k - 1) * dilation is causal; half of it, centred. With `channels`, the taps read
+    x[..., :channels] (C = channels) and the gradient flows to that slice of x."""
+    channels = channels or x.shape[-1]
+    if torch.compiler.is_compiling():  # inductor fuses these (and cannot generate _Taps')
+        return padded_taps(x[..., :channels], kernel_size, dilation, before)
+    return _Taps.apply(x, channels, kernel_size, dilation, before)
+
+
+def padded_taps(x: Tensor, kernel_size: int, dilation: int, before: int) -> Tensor:
+    """`conv_taps` as slices of a zero-padded copy of x (PyTorch ops, autograd's backward)."""
     T, span = x.shape[1], (kernel_size - 1) * dilation
     padded = F.pad(x, (0, 0, before, span - before)) if span else x
     return torch.cat([padded[:, i * dilation:i * dilation + T] for i in range(kernel_size)],
                      dim=-1)
+
+
+def _tap_rows(t: int, kernel_size: int, dilation: int, before: int):
+    """For each tap i: (shift, lo, hi), tap i at rows [lo, hi) reading x at rows + shift (zeros
+    elsewhere)."""
+    for i in range(kernel_size):
+        shift = i * dilation - before
+        lo = min(max(-shift, 0), t)
+        yield shift, lo, max(lo, min(t - shift, t))
+
+
+class _Taps(torch.autograd.Function):
+    """`conv_taps` written tap by tap into one buffer, and its backward adding each tap's
+    gradient into one buffer the shape of x: autograd's own backward of the padded slices
+    zero-fills and copies a padded copy of x once per tap, then once more for the channel
+    slice (docs/speed.md)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, channels: int, kernel_size: int, dilation: int,
+                before: int) -> Tensor:
+        ctx.shape, ctx.taps = x.shape, (channels, kernel_size, dilation, before)
+        out = x.new_empty(*x.shape[:-1], kernel_size * channels)
+        for i, (shift, lo, hi) in enumerate(_tap_rows(x.shape[1], kernel_size, dilation, before)):
+            tap = out[..., i * channels:(i + 1) * channels]
+            tap[:, lo:hi] = x[:, lo + shift:hi + shift, :channels]
+            tap[:, :lo] = 0
+            tap[:, hi:] = 0
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        channels, kernel_size, dilation, before = ctx.taps
+        out = grad.new_zeros(ctx.shape)
+        for i, (shift, lo, hi) in enumerate(_tap_rows(ctx.shape[1], kernel_size, dilation,
+                                                      before)):
+            out[:, lo + shift:hi + shift, :channels] += grad[:, lo:hi,
+                                                             i * channels:(i + 1) * channels]
+        return out, None, None, None, None
 
 
 def taps_weight(conv: nn.Conv1d) -> Tensor:
@@ -108,17 +158,33 @@ def taps_weight(conv: nn.Conv1d) -> Tensor:
 
 def pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
     """A 1x1 conv's weights applied to channels-last x (..., C)."""
-    return F.linear(x, conv.weight[:, :, 0], conv.bias)
+    return linear(x, conv.weight[:, :, 0], conv.bias)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear of channels-last x (..., C). Eager on the CPU, one batched matmul over a chunk
+    of x's rows per thread with the weight broadcast, so that the weight's gradient is a sum of
+    per-thread products: as one (C, rows) x (rows, O) product, oneDNN leaves a thread idle.
+    (Compiled, inductor runs the batched form slower than its own linear.)"""
+    if torch.compiler.is_compiling() or x.device.type != "cpu":
+        return F.linear(x, weight, bias)
+    chunks = math.gcd(x.numel() // x.shape[-1], torch.get_num_threads())
+    if chunks == 1:
+        return F.linear(x, weight, bias)
+    rows = x.reshape(chunks, -1, x.shape[-1])
+    w = weight.t().expand(chunks, -1, -1)
+    out = torch.bmm(rows, w) if bias is None else torch.baddbmm(bias, rows, w)
+    return out.view(*x.shape[:-1], -1)
 
 
 def conv_as_matmul(conv: nn.Conv1d, x: Tensor, causal: bool, with_bias: bool = True) -> Tensor:
-    """A convolution's weights applied to channels-last x (B, T, C), T kept: causal (t sees
-    x[<= t]) or centred (an odd kernel); without its bias where the caller adds it more
-    cheaply (per latent frame)."""
+    """A convolution's weights applied to the first `conv.in_channels` channels of channels-last
+    x (B, T, C), T kept: causal (t sees x[<= t]) or centred (an odd kernel); without its bias
+    where the caller adds it more cheaply (per latent frame)."""
     k, d = conv.kernel_size[0], conv.dilation[0]
     span = (k - 1) * d
-    return F.linear(conv_taps(x, k, d, span if causal else span // 2), taps_weight(conv),
-                    conv.bias if with_bias else None)
+    taps = conv_taps(x, k, d, span if causal else span // 2, conv.in_channels)
+    return linear(taps, taps_weight(conv), conv.bias if with_bias else None)
 
 
 class EncoderLayer(nn.Module):
@@ -189,14 +255,13 @@ class DecoderLayer(nn.Module):
                                  dilation=dilation)
         self.res_skip = nn.Conv1d(cfg.gate_channels // 2, cfg.residual_channels + cfg.skip_channels,
                                   1)
-        self.residual_channels = cfg.residual_channels
 
     def forward(self, sums: Tensor, cond: Tensor) -> Tensor:
         """sums (B, T, R + S): the residual stream and the skip sum; cond (B, F, G): the
         conditioning of each latent frame, the dilated conv's bias included (added per frame by
         `WaveNetDecoder.project_condition`, not per sample). Returns sums plus this layer's
         residual and skip."""
-        h = conv_as_matmul(self.dilated, sums[..., :self.residual_channels], causal=True,
+        h = conv_as_matmul(self.dilated, sums, causal=True,  # reads the residual channels
                            with_bias=False)  # its bias is in cond
         return sums + pointwise(self.res_skip, gate(h, cond))
 
@@ -240,7 +305,7 @@ class WaveNetDecoder(nn.Module):
     def head(self, skip: Tensor, cond: Tensor) -> Tensor:
         """Skip sum (B, T, S) and the head's conditioning (B, F, S), head_hidden's bias
         included -> logits (B, T, classes)."""
-        hidden = add_per_frame(F.linear(F.relu(skip), self.head_hidden.weight[:, :, 0]), cond)
+        hidden = add_per_frame(linear(F.relu(skip), self.head_hidden.weight[:, :, 0]), cond)
         return pointwise(self.head_out, F.relu(hidden))
 
     def forward(self, codes: Tensor, z: Tensor, inputs: Tensor | None = None) -> Tensor:
@@ -333,8 +398,8 @@ class Autoencoder(nn.Module):
         if decoder_inputs is None:
             decoder_inputs = codes_to_input(targets, self.classes)
         # The logits are a (B, classes, T) view of channels-last (B, T, classes): back to rows.
-        ce = [F.cross_entropy(decoder(codes, latent, inputs).transpose(1, 2).flatten(0, 1).float(),
-                              codes.flatten(), reduction="none").view_as(codes)
+        ce = [cross_entropy(decoder(codes, latent, inputs).transpose(1, 2).flatten(0, 1),
+                            codes.flatten()).view_as(codes)
               for decoder, codes, latent, inputs in zip(self.decoders.values(), targets.chunk(k),
                                                         z.chunk(k), decoder_inputs.chunk(k),
                                                         strict=True)]

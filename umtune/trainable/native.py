@@ -1,4 +1,4 @@
-"""C kernels built on first use with the system's C compiler (fused_step.c, gate.c).
+"""C kernels built on first use with the system's C compiler (fused_step.c, kernels.c).
 
 A library is cached under $UMTUNE_CACHE (default ~/.cache/umtune), keyed by its source, the
 flags and the CPU (it is built with -march=native), and written atomically: concurrent
@@ -7,6 +7,8 @@ processes each build it or find it.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -15,7 +17,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
+
 from umtune.storage import staged
+
+KERNELS = Path(__file__).with_name("kernels.c")
 
 
 class KernelUnavailable(RuntimeError):
@@ -63,3 +69,23 @@ def build(source: Path, compile_flags: list[str], link_flags: list[str]) -> Path
                 first = (done.stderr.strip().splitlines() or ["(no output)"])[0]
                 raise KernelUnavailable(f"{' '.join(command)} failed: {first}")
     return library
+
+
+@functools.cache
+def kernels() -> ctypes.CDLL | None:
+    """kernels.c (the training step's gate and cross-entropy) built and loaded once per
+    process; None where it cannot be (their callers then run PyTorch ops)."""
+    try:
+        return ctypes.CDLL(str(build(KERNELS, ["-O3", "-march=native", "-fopenmp", "-fPIC"],
+                                     ["-shared", "-fopenmp"])))
+    except (KernelUnavailable, OSError):
+        return None
+
+
+@torch.compiler.assume_constant_result
+def kernels_available() -> bool:
+    return kernels() is not None
+
+
+def pointer(t: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
