@@ -87,6 +87,25 @@ def test_checkpoint_round_trip_restores_model_optimizers_and_config(tiny_dataset
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp dirs left
 
 
+def test_a_run_saved_with_unfused_adam_resumes_fused_and_steps_as_adam(tiny_dataset, tmp_path):
+    """Checkpoints from before fused Adam keep their moments and go on fused; a fused step
+    moves the weights as the unfused one does (to float32 rounding)."""
+    cfg = tiny_run(tiny_dataset)
+    old = Trainer(cfg, Dataset.open(tiny_dataset))
+    for optimizer in (old.opt_ae, old.opt_c):
+        optimizer.param_groups[0]["fused"] = False
+    old.step()
+    path = save_checkpoint(old.state(), tmp_path / "ckpt")
+    resumed = Trainer(cfg, Dataset.open(tiny_dataset))
+    resumed.load(load_checkpoint(path))
+    assert [o.param_groups[0]["fused"] for o in (resumed.opt_ae, resumed.opt_c)] == [True, True]
+    old.step()
+    resumed.step()
+    for name, value in old.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=1e-5,
+                                   atol=1e-6, msg=name)
+
+
 def test_bad_checkpoint_is_a_clear_error(tmp_path):
     """A file that is not a checkpoint names itself in the error."""
     (tmp_path / "state.pt").write_text("not a checkpoint")

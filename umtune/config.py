@@ -283,7 +283,8 @@ class TrainConfig:
     # measured once per machine (trainable/precision.py)
     precision: str = "fp32"
     # The autoencoder's forward and backward compiled (torch.compile): the same maths in fewer,
-    # fused kernels; the first step pays the compilation.
+    # fused kernels; the first step pays the compilation. On the CPU the eager step's own
+    # kernels are faster (docs/speed.md); for CUDA.
     compile: bool = False
     seed: int = 0
 

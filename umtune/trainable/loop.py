@@ -220,8 +220,13 @@ class Trainer:
         self.model = UniversalTranslator(cfg.model).to(self.device)
         self.autoencoder = wrap(self.model.autoencoder)
         self.confusion = wrap(self.model.confusion)
-        self.opt_ae = torch.optim.Adam(self.model.autoencoder.parameters(), lr=cfg.train.lr)
-        self.opt_c = torch.optim.Adam(self.model.confusion.parameters(), lr=cfg.train.confusion_lr)
+        # Fused: one kernel over every parameter (on the CPU the default is a loop of small ops
+        # per parameter, ~3x the time).
+        self.fused_adam = self.device.type in ("cpu", "cuda")
+        self.opt_ae = torch.optim.Adam(self.model.autoencoder.parameters(), lr=cfg.train.lr,
+                                       fused=self.fused_adam)
+        self.opt_c = torch.optim.Adam(self.model.confusion.parameters(), lr=cfg.train.confusion_lr,
+                                      fused=self.fused_adam)
         self.ema = averaged(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.precision = precision.resolve(cfg.train.precision, self.device)
         # The same function compiled: fused elementwise kernels around the convolutions.
@@ -346,6 +351,9 @@ class Trainer:
         self.model.load_state_dict(state.model)
         self.opt_ae.load_state_dict(state.autoencoder_optimizer)
         self.opt_c.load_state_dict(state.confusion_optimizer)
+        for optimizer in (self.opt_ae, self.opt_c):  # a run saved unfused resumes fused
+            for group in optimizer.param_groups:
+                group["fused"] = self.fused_adam
         if self.ema is not None:
             if state.averaged is None:  # turned on at a resume: the average starts here
                 self.ema = averaged(self.model, self.cfg.train.ema_decay)
