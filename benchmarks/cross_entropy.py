@@ -7,38 +7,25 @@ decoder's logits in a step, each repetition on fresh (cold) tensors as a trainin
 
 from __future__ import annotations
 
-import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+from gate import cold_microseconds
 
 from umtune.trainable.cross_entropy import cross_entropy
 from umtune.trainable.native import kernels_available
 
 ROWS, CLASSES = 8000, 256  # one decoder's rows in a `cpu` or `paper` step, mu-law classes
-REPS = 40
 
 
 def plain(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target, reduction="none")
 
 
-def microseconds(fn, dtype, rows, classes) -> tuple[float, float]:
-    """Forward, and forward plus backward, in microseconds per call, each repetition on its own
-    tensors, kept until the end."""
-    out = []
-    for backward in (False, True):
-        sets = [((4 * torch.randn(rows, classes)).to(dtype).requires_grad_(),
-                 torch.randint(0, classes, (rows,)), torch.randn(rows)) for _ in range(REPS + 2)]
-        for logits, target, grad in sets[:2]:
-            fn(logits, target).backward(grad)
-        start = time.perf_counter()
-        for logits, target, grad in sets[2:]:
-            loss = fn(logits, target)
-            if backward:
-                loss.backward(grad)
-        out.append((time.perf_counter() - start) / REPS * 1e6)
-    return out[0], out[1]
+def ce_inputs(dtype, rows, classes):
+    logits = (4 * torch.randn(rows, classes)).to(dtype).requires_grad_()
+    return (logits, torch.randint(0, classes, (rows,))), torch.randn(rows)
 
 
 def main() -> None:
@@ -51,7 +38,7 @@ def main() -> None:
     for dtype in (torch.bfloat16, torch.float32):
         for label, fn in (("custom ops (kernels.c)", cross_entropy),
                           ("F.cross_entropy, float32", plain)):
-            fwd, both = microseconds(fn, dtype, rows, classes)
+            fwd, both = cold_microseconds(fn, partial(ce_inputs, dtype, rows, classes))
             print(f"{f'{rows} x {classes}':15} {str(dtype)[6:]:9} {label:26} {fwd:11.0f} "
                   f"{both:11.0f}")
 

@@ -1,5 +1,5 @@
-"""Shared fixtures: a real tiny built-in dataset, rendered once per test session, and the Ray
-token of the session (below).
+"""Shared fixtures: a real tiny built-in dataset, rendered once per test session, the Ray token
+of the session (below), and a machine without a C compiler for the C kernels.
 
 `tiny_dataset` is the path of a dataset rendered with FluidSynth from two short Bach pieces per
 instrument on two instruments (piano, flute), one held-out piece on both and on the unseen
@@ -51,3 +51,17 @@ def tiny_dataset(tmp_path_factory, tiny_dataset_options):
 
     return render_chorales(tmp_path_factory.mktemp("data") / "tiny", tiny_dataset_options,
                            progress=False)
+
+
+@pytest.fixture
+def without_a_compiler(tmp_path, monkeypatch):
+    """kernels.c cannot be built (CC=false, an empty kernel cache): its callers run PyTorch
+    ops. The library is loaded afresh before and after."""
+    from umtune.trainable import native
+
+    monkeypatch.setenv("UMTUNE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")
+    native.kernels.cache_clear()
+    yield
+    native.kernels.cache_clear()
+
