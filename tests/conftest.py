@@ -64,4 +64,3 @@ def without_a_compiler(tmp_path, monkeypatch):
     native.kernels.cache_clear()
     yield
     native.kernels.cache_clear()
-

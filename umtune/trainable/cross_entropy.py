@@ -15,15 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from umtune.trainable.native import kernels, kernels_available, pointer
-
-KERNELS = {torch.bfloat16: "bf16", torch.float32: "f32"}
+from umtune.trainable.native import kernel, pointer, runs_on_kernels
 
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     """Logits (N, C) and class indices target (N,) -> each row's CE (N,) in float32, as
     F.cross_entropy(logits.float(), target, reduction="none")."""
-    if logits.device.type == "cpu" and logits.dtype in KERNELS and kernels_available():
+    if runs_on_kernels(logits):
         return _cross_entropy(logits, target)[0]
     return F.cross_entropy(logits.float(), target, reduction="none")
 
@@ -44,8 +42,8 @@ def _cross_entropy(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """-> each row's CE and its log-sum-exp, both float32."""
     logits, target = _checked(logits, target)
     loss, lse = (logits.new_empty(logits.shape[0], dtype=torch.float32) for _ in range(2))
-    getattr(kernels(), f"umtune_cross_entropy_{KERNELS[logits.dtype]}")(
-        pointer(logits), pointer(target), pointer(loss), pointer(lse), *_sizes(logits))
+    kernel("cross_entropy", logits.dtype)(pointer(logits), pointer(target), pointer(loss),
+                                          pointer(lse), *_sizes(logits))
     return loss, lse
 
 
@@ -58,12 +56,13 @@ def _(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
                          device_types="cpu")
 def _cross_entropy_backward(grad: Tensor, logits: Tensor, target: Tensor, lse: Tensor,
                             ) -> Tensor:
-    logits, target = _checked(logits, target)
+    # The forward checked these targets.
+    logits, target = logits.contiguous(), target.long().contiguous()
     grad, lse = grad.float().contiguous(), lse.contiguous()
     out = torch.empty_like(logits)
-    getattr(kernels(), f"umtune_cross_entropy_backward_{KERNELS[logits.dtype]}")(
-        pointer(grad), pointer(logits), pointer(target), pointer(lse), pointer(out),
-        *_sizes(logits))
+    kernel("cross_entropy_backward", logits.dtype)(pointer(grad), pointer(logits),
+                                                   pointer(target), pointer(lse), pointer(out),
+                                                   *_sizes(logits))
     return out
 
 

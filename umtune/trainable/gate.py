@@ -15,9 +15,8 @@ import ctypes
 import torch
 from torch import Tensor
 
-from umtune.trainable.native import kernels, kernels_available, pointer
+from umtune.trainable.native import kernel, pointer, runs_on_kernels
 
-KERNELS = {torch.bfloat16: "bf16", torch.float32: "f32"}
 MAX_GATE = 4096  # kernels.c's per-frame buffer
 
 
@@ -36,8 +35,7 @@ def reference_gate(h: Tensor, cond: Tensor) -> Tensor:
 def gate(h: Tensor, cond: Tensor) -> Tensor:
     """Pre-activations h (B, T, G) and conditioning cond (B, F, G), F dividing T ->
     tanh(a) * sigmoid(b) (B, T, G // 2) of [a, b] = h + cond repeated over each frame."""
-    if (h.device.type == "cpu" and h.dtype in KERNELS and h.shape[-1] <= MAX_GATE
-            and kernels_available()):
+    if h.shape[-1] <= MAX_GATE and runs_on_kernels(h):
         return _gate(h, cond)
     return reference_gate(h, cond)
 
@@ -52,8 +50,7 @@ def _sizes(h: Tensor, cond: Tensor) -> tuple[ctypes.c_int64, ...]:
 def _gate(h: Tensor, cond: Tensor) -> Tensor:
     h, c = h.contiguous(), cond.float().contiguous()
     out = h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
-    getattr(kernels(), f"umtune_gate_{KERNELS[h.dtype]}")(pointer(h), pointer(c), pointer(out),
-                                                          *_sizes(h, c))
+    kernel("gate", h.dtype)(pointer(h), pointer(c), pointer(out), *_sizes(h, c))
     return out
 
 
@@ -66,9 +63,8 @@ def _(h: Tensor, cond: Tensor) -> Tensor:
 def _gate_backward(grad: Tensor, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
     grad, h, c = grad.contiguous(), h.contiguous(), cond.float().contiguous()
     grad_h, grad_c = torch.empty_like(h), torch.empty_like(c)
-    getattr(kernels(), f"umtune_gate_backward_{KERNELS[h.dtype]}")(
-        pointer(grad), pointer(h), pointer(c), pointer(grad_h), pointer(grad_c),
-        *_sizes(h, c))
+    kernel("gate_backward", h.dtype)(pointer(grad), pointer(h), pointer(c), pointer(grad_h),
+                                     pointer(grad_c), *_sizes(h, c))
     return grad_h, grad_c.to(cond.dtype)
 
 

@@ -21,7 +21,8 @@ import torch
 
 from umtune.storage import staged
 
-KERNELS = Path(__file__).with_name("kernels.c")
+SOURCE = Path(__file__).with_name("kernels.c")
+DTYPES = {torch.bfloat16: "bf16", torch.float32: "f32"}  # the dtypes kernels.c has variants for
 
 
 class KernelUnavailable(RuntimeError):
@@ -76,7 +77,7 @@ def kernels() -> ctypes.CDLL | None:
     """kernels.c (the training step's gate and cross-entropy) built and loaded once per
     process; None where it cannot be (their callers then run PyTorch ops)."""
     try:
-        return ctypes.CDLL(str(build(KERNELS, ["-O3", "-march=native", "-fopenmp", "-fPIC"],
+        return ctypes.CDLL(str(build(SOURCE, ["-O3", "-march=native", "-fopenmp", "-fPIC"],
                                      ["-shared", "-fopenmp"])))
     except (KernelUnavailable, OSError):
         return None
@@ -85,6 +86,17 @@ def kernels() -> ctypes.CDLL | None:
 @torch.compiler.assume_constant_result
 def kernels_available() -> bool:
     return kernels() is not None
+
+
+def runs_on_kernels(t: torch.Tensor) -> bool:
+    """Whether kernels.c has a variant for tensor t (on the CPU, of a dtype in DTYPES) and
+    loads here."""
+    return t.device.type == "cpu" and t.dtype in DTYPES and kernels_available()
+
+
+def kernel(name: str, dtype: torch.dtype):
+    """kernels.c's function `name` for `dtype`: umtune_{name}_{bf16|f32}."""
+    return getattr(kernels(), f"umtune_{name}_{DTYPES[dtype]}")
 
 
 def pointer(t: torch.Tensor) -> ctypes.c_void_p:
