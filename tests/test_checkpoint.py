@@ -291,6 +291,11 @@ def test_resume_keeps_what_the_weights_fix_and_refuses_edits_and_strangers(tiny_
     assert main(["train", "--resume", str(run), "--set", "train.max_epochs=3"]) == 2
     assert "was written by another run" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--adopt", "--set", "train.max_epochs=3"]) == 0
+    # A run written before a field existed (its config.json without it) resumes: the default.
+    config = json.loads((run / "config.json").read_text())
+    del config["train"]["splice_fraction"]
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", str(run), "--set", "train.max_epochs=4"]) == 0
 
 
 @pytest.mark.parametrize(("signum", "code", "how"), [(signal.SIGTERM, 143, "terminated (SIGTERM)"),

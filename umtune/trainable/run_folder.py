@@ -314,10 +314,13 @@ class LocalRun(RunFolder):
         state = load_checkpoint(checkpoint)
         config_file = self.run_dir / RUN_CONFIG_FILE
         if config_file.is_file():
+            written = None
             try:
                 written = json.loads(config_file.read_text())
-            except (ValueError, UnicodeDecodeError):
-                written = None
+                # As the checkpoint's is read: a field added to umtune since takes its default.
+                written = RunConfig.from_dict(written).to_dict()
+            except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+                pass  # compared as it stands: the first field that differs is named
             field = first_difference(written, state.config.to_dict())
             if field is not None:
                 raise ValueError(f"{config_file} differs from its checkpoint's config at "
