@@ -55,14 +55,17 @@ def test_training_lowers_heldout_ce_and_reports_every_epoch(tiny_dataset, tmp_pa
         assert key in history[-1]
 
 
-def test_resume_continues_exactly(tiny_dataset, tmp_path):
-    """N steps, save, resume for N more == 2N steps straight (same seed): identical weights."""
+@pytest.mark.parametrize("switches", [{}, {"decoder_self_inputs": 0.5}])
+def test_resume_continues_exactly(tiny_dataset, tmp_path, switches):
+    """N steps, save, resume for N more == 2N steps straight (same seed): identical weights,
+    also where each step draws from the decoders (decoder_self_inputs)."""
     straight = LocalRun(tmp_path / "straight", echo=False)
-    done = train(tiny_run(tiny_dataset, max_epochs=2), report=straight)
+    done = train(tiny_run(tiny_dataset, max_epochs=2, **switches), report=straight)
 
     first = LocalRun(tmp_path / "split", echo=False)
-    train(tiny_run(tiny_dataset, max_epochs=1), report=first)
-    resumed = train(tiny_run(tiny_dataset, max_epochs=2), report=first, resume=first.checkpoint)
+    train(tiny_run(tiny_dataset, max_epochs=1, **switches), report=first)
+    resumed = train(tiny_run(tiny_dataset, max_epochs=2, **switches), report=first,
+                    resume=first.checkpoint)
 
     assert resumed.step_count == done.step_count == 6
     for name, value in done.model.state_dict().items():
@@ -302,6 +305,69 @@ def test_decoder_mask_silences_the_decoders_past_only_in_training_and_decays(tin
         rows = [k * 4 + i for k in range(2) for i in range(rank, 4, 2)]
         assert torch.equal(part.decoder_inputs, whole.decoder_inputs[rows])
         assert torch.equal(part.inputs, whole.inputs[rows])
+
+
+def test_input_drift_is_slow_noise_of_the_given_std_on_the_decoders_past_only(tiny_dataset):
+    """decoder_input_drift adds noise of that std to the decoders' input alone, nearly all of
+    its power below 500 Hz (white noise: 500 Hz over the Nyquist frequency); held-out batches are
+    clean; two ranks get their rows of the one-worker drift."""
+    cfg = tiny_run(tiny_dataset, decoder_input_drift=0.05)
+    cfg = replace(cfg, data=replace(cfg.data, batch_per_domain=4, segment_samples=2000))
+    data = Dataset.open(tiny_dataset)
+    batch = draw_batch(cfg, data, step=0, split="train", augment=True)
+    drift = (batch.decoder_inputs - batch.clean_inputs).double()
+    assert abs(drift.std().item() - 0.05) < 0.01
+    power = torch.fft.rfft(drift - drift.mean(-1, keepdim=True)).abs().square().sum(0)
+    hz = torch.fft.rfftfreq(drift.shape[-1], 1 / data.sample_rate)
+    assert power[hz < 500].sum() / power.sum() > 0.85
+    assert torch.equal(batch.inputs, draw_batch(replace(cfg, train=replace(
+        cfg.train, decoder_input_drift=0.0)), data, step=0, split="train", augment=True).inputs)
+    heldout = draw_batch(cfg, data, step=3, split="heldout", augment=False)
+    assert torch.equal(heldout.decoder_inputs, heldout.clean_inputs)
+    part = draw_batch(cfg, data, step=0, split="train", augment=True, rank=1, world_size=2)
+    assert torch.equal(part.decoder_inputs, batch.decoder_inputs[[1, 3, 5, 7]])
+
+
+def test_own_draws_replace_their_share_of_the_past_and_leave_masked_spans_silent(tiny_dataset):
+    """With decoder_self_inputs 0.5, about half of the unmasked past is the decoders' own draws
+    (valid codes, mostly not the true ones for an untrained decoder), masked spans stay 0 and
+    the encoder's input and the targets are untouched."""
+    cfg = tiny_run(tiny_dataset, decoder_self_inputs=0.5, decoder_mask_fraction=0.25,
+                   decoder_mask_span=16)
+    cfg = replace(cfg, data=replace(cfg.data, segment_samples=2000))
+    trainer = Trainer(cfg, Dataset.open(tiny_dataset))
+    batch = draw_batch(cfg, trainer.data, step=0, split="train", augment=True)
+    torch.manual_seed(0)
+    inputs = trainer.with_own_draws(batch)
+    masked = batch.decoder_inputs == 0
+    assert masked.float().mean() > 0.1 and torch.equal(inputs[masked], batch.decoder_inputs[masked])
+    codes = (inputs[~masked] + 0.5) * (cfg.model.classes - 1)
+    assert torch.allclose(codes, codes.round(), atol=1e-4) and codes.min() >= 0
+    swapped = (inputs != batch.decoder_inputs)[~masked].float().mean().item()
+    assert 0.35 < swapped <= 0.52
+
+
+def test_one_step_draws_sample_each_decoders_distribution(tiny_dataset):
+    """The draws are samples of softmax(logits) at every position: their mean log-probability
+    is minus the distributions' mean entropy, and they are not the most likely class alone."""
+    cfg = tiny_run(tiny_dataset)
+    trainer = Trainer(cfg, Dataset.open(tiny_dataset))
+    autoencoder = trainer.model.autoencoder
+    with torch.no_grad():
+        for decoder in autoencoder.decoders.values():
+            decoder.head_out.weight.mul_(30)  # peaked, unequal distributions
+    batch = draw_batch(cfg, trainer.data, step=0, split="train", augment=False)
+    with torch.no_grad():
+        z = autoencoder.encoder(batch.inputs)
+        logp = torch.cat([logits for logits, _ in autoencoder.teacher_forced(
+            z, batch.targets)]).float().log_softmax(1)  # (B, classes, T)
+    torch.manual_seed(0)
+    draws = torch.stack([autoencoder.one_step_draws(z, batch.targets) for _ in range(50)])
+    drawn = logp.gather(1, draws.transpose(0, 1)).mean()  # (B, 50, T) log-probabilities
+    entropy = -(logp.exp() * logp).sum(1).mean()
+    assert 0.5 < entropy < 4
+    assert abs(drawn + entropy) < 0.05
+    assert (draws != logp.argmax(1)).float().mean() > 0.2
 
 
 def test_splice_continues_chosen_rows_as_their_partners_from_the_cut():

@@ -256,6 +256,12 @@ class TrainConfig:
     # is 1 / (classes - 1)). A decoder that cannot trust its past leans on the latent, and one
     # trained on noisy pasts drifts less on its own samples. 0 (the paper) disables it.
     decoder_input_noise: float = 0.0
+    # Std (input units) of a slow random drift added to the decoders' teacher-forced input:
+    # white noise through a one-pole low-pass at DRIFT_HZ. Free-running, the decoders' own
+    # samples wander below ~120 Hz where the renderings are silent (docs/results.md); a decoder
+    # trained on pasts that drift learns to predict the clean signal from them instead of
+    # continuing the drift. 0 (the paper) disables it.
+    decoder_input_drift: float = 0.0
     # Share of the decoders' teacher-forced input silenced, in spans of decoder_mask_span
     # samples, decaying linearly to 0 over decoder_mask_steps steps (0: never decays). Where its
     # past is masked a decoder can only learn the next sample from the latent: a curriculum
@@ -263,6 +269,13 @@ class TrainConfig:
     decoder_mask_fraction: float = 0.0
     decoder_mask_span: int = 64
     decoder_mask_steps: int = 0
+    # Share of the decoders' teacher-forced past replaced by their own draws (parallel scheduled
+    # sampling, Duckworth et al. 2019): a first, gradient-free pass samples each position from
+    # its decoder given the true past, then this share of positions, drawn sample by sample,
+    # feeds the drawn code to the trained pass instead of the true one (masked spans stay
+    # silent). Generation continues from the decoders' own draws; a decoder trained only on
+    # true pasts drifts on them. 0 (the paper) disables it.
+    decoder_self_inputs: float = 0.0
     # Share of training segments spliced: from a random point in their middle half on, another
     # segment of the same domain (loop.splice). The latent changes notes there before the
     # decoders' past does, as at a note onset. 0 (the paper) disables it.
@@ -308,6 +321,10 @@ class TrainConfig:
                self.decoder_input_noise, ">= 0")
         _check(0 <= self.decoder_mask_fraction < 1, "train.decoder_mask_fraction",
                self.decoder_mask_fraction, "in [0, 1)")
+        _check(self.decoder_input_drift >= 0, "train.decoder_input_drift",
+               self.decoder_input_drift, ">= 0")
+        _check(0 <= self.decoder_self_inputs <= 1, "train.decoder_self_inputs",
+               self.decoder_self_inputs, "in [0, 1]")
         _check(self.content_loss_weight >= 0, "train.content_loss_weight",
                self.content_loss_weight, ">= 0")
         _check(0 <= self.splice_fraction <= 1, "train.splice_fraction", self.splice_fraction,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import torchaudio.functional as AF
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
@@ -129,6 +130,10 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         noise = torch.randn(rows, length, generator=gen)[mine]
         decoder_inputs = decoder_inputs + cfg.train.decoder_input_noise * noise
+    if augment and cfg.train.decoder_input_drift > 0:
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        drift = slow_noise(rows, length, sr, gen)[mine]
+        decoder_inputs = decoder_inputs + cfg.train.decoder_input_drift * drift
     fraction = decoder_mask_fraction(cfg, step)
     if augment and fraction > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -139,6 +144,19 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
 
 
 SPLICE_FADE = 0.005  # seconds of crossfade at a splice
+DRIFT_HZ = 60.0  # cutoff of the decoders' input drift (train.decoder_input_drift)
+
+
+def slow_noise(rows: int, length: int, sample_rate: int, generator: torch.Generator,
+               ) -> torch.Tensor:
+    """(rows, length) Gaussian noise of unit variance below ~DRIFT_HZ: white noise through a
+    one-pole low-pass, started in its stationary state."""
+    a = math.exp(-2 * math.pi * DRIFT_HZ / sample_rate)
+    white = torch.randn(rows, length, generator=generator, dtype=torch.float64)
+    white[:, 0] /= math.sqrt(1 - a * a)  # y[0] then has the stationary variance, 1 / (1 - a^2)
+    y = AF.lfilter(white, torch.tensor([1.0, -a], dtype=torch.float64),
+                   torch.tensor([1.0, 0.0], dtype=torch.float64), clamp=False)
+    return (y * math.sqrt(1 - a * a)).float()
 
 
 def splice(audio: torch.Tensor, partners: torch.Tensor, cuts: torch.Tensor,
@@ -286,8 +304,10 @@ class Trainer:
         self.opt_c.step()
 
         # 2. Encoder + decoders on the augmented input: reconstruct, and fool the confusion net.
+        decoder_inputs = batch.decoder_inputs if cfg.decoder_self_inputs == 0 else \
+            self.with_own_draws(batch)
         loss, ce, adv_loss, content = self.autoencoder_losses(
-            batch.inputs, batch.targets, batch.decoder_inputs, batch.labels)
+            batch.inputs, batch.targets, decoder_inputs, batch.labels)
         if _global_mean(torch.isfinite(loss.detach()).float()) < 1:  # on every rank
             raise DivergenceError(f"loss is {loss.item()} at step {self.step_count} "
                                   f"(reconstruction CE {ce.item()}, confusion CE "
@@ -304,6 +324,19 @@ class Trainer:
         return {"train_ce": ce.item(), "confusion_ce": conf_loss.item(),
                 "confusion_acc": accuracy.item(),
                 **({"content_loss": content.item()} if content is not None else {})}
+
+    @torch.no_grad()
+    def with_own_draws(self, batch: Batch) -> Tensor:
+        """The batch's decoder input with `train.decoder_self_inputs` of its positions, drawn
+        sample by sample, replaced by the decoders' own one-step draws there; masked spans
+        (exactly 0, silence, which no code's input value is) stay silent."""
+        with self.autocast():
+            z = self.model.encoder(batch.inputs)
+            draws = self.model.autoencoder.one_step_draws(z, batch.targets, batch.decoder_inputs)
+        inputs = batch.decoder_inputs
+        swap = (torch.rand(inputs.shape, device=inputs.device) < self.cfg.train.
+                decoder_self_inputs) & (inputs != 0)
+        return torch.where(swap, codes_to_input(draws, self.cfg.model.classes), inputs)
 
     @torch.no_grad()
     def heldout_metrics(self) -> dict[str, float]:

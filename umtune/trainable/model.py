@@ -14,6 +14,7 @@ its own per-step layout.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -315,7 +316,8 @@ class WaveNetDecoder(nn.Module):
             codes: (B, T) target mu-law codes; T must equal z's frames x pool.
             z: (B, L, F) latent.
             inputs: (B, T) what the decoder sees of the past samples, in input units; default
-                the codes themselves (training may pass a noisy copy: `train.decoder_input_noise`).
+                the codes themselves (training may pass them changed: noise, drift, silenced
+                spans or the decoder's own draws, `train.decoder_*`).
         """
         frames = z.shape[-1]
         assert codes.shape[1] % frames == 0, f"{codes.shape[1]} samples vs {frames} latent frames"
@@ -394,16 +396,32 @@ class Autoencoder(nn.Module):
     def sample_ce(self, z: Tensor, targets: Tensor, decoder_inputs: Tensor | None = None,
                   ) -> Tensor:
         """CE of every sample (K * b, T): each domain's decoder on its rows of `targets`."""
+        # The logits are a (B, classes, T) view of channels-last (B, T, classes): back to rows.
+        return torch.cat([cross_entropy(logits.transpose(1, 2).flatten(0, 1),
+                                        codes.flatten()).view_as(codes)
+                          for logits, codes in self.teacher_forced(z, targets, decoder_inputs)])
+
+    @torch.no_grad()
+    def one_step_draws(self, z: Tensor, targets: Tensor, decoder_inputs: Tensor | None = None,
+                       ) -> Tensor:
+        """Codes (K * b, T): at every position a sample of its domain's decoder given the
+        teacher-forced past, each drawn alone (no draw sees another: one pass for all)."""
+        draws = []
+        for logits, _ in self.teacher_forced(z, targets, decoder_inputs):
+            gumbel = -torch.empty(logits.shape, device=logits.device).exponential_().log()
+            draws.append((logits.float() + gumbel).argmax(1))  # Gumbel-max: softmax sampling
+        return torch.cat(draws)
+
+    def teacher_forced(self, z: Tensor, targets: Tensor, decoder_inputs: Tensor | None = None,
+                       ) -> Iterator[tuple[Tensor, Tensor]]:
+        """(logits (b, classes, T), codes (b, T)) of each domain's decoder on its rows."""
         k = len(self.decoders)
         if decoder_inputs is None:
             decoder_inputs = codes_to_input(targets, self.classes)
-        # The logits are a (B, classes, T) view of channels-last (B, T, classes): back to rows.
-        ce = [cross_entropy(decoder(codes, latent, inputs).transpose(1, 2).flatten(0, 1),
-                            codes.flatten()).view_as(codes)
-              for decoder, codes, latent, inputs in zip(self.decoders.values(), targets.chunk(k),
-                                                        z.chunk(k), decoder_inputs.chunk(k),
-                                                        strict=True)]
-        return torch.cat(ce)
+        for decoder, codes, latent, inputs in zip(self.decoders.values(), targets.chunk(k),
+                                                  z.chunk(k), decoder_inputs.chunk(k),
+                                                  strict=True):
+            yield decoder(codes, latent, inputs), codes
 
 
 class UniversalTranslator(nn.Module):
