@@ -204,7 +204,8 @@ def test_cpu_preset_is_tiny_at_8khz_with_a_long_field_the_content_loss_and_no_st
     assert cpu.model.content_head and cpu.train.content_loss_weight == 1.0
     assert cpu.train == replace(tiny.train, steps_per_epoch=100, lr=2e-3, ema_decay=0.999,
                                 confusion_lambda=0.1, content_loss_weight=1.0,
-                                decoder_mask_fraction=0.25, decoder_mask_span=512)
+                                decoder_mask_fraction=0.25, decoder_mask_span=512,
+                                decoder_input_drift=0.03)
 
 
 def test_decoder_input_noise_is_drawn_for_the_global_batch_and_only_in_training(tiny_dataset):

@@ -549,9 +549,10 @@ def cpu(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
     """The translation recipe for 2 CPU cores: `tiny` at 8 kHz with decoders twice as wide, a
     one-block encoder, the content loss, a decoder mask held at 25% for the whole run (annealed
     away, the decoders stopped using the latent more), a moving average of the weights for
-    generation, lambda 0.1 (at 1e-2 the held-out confusion accuracy climbs) and a learning
-    rate of 2e-3 (twice the paper's: an hour is ~3,000 steps, not 100k+).
-    Each choice won a probe against a baseline (docs/results.md)."""
+    generation, lambda 0.1 (at 1e-2 the held-out confusion accuracy climbs), a learning
+    rate of 2e-3 (twice the paper's: an hour is ~3,000 steps, not 100k+) and a slow drift on
+    the decoders' past (free-running, their samples wander below ~120 Hz; trained on pasts
+    that drift, they pull back). Each choice won a probe against a baseline (docs/results.md)."""
     base = tiny(domains)
     return dataclasses.replace(
         base,
@@ -565,7 +566,7 @@ def cpu(domains: tuple[str, ...] = DEFAULT_DOMAINS) -> RunConfig:
         train=dataclasses.replace(base.train, steps_per_epoch=100, lr=2e-3, ema_decay=0.999,
                                   confusion_lambda=0.1,
                                   content_loss_weight=1.0, decoder_mask_fraction=0.25,
-                                  decoder_mask_span=512),
+                                  decoder_mask_span=512, decoder_input_drift=0.03),
     )
 
 
