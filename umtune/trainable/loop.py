@@ -92,6 +92,12 @@ def learning_rate(cfg: RunConfig, step: int, elapsed_seconds: float) -> float:
     return t.lr * t.lr_decay ** (step // t.lr_decay_every)
 
 
+def torch_generator(rng: np.random.Generator) -> torch.Generator:
+    """A torch generator seeded from the batch's numpy generator: each random draw of a batch
+    gets its own, in a fixed order, so a batch is a function of (seed, step)."""
+    return torch.Generator().manual_seed(int(rng.integers(2**62)))
+
+
 def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment: bool,
                rank: int = 0, world_size: int = 1, seed_offset: int = 0) -> Batch:
     """This rank's rows of the global batch of `step`: every domain, `batch_per_domain` each."""
@@ -111,7 +117,7 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         partners = torch.from_numpy(np.concatenate([
             data.segments(domain, split, b, length, rng, rank=rank, world_size=world_size)
             for domain in cfg.model.domains]))  # other segments of the same domains
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        gen = torch_generator(rng)
         chosen = torch.rand(rows, generator=gen) < cfg.train.splice_fraction
         cuts = torch.randint(length // 4, 3 * length // 4 + 1, (rows,), generator=gen)
         audio = splice(audio, partners, cuts[mine], chosen[mine], round(SPLICE_FADE * sr))
@@ -119,7 +125,7 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
     inputs = clean = encoder_input(audio, classes)
     decoder_inputs = codes_to_input(targets, classes)
     if augment and cfg.train.aug_semitones > 0:
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        gen = torch_generator(rng)
         shifts = sample_shifts(rows, length, sr, max_semitones=cfg.train.aug_semitones,
                                min_seconds=cfg.train.aug_min_fraction * length / sr,
                                max_seconds=cfg.train.aug_max_fraction * length / sr,
@@ -127,16 +133,16 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         shifted = apply_shifts(audio, shifts.rows(mine), sr)
         inputs = encoder_input(shifted, classes)
     if augment and cfg.train.decoder_input_noise > 0:
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        gen = torch_generator(rng)
         noise = torch.randn(rows, length, generator=gen)[mine]
         decoder_inputs = decoder_inputs + cfg.train.decoder_input_noise * noise
     if augment and cfg.train.decoder_input_drift > 0:
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        gen = torch_generator(rng)
         drift = slow_noise(rows, length, sr, gen)[mine]
         decoder_inputs = decoder_inputs + cfg.train.decoder_input_drift * drift
     fraction = decoder_mask_fraction(cfg, step)
     if augment and fraction > 0:
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        gen = torch_generator(rng)
         masked = span_mask(rows, length, fraction, cfg.train.decoder_mask_span, gen)[mine]
         decoder_inputs = decoder_inputs.masked_fill(masked, 0.0)
     return Batch(inputs=inputs, clean_inputs=clean, decoder_inputs=decoder_inputs,
