@@ -329,6 +329,23 @@ def test_input_drift_is_slow_noise_of_the_given_std_on_the_decoders_past_only(ti
     assert torch.equal(part.decoder_inputs, batch.decoder_inputs[[1, 3, 5, 7]])
 
 
+@pytest.mark.parametrize("cutoff", [60.0, 240.0])
+def test_input_drift_cutoff_sets_its_band(tiny_dataset, cutoff):
+    """decoder_input_drift_hz is the one-pole's cutoff: the share of the drift's power below a
+    frequency f is about atan(f / cutoff) / atan(nyquist / cutoff), at the same std."""
+    cfg = tiny_run(tiny_dataset, decoder_input_drift=0.05, decoder_input_drift_hz=cutoff)
+    cfg = replace(cfg, data=replace(cfg.data, batch_per_domain=8, segment_samples=4000))
+    data = Dataset.open(tiny_dataset)
+    batch = draw_batch(cfg, data, step=0, split="train", augment=True)
+    drift = (batch.decoder_inputs - batch.clean_inputs).double()
+    assert abs(drift.std().item() - 0.05) < 0.01
+    power = torch.fft.rfft(drift - drift.mean(-1, keepdim=True)).abs().square().sum(0)
+    hz = torch.fft.rfftfreq(drift.shape[-1], 1 / data.sample_rate)
+    share = (power[(hz > 0) & (hz < 120)].sum() / power[hz > 0].sum()).item()
+    expected = math.atan(120 / cutoff) / math.atan(data.sample_rate / 2 / cutoff)
+    assert abs(share - expected) < 0.1, (share, expected)
+
+
 def test_own_draws_replace_their_share_of_the_past_and_leave_masked_spans_silent(tiny_dataset):
     """With decoder_self_inputs 0.5, about half of the unmasked past is the decoders' own draws
     (valid codes, mostly not the true ones for an untrained decoder), masked spans stay 0 and

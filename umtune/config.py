@@ -257,11 +257,12 @@ class TrainConfig:
     # trained on noisy pasts drifts less on its own samples. 0 (the paper) disables it.
     decoder_input_noise: float = 0.0
     # Std (input units) of a slow random drift added to the decoders' teacher-forced input:
-    # white noise through a one-pole low-pass at DRIFT_HZ. Free-running, the decoders' own
-    # samples wander below ~120 Hz where the renderings are silent (docs/results.md); a decoder
-    # trained on pasts that drift learns to predict the clean signal from them instead of
-    # continuing the drift. 0 (the paper) disables it.
+    # white noise through a one-pole low-pass at decoder_input_drift_hz. Free-running, the
+    # decoders' own samples wander below ~120 Hz where the renderings are silent
+    # (docs/results.md); a decoder trained on pasts that drift learns to predict the clean
+    # signal from them instead of continuing the drift. 0 (the paper) disables it.
     decoder_input_drift: float = 0.0
+    decoder_input_drift_hz: float = 60.0
     # Share of the decoders' teacher-forced input silenced, in spans of decoder_mask_span
     # samples, decaying linearly to 0 over decoder_mask_steps steps (0: never decays). Where its
     # past is masked a decoder can only learn the next sample from the latent: a curriculum
@@ -323,6 +324,8 @@ class TrainConfig:
                self.decoder_mask_fraction, "in [0, 1)")
         _check(self.decoder_input_drift >= 0, "train.decoder_input_drift",
                self.decoder_input_drift, ">= 0")
+        _check(self.decoder_input_drift_hz > 0, "train.decoder_input_drift_hz",
+               self.decoder_input_drift_hz, "> 0")
         _check(0 <= self.decoder_self_inputs <= 1, "train.decoder_self_inputs",
                self.decoder_self_inputs, "in [0, 1]")
         _check(self.content_loss_weight >= 0, "train.content_loss_weight",

@@ -138,7 +138,7 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
         decoder_inputs = decoder_inputs + cfg.train.decoder_input_noise * noise
     if augment and cfg.train.decoder_input_drift > 0:
         gen = torch_generator(rng)
-        drift = slow_noise(rows, length, sr, gen)[mine]
+        drift = slow_noise(rows, length, cfg.train.decoder_input_drift_hz / sr, gen)[mine]
         decoder_inputs = decoder_inputs + cfg.train.decoder_input_drift * drift
     fraction = decoder_mask_fraction(cfg, step)
     if augment and fraction > 0:
@@ -150,14 +150,13 @@ def draw_batch(cfg: RunConfig, data: Dataset, step: int, split: str, *, augment:
 
 
 SPLICE_FADE = 0.005  # seconds of crossfade at a splice
-DRIFT_HZ = 60.0  # cutoff of the decoders' input drift (train.decoder_input_drift)
 
 
-def slow_noise(rows: int, length: int, sample_rate: int, generator: torch.Generator,
+def slow_noise(rows: int, length: int, cutoff: float, generator: torch.Generator,
                ) -> torch.Tensor:
-    """(rows, length) Gaussian noise of unit variance below ~DRIFT_HZ: white noise through a
-    one-pole low-pass, started in its stationary state."""
-    a = math.exp(-2 * math.pi * DRIFT_HZ / sample_rate)
+    """(rows, length) Gaussian noise of unit variance below ~`cutoff` (a fraction of the
+    sample rate): white noise through a one-pole low-pass, started in its stationary state."""
+    a = math.exp(-2 * math.pi * cutoff)
     white = torch.randn(rows, length, generator=generator, dtype=torch.float64)
     white[:, 0] /= math.sqrt(1 - a * a)  # y[0] then has the stationary variance, 1 / (1 - a^2)
     y = AF.lfilter(white, torch.tensor([1.0, -a], dtype=torch.float64),
