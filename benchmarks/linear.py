@@ -12,7 +12,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from umtune.trainable.model import linear
+from umtune.trainable.rows import linear
 
 SHAPES = {  # rows, in, out
     "cpu dilated": (8000, 128, 128), "cpu res_skip": (8000, 64, 128),

@@ -27,12 +27,12 @@ from umtune.trainable.model import (
     decoder_receptive_field,
     encoder_receptive_field,
     latent_use,
-    linear,
     mu_law_encode,
     padded_taps,
     standardize_frames,
     swapped_latent,
 )
+from umtune.trainable.rows import linear
 
 TINY = ModelConfig(
     domains=("a", "b"),

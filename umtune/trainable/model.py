@@ -13,7 +13,6 @@ its own per-step layout.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,8 +28,11 @@ from umtune.config import (
     ModelConfig,
     dilation_schedule,
 )
+from umtune.trainable import layer_stack
 from umtune.trainable.cross_entropy import cross_entropy
 from umtune.trainable.gate import add_per_frame, gate
+from umtune.trainable.rows import linear
+from umtune.trainable.taps import add_tap_grads, taps_weight, write_taps
 
 
 def mu_law_encode(audio: Tensor, classes: int) -> Tensor:
@@ -114,68 +116,25 @@ def padded_taps(x: Tensor, kernel_size: int, dilation: int, before: int) -> Tens
                      dim=-1)
 
 
-def _tap_rows(t: int, kernel_size: int, dilation: int, before: int):
-    """For each tap i: (shift, lo, hi), tap i at rows [lo, hi) reading x at rows + shift (zeros
-    elsewhere)."""
-    for i in range(kernel_size):
-        shift = i * dilation - before
-        lo = min(max(-shift, 0), t)
-        yield shift, lo, max(lo, min(t - shift, t))
-
-
 class _Taps(torch.autograd.Function):
-    """`conv_taps` written tap by tap into one buffer, and its backward adding each tap's
-    gradient into one buffer the shape of x: autograd's own backward of the padded slices
-    zero-fills and copies a padded copy of x once per tap, then once more for the channel
-    slice (docs/speed.md)."""
+    """`conv_taps` written tap by tap, with its own backward (trainable/taps.py)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, channels: int, kernel_size: int, dilation: int,
                 before: int) -> Tensor:
-        ctx.shape, ctx.taps = x.shape, (channels, kernel_size, dilation, before)
-        out = x.new_empty(*x.shape[:-1], kernel_size * channels)
-        for i, (shift, lo, hi) in enumerate(_tap_rows(x.shape[1], kernel_size, dilation, before)):
-            tap = out[..., i * channels:(i + 1) * channels]
-            tap[:, lo:hi] = x[:, lo + shift:hi + shift, :channels]
-            tap[:, :lo] = 0
-            tap[:, hi:] = 0
-        return out
+        ctx.shape, ctx.taps = x.shape, (kernel_size, dilation, before)
+        return write_taps(x, channels, kernel_size, dilation, before)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        channels, kernel_size, dilation, before = ctx.taps
         out = grad.new_zeros(ctx.shape)
-        for i, (shift, lo, hi) in enumerate(_tap_rows(ctx.shape[1], kernel_size, dilation,
-                                                      before)):
-            out[:, lo + shift:hi + shift, :channels] += grad[:, lo:hi,
-                                                             i * channels:(i + 1) * channels]
+        add_tap_grads(out, grad, *ctx.taps)
         return out, None, None, None, None
-
-
-def taps_weight(conv: nn.Conv1d) -> Tensor:
-    """A Conv1d's weight (O, C, k) as the (O, k * C) matrix that multiplies `conv_taps`."""
-    return conv.weight.transpose(1, 2).flatten(1)
 
 
 def pointwise(conv: nn.Conv1d, x: Tensor) -> Tensor:
     """A 1x1 conv's weights applied to channels-last x (..., C)."""
     return linear(x, conv.weight[:, :, 0], conv.bias)
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """F.linear of channels-last x (..., C). Eager on the CPU, one batched matmul over a chunk
-    of x's rows per thread with the weight broadcast, so that the weight's gradient is a sum of
-    per-thread products: as one (C, rows) x (rows, O) product, oneDNN leaves a thread idle.
-    (Compiled, inductor runs the batched form slower than its own linear.)"""
-    if torch.compiler.is_compiling() or x.device.type != "cpu":
-        return F.linear(x, weight, bias)
-    chunks = math.gcd(x.numel() // x.shape[-1], torch.get_num_threads())
-    if chunks == 1:
-        return F.linear(x, weight, bias)
-    rows = x.reshape(chunks, -1, x.shape[-1])
-    w = weight.t().expand(chunks, -1, -1)
-    out = torch.bmm(rows, w) if bias is None else torch.baddbmm(bias, rows, w)
-    return out.view(*x.shape[:-1], -1)
 
 
 def conv_as_matmul(conv: nn.Conv1d, x: Tensor, causal: bool, with_bias: bool = True) -> Tensor:
@@ -185,7 +144,7 @@ def conv_as_matmul(conv: nn.Conv1d, x: Tensor, causal: bool, with_bias: bool = T
     k, d = conv.kernel_size[0], conv.dilation[0]
     span = (k - 1) * d
     taps = conv_taps(x, k, d, span if causal else span // 2, conv.in_channels)
-    return linear(taps, taps_weight(conv), conv.bias if with_bias else None)
+    return linear(taps, taps_weight(conv.weight), conv.bias if with_bias else None)
 
 
 class EncoderLayer(nn.Module):
@@ -326,9 +285,13 @@ class WaveNetDecoder(nn.Module):
         x = conv_as_matmul(self.start, x, causal=True)  # (B, T, R)
         sums = torch.cat([x, pointwise(self.start_skip, x)], dim=-1)  # (B, T, R + S)
         conds = self.project_condition(z)
-        for layer, cond in zip(self.layers, conds, strict=False):
-            sums = layer(sums, cond)
-        return self.head(sums[..., x.shape[-1]:], conds[-1]).transpose(1, 2)
+        if layer_stack.applies(sums, self.gate_channels):
+            skip = layer_stack.layer_stack(self.layers, sums, conds[:-1])
+        else:
+            for layer, cond in zip(self.layers, conds, strict=False):
+                sums = layer(sums, cond)
+            skip = sums[..., x.shape[-1]:]
+        return self.head(skip, conds[-1]).transpose(1, 2)
 
 
 class ConfusionNet(nn.Module):

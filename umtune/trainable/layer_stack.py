@@ -1,0 +1,89 @@
+"""A decoder's gated layers in training as one autograd Function with its own backward.
+
+Autograd's backward of the layers composed one by one carries the gradient of the whole
+(B, T, R + S) stream through every layer: each layer zero-fills a gradient for its taps, adds
+it to the stream's, and adds the skip channels' gradient, which no layer changes, once more.
+Here the forward updates one stream in place (the res_skip output accumulated by the matmul
+itself, no separate add), and the backward keeps one gradient buffer for the stream, into which
+each layer's taps add their gradient in place. It computes what `DecoderLayer` computes (a test
+holds the two equal), for the eager CPU step: torch.compile, CUDA and float64 run the layers
+as modules.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from umtune.trainable.gate import MAX_GATE, _gate, _gate_backward
+from umtune.trainable.native import runs_on_kernels
+from umtune.trainable.rows import add_linear_, linear, weight_grad
+from umtune.trainable.taps import add_tap_grads, taps_weight, write_taps
+
+
+def applies(sums: Tensor, gate_channels: int) -> bool:
+    """Whether `layer_stack` runs for this stream (else the layers run as modules)."""
+    return (not torch.compiler.is_compiling() and gate_channels <= MAX_GATE
+            and runs_on_kernels(sums))
+
+
+def layer_stack(layers: nn.ModuleList, sums: Tensor, conds: list[Tensor]) -> Tensor:
+    """The skip sum (B, T, S) after `layers` (DecoderLayers) from the stream sums (B, T, R + S),
+    layer i conditioned by conds[i] (B, F, G) (its dilated conv's bias included)."""
+    first = layers[0]
+    shape = (first.dilated.in_channels, first.dilated.kernel_size[0],
+             tuple(layer.dilation for layer in layers))
+    weights = [w.to(sums.dtype) for layer in layers
+               for w in (layer.dilated.weight, layer.res_skip.weight, layer.res_skip.bias)]
+    return _LayerStack.apply(sums, shape, *[c.to(sums.dtype) for c in conds], *weights)
+
+
+class _LayerStack(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, sums: Tensor, shape: tuple, *tensors: Tensor) -> Tensor:
+        channels, kernel_size, dilations = shape
+        n = len(dilations)
+        conds, weights = tensors[:n], tensors[n:]
+        sums = sums.clone()  # updated in place from here
+        saved = []
+        for i, (dilation, cond) in enumerate(zip(dilations, conds, strict=True)):
+            dilated, res_skip, bias = weights[3 * i:3 * i + 3]
+            taps = write_taps(sums, channels, kernel_size, dilation, (kernel_size - 1) * dilation)
+            h = linear(taps, taps_weight(dilated))
+            gated = _gate(h, cond)
+            add_linear_(sums, gated, res_skip[:, :, 0])
+            sums.add_(bias)
+            saved += [taps, h, gated]
+        ctx.shape = shape
+        ctx.save_for_backward(*saved, *tensors)
+        return sums[..., channels:]
+
+    @staticmethod
+    def backward(ctx, grad_skip: Tensor):
+        channels, kernel_size, dilations = ctx.shape
+        n = len(dilations)
+        saved = ctx.saved_tensors
+        activations, conds, weights = saved[:3 * n], saved[3 * n:4 * n], saved[4 * n:]
+        B, T, skip = grad_skip.shape
+        grad = grad_skip.new_zeros(B, T, channels + skip)  # the stream's gradient, in place
+        grad[..., channels:] = grad_skip
+        grad_skip_bias = grad_skip.sum((0, 1), dtype=torch.float32)
+        grad_conds, grad_weights = [None] * n, [None] * (3 * n)
+        for i in reversed(range(n)):
+            taps, h, gated = activations[3 * i:3 * i + 3]
+            dilated, res_skip, bias = weights[3 * i:3 * i + 3]
+            grad_bias = torch.cat([grad[..., :channels].sum((0, 1), dtype=torch.float32),
+                                   grad_skip_bias])
+            grad_res_skip = weight_grad(gated, grad)[:, :, None]
+            grad_h, grad_cond = _gate_backward(linear(grad, res_skip[:, :, 0].t()), h, conds[i])
+            grad_dilated = weight_grad(taps, grad_h)  # (G, kernel_size * channels)
+            grad_taps = linear(grad_h, taps_weight(dilated).t())
+            add_tap_grads(grad, grad_taps, kernel_size, dilations[i],
+                          (kernel_size - 1) * dilations[i])
+            grad_conds[i] = grad_cond.to(conds[i].dtype)
+            grad_weights[3 * i:3 * i + 3] = [
+                grad_dilated.unflatten(1, (kernel_size, channels)).transpose(1, 2)
+                .to(dilated.dtype), grad_res_skip.to(res_skip.dtype), grad_bias.to(bias.dtype)]
+        return grad, None, *grad_conds, *grad_weights
+

@@ -1,0 +1,50 @@
+"""Matmuls over the rows of channels-last activations (..., C), as the eager CPU step runs them.
+
+One batched matmul over a chunk of rows per thread, the weight broadcast, so that a weight's
+gradient is a sum of per-thread products: as one (C, rows) x (rows, O) product, oneDNN leaves
+a thread idle (docs/speed.md). Compiled and on CUDA, F.linear (inductor runs the batched form
+slower than its own linear).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _chunks(x: Tensor) -> int:
+    return math.gcd(x.numel() // x.shape[-1], torch.get_num_threads())
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.linear of channels-last x (..., C) and weight (O, C)."""
+    if torch.compiler.is_compiling() or x.device.type != "cpu":
+        return F.linear(x, weight, bias)
+    chunks = _chunks(x)
+    if chunks == 1:
+        return F.linear(x, weight, bias)
+    rows = x.reshape(chunks, -1, x.shape[-1])
+    w = weight.t().expand(chunks, -1, -1)
+    out = torch.bmm(rows, w) if bias is None else torch.baddbmm(bias, rows, w)
+    return out.view(*x.shape[:-1], -1)
+
+
+def add_linear_(out: Tensor, x: Tensor, weight: Tensor) -> None:
+    """out (..., O) += x (..., C) @ weight (O, C)^T, in place (out contiguous). Written with
+    out= rather than baddbmm_, which FLOP counters do not count."""
+    chunks = _chunks(x)
+    rows = out.view(chunks, -1, out.shape[-1])
+    torch.baddbmm(rows, x.reshape(chunks, -1, x.shape[-1]), weight.t().expand(chunks, -1, -1),
+                  out=rows)
+
+
+def weight_grad(x: Tensor, grad: Tensor) -> Tensor:
+    """The gradient (O, C), float32, of `linear(x, weight)`'s weight given its output's gradient
+    grad (..., O): a product per thread of their chunks of rows, summed."""
+    chunks = _chunks(x)
+    per_chunk = torch.bmm(grad.reshape(chunks, -1, grad.shape[-1]).transpose(1, 2),
+                          x.reshape(chunks, -1, x.shape[-1]))
+    return per_chunk.sum(0, dtype=torch.float32)

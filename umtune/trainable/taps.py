@@ -1,0 +1,49 @@
+"""A convolution's taps, channels-last: at each t, x[t - before + i * dilation] for i < kernel
+size side by side (zeros outside x), so that the convolution is one matmul with `taps_weight`.
+
+Written tap by tap into one buffer, and their gradient added tap by tap into one buffer the
+shape of x: autograd's backward of slices of a zero-padded copy of x zero-fills and copies the
+padded copy once per tap (docs/speed.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch import Tensor
+
+
+def taps_weight(weight: Tensor) -> Tensor:
+    """A Conv1d's weight (O, C, k) as the (O, k * C) matrix that multiplies the taps."""
+    return weight.transpose(1, 2).flatten(1)
+
+
+def tap_rows(t: int, kernel_size: int, dilation: int, before: int
+             ) -> Iterator[tuple[int, int, int]]:
+    """For each tap i: (shift, lo, hi), tap i at rows [lo, hi) reading x at rows + shift (zeros
+    elsewhere)."""
+    for i in range(kernel_size):
+        shift = i * dilation - before
+        lo = min(max(-shift, 0), t)
+        yield shift, lo, max(lo, min(t - shift, t))
+
+
+def write_taps(x: Tensor, channels: int, kernel_size: int, dilation: int, before: int) -> Tensor:
+    """The taps (B, T, kernel_size * channels) of x[..., :channels] (B, T, C)."""
+    out = x.new_empty(*x.shape[:-1], kernel_size * channels)
+    for i, (shift, lo, hi) in enumerate(tap_rows(x.shape[1], kernel_size, dilation, before)):
+        tap = out[..., i * channels:(i + 1) * channels]
+        tap[:, lo:hi] = x[:, lo + shift:hi + shift, :channels]
+        tap[:, :lo] = 0
+        tap[:, hi:] = 0
+    return out
+
+
+def add_tap_grads(grad_x: Tensor, grad_taps: Tensor, kernel_size: int, dilation: int,
+                  before: int) -> None:
+    """Add the taps' gradient (B, T, kernel_size * channels) into grad_x[..., :channels]."""
+    channels = grad_taps.shape[-1] // kernel_size
+    for i, (shift, lo, hi) in enumerate(tap_rows(grad_x.shape[1], kernel_size, dilation,
+                                                 before)):
+        grad_x[:, lo + shift:hi + shift, :channels] += grad_taps[:, lo:hi,
+                                                                 i * channels:(i + 1) * channels]
