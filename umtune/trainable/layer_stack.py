@@ -54,7 +54,7 @@ class _LayerStack(torch.autograd.Function):
             gated = _gate(h, cond)
             add_linear_(sums, gated, res_skip[:, :, 0])
             sums.add_(bias)
-            saved += [taps, h, gated]
+            saved += [taps[..., -channels:].contiguous(), h, gated]
         ctx.shape = shape
         ctx.save_for_backward(*saved, *tensors)
         return sums[..., channels:]
@@ -71,7 +71,8 @@ class _LayerStack(torch.autograd.Function):
         grad_skip_bias = grad_skip.sum((0, 1), dtype=torch.float32)
         grad_conds, grad_weights = [None] * n, [None] * (3 * n)
         for i in reversed(range(n)):
-            taps, h, gated = activations[3 * i:3 * i + 3]
+            x, h, gated = activations[3 * i:3 * i + 3]
+            taps = write_taps(x, channels, kernel_size, dilations[i], (kernel_size - 1) * dilations[i])
             dilated, res_skip, bias = weights[3 * i:3 * i + 3]
             grad_bias = torch.cat([grad[..., :channels].sum((0, 1), dtype=torch.float32),
                                    grad_skip_bias])
