@@ -107,21 +107,24 @@ def test_matmul_layout_computes_the_convolutions(kernel_size, dilation):
         torch.testing.assert_close(conv_as_matmul(conv, x, causal=False), centred.transpose(1, 2))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("kernel_size, dilation, before",
                          [(1, 1, 0), (2, 4, 4), (2, 64, 64), (3, 5, 5), (3, 30, 30), (2, 3, 1)])
-def test_taps_and_their_gradient_are_the_padded_slices(kernel_size, dilation, before):
-    """`conv_taps` (written tap by tap, its own backward) against the slices of a zero-padded
-    copy under autograd, in float64: values and the gradient of x, channel slice included,
-    taps past the segment included."""
+def test_taps_and_their_gradient_are_the_padded_slices(kernel_size, dilation, before, dtype):
+    """`conv_taps` (its own writes and backward: kernels.c for float32 and bf16) against the
+    slices of a zero-padded copy under autograd: the same values and gradient of x (channel
+    slice included, taps past the segment included); bf16's gradient sums each row's taps
+    in float32 and rounds once."""
     torch.manual_seed(0)
-    x = torch.randn(2, 40, 7, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(2, 40, kernel_size * 5, dtype=torch.float64)
+    x = torch.randn(2, 40, 7).to(dtype).requires_grad_()
+    grad = torch.randn(2, 40, kernel_size * 5).to(dtype)
     got = conv_taps(x, kernel_size, dilation, before, channels=5)
     expected = padded_taps(x[..., :5], kernel_size, dilation, before)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     got_grad, = torch.autograd.grad(got, x, grad)
     expected_grad, = torch.autograd.grad(expected, x, grad)
-    torch.testing.assert_close(got_grad, expected_grad, rtol=1e-12, atol=1e-12)
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
+    torch.testing.assert_close(got_grad, expected_grad, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("shape", [(3, 10, 6), (1, 7, 6), (5, 6)])

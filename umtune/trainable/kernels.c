@@ -152,3 +152,45 @@ GATE_KERNELS(f32, float, f32_load, f32_store)
 
 CE_KERNELS(bf16, bf16, bf16_load, bf16_store)
 CE_KERNELS(f32, float, f32_load, f32_store)
+
+/* A convolution's taps, channels-last (taps.py): the first `channels` of each row of x (rows,
+ * stride), rows = B * len -> out (rows, kernel * channels), tap i of row t reading row
+ * t + i * dilation - before of its sequence (zeros outside it); and their gradient added back
+ * into grad_x's first `channels` (each row's taps summed in float32, stored once). */
+#define TAPS_KERNELS(NAME, T, LOAD, STORE)                                                      \
+    void umtune_taps_##NAME(const T *restrict x, T *restrict out, int64_t B, int64_t len,      \
+                            int64_t stride, int64_t channels, int64_t kernel, int64_t dilation, \
+                            int64_t before) {                                                   \
+        _Pragma("omp parallel for") for (int64_t r = 0; r < B * len; r++) {                     \
+            const int64_t t = r % len;                                                          \
+            T *restrict o = out + r * kernel * channels;                                        \
+            for (int64_t i = 0; i < kernel; i++) {                                              \
+                const int64_t s = t + i * dilation - before;                                    \
+                if (s >= 0 && s < len)                                                          \
+                    memcpy(o + i * channels, x + (r - t + s) * stride, channels * sizeof(T));   \
+                else                                                                            \
+                    memset(o + i * channels, 0, channels * sizeof(T));                          \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    void umtune_tap_grads_##NAME(const T *restrict grad_taps, T *restrict grad_x, int64_t B,   \
+                                 int64_t len, int64_t stride, int64_t channels, int64_t kernel, \
+                                 int64_t dilation, int64_t before) {                            \
+        _Pragma("omp parallel for") for (int64_t r = 0; r < B * len; r++) {                     \
+            const int64_t s = r % len;                                                          \
+            T *restrict g = grad_x + r * stride;                                                \
+            float sum[MAX_GATE];                                                                \
+            _Pragma("omp simd") for (int64_t c = 0; c < channels; c++) sum[c] = LOAD(g[c]);     \
+            for (int64_t i = 0; i < kernel; i++) {                                              \
+                const int64_t t = s - i * dilation + before;                                    \
+                if (t < 0 || t >= len) continue;                                                \
+                const T *restrict d = grad_taps + ((r - s + t) * kernel + i) * channels;        \
+                _Pragma("omp simd") for (int64_t c = 0; c < channels; c++) sum[c] += LOAD(d[c]);\
+            }                                                                                   \
+            _Pragma("omp simd") for (int64_t c = 0; c < channels; c++) g[c] = STORE(sum[c]);    \
+        }                                                                                       \
+    }
+
+TAPS_KERNELS(bf16, bf16, bf16_load, bf16_store)
+TAPS_KERNELS(f32, float, f32_load, f32_store)

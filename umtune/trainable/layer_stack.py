@@ -72,7 +72,8 @@ class _LayerStack(torch.autograd.Function):
         grad_conds, grad_weights = [None] * n, [None] * (3 * n)
         for i in reversed(range(n)):
             x, h, gated = activations[3 * i:3 * i + 3]
-            taps = write_taps(x, channels, kernel_size, dilations[i], (kernel_size - 1) * dilations[i])
+            before = (kernel_size - 1) * dilations[i]
+            taps = write_taps(x, channels, kernel_size, dilations[i], before)
             dilated, res_skip, bias = weights[3 * i:3 * i + 3]
             grad_bias = torch.cat([grad[..., :channels].sum((0, 1), dtype=torch.float32),
                                    grad_skip_bias])
@@ -80,8 +81,7 @@ class _LayerStack(torch.autograd.Function):
             grad_h, grad_cond = _gate_backward(linear(grad, res_skip[:, :, 0].t()), h, conds[i])
             grad_dilated = weight_grad(taps, grad_h)  # (G, kernel_size * channels)
             grad_taps = linear(grad_h, taps_weight(dilated).t())
-            add_tap_grads(grad, grad_taps, kernel_size, dilations[i],
-                          (kernel_size - 1) * dilations[i])
+            add_tap_grads(grad, grad_taps, kernel_size, dilations[i], before)
             grad_conds[i] = grad_cond.to(conds[i].dtype)
             grad_weights[3 * i:3 * i + 3] = [
                 grad_dilated.unflatten(1, (kernel_size, channels)).transpose(1, 2)

@@ -1,16 +1,22 @@
 """A convolution's taps, channels-last: at each t, x[t - before + i * dilation] for i < kernel
 size side by side (zeros outside x), so that the convolution is one matmul with `taps_weight`.
 
-Written tap by tap into one buffer, and their gradient added tap by tap into one buffer the
-shape of x: autograd's backward of slices of a zero-padded copy of x zero-fills and copies the
-padded copy once per tap (docs/speed.md).
+Written into one buffer, and their gradient added into one buffer the shape of x (autograd's
+backward of slices of a zero-padded copy of x zero-fills and copies the padded copy once per
+tap, docs/speed.md); on the CPU each in one pass of kernels.c, where PyTorch's strided copies
+take a few passes per tap.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator
 
 from torch import Tensor
+
+from umtune.trainable.native import kernel, pointer, runs_on_kernels
+
+MAX_CHANNELS = 4096  # kernels.c's per-row buffer
 
 
 def taps_weight(weight: Tensor) -> Tensor:
@@ -31,6 +37,10 @@ def tap_rows(t: int, kernel_size: int, dilation: int, before: int
 def write_taps(x: Tensor, channels: int, kernel_size: int, dilation: int, before: int) -> Tensor:
     """The taps (B, T, kernel_size * channels) of x[..., :channels] (B, T, C)."""
     out = x.new_empty(*x.shape[:-1], kernel_size * channels)
+    if _on_kernels(x, channels):
+        kernel("taps", x.dtype)(pointer(x), pointer(out),
+                                *_sizes(x, channels, kernel_size, dilation, before))
+        return out
     for i, (shift, lo, hi) in enumerate(tap_rows(x.shape[1], kernel_size, dilation, before)):
         tap = out[..., i * channels:(i + 1) * channels]
         tap[:, lo:hi] = x[:, lo + shift:hi + shift, :channels]
@@ -43,7 +53,26 @@ def add_tap_grads(grad_x: Tensor, grad_taps: Tensor, kernel_size: int, dilation:
                   before: int) -> None:
     """Add the taps' gradient (B, T, kernel_size * channels) into grad_x[..., :channels]."""
     channels = grad_taps.shape[-1] // kernel_size
+    if _on_kernels(grad_x, channels) and grad_taps.is_contiguous() \
+            and grad_taps.dtype == grad_x.dtype:
+        kernel("tap_grads", grad_x.dtype)(pointer(grad_taps), pointer(grad_x),
+                                          *_sizes(grad_x, channels, kernel_size, dilation, before))
+        return
     for i, (shift, lo, hi) in enumerate(tap_rows(grad_x.shape[1], kernel_size, dilation,
                                                  before)):
         grad_x[:, lo + shift:hi + shift, :channels] += grad_taps[:, lo:hi,
                                                                  i * channels:(i + 1) * channels]
+
+
+def _on_kernels(x: Tensor, channels: int) -> bool:
+    """Whether kernels.c writes these taps: x's rows (B * T of them) evenly strided, each row's
+    channels contiguous."""
+    B, T, C = x.shape
+    return (channels <= MAX_CHANNELS and x.stride(2) == 1 and x.stride(0) == T * x.stride(1)
+            and runs_on_kernels(x))
+
+
+def _sizes(x: Tensor, channels: int, kernel_size: int, dilation: int, before: int
+           ) -> tuple[ctypes.c_int64, ...]:
+    return tuple(ctypes.c_int64(n) for n in (x.shape[0], x.shape[1], x.stride(1), channels,
+                                             kernel_size, dilation, before))
