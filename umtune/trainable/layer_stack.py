@@ -53,11 +53,13 @@ class _LayerStack(torch.autograd.Function):
             h = linear(taps, taps_weight(dilated))
             gated = _gate(h, cond)
             add_linear_(sums, gated, res_skip[:, :, 0])
-            sums.add_(bias)
+            sums[..., :channels].add_(bias[:channels])
             saved += [taps[..., -channels:].contiguous(), h, gated]
+        skip = sums[..., channels:]
+        skip.add_(sum(weights[3 * i + 2][channels:] for i in range(n)))  # the skip biases, once
         ctx.shape = shape
         ctx.save_for_backward(*saved, *tensors)
-        return sums[..., channels:]
+        return skip
 
     @staticmethod
     def backward(ctx, grad_skip: Tensor):
