@@ -36,7 +36,7 @@ def gate(h: Tensor, cond: Tensor) -> Tensor:
     """Pre-activations h (B, T, G) and conditioning cond (B, F, G), F dividing T ->
     tanh(a) * sigmoid(b) (B, T, G // 2) of [a, b] = h + cond repeated over each frame."""
     if h.shape[-1] <= MAX_GATE and runs_on_kernels(h):
-        return _gate(h, cond)
+        return gate_op(h, cond)
     return reference_gate(h, cond)
 
 
@@ -47,20 +47,20 @@ def _sizes(h: Tensor, cond: Tensor) -> tuple[ctypes.c_int64, ...]:
 
 
 @torch.library.custom_op("umtune::gate", mutates_args=(), device_types="cpu")
-def _gate(h: Tensor, cond: Tensor) -> Tensor:
+def gate_op(h: Tensor, cond: Tensor) -> Tensor:
     h, c = h.contiguous(), cond.float().contiguous()
     out = h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
     kernel("gate", h.dtype)(pointer(h), pointer(c), pointer(out), *_sizes(h, c))
     return out
 
 
-@_gate.register_fake
+@gate_op.register_fake
 def _(h: Tensor, cond: Tensor) -> Tensor:
     return h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
 
 
 @torch.library.custom_op("umtune::gate_backward", mutates_args=(), device_types="cpu")
-def _gate_backward(grad: Tensor, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+def gate_backward_op(grad: Tensor, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
     grad, h, c = grad.contiguous(), h.contiguous(), cond.float().contiguous()
     grad_h, grad_c = torch.empty_like(h), torch.empty_like(c)
     kernel("gate_backward", h.dtype)(pointer(grad), pointer(h), pointer(c), pointer(grad_h),
@@ -68,7 +68,7 @@ def _gate_backward(grad: Tensor, h: Tensor, cond: Tensor) -> tuple[Tensor, Tenso
     return grad_h, grad_c.to(cond.dtype)
 
 
-@_gate_backward.register_fake
+@gate_backward_op.register_fake
 def _(grad: Tensor, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
     return torch.empty_like(h), torch.empty_like(cond)
 
@@ -78,7 +78,7 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
-    return _gate_backward(grad, *ctx.saved_tensors)
+    return gate_backward_op(grad, *ctx.saved_tensors)
 
 
-_gate.register_autograd(_backward, setup_context=_setup_context)
+gate_op.register_autograd(_backward, setup_context=_setup_context)

@@ -4,18 +4,19 @@ Autograd's backward of the layers composed one by one carries the gradient of th
 (B, T, R + S) stream through every layer: each layer zero-fills a gradient for its taps, adds
 it to the stream's, and adds the skip channels' gradient, which no layer changes, once more.
 Here the forward updates one stream in place (the res_skip output accumulated by the matmul
-itself, no separate add), and the backward keeps one gradient buffer for the stream, into which
-each layer's taps add their gradient in place. It computes what `DecoderLayer` computes (a test
-holds the two equal), for the eager CPU step: torch.compile, CUDA and float64 run the layers
-as modules.
-"""
+itself, the skip biases added once at the end) and keeps each layer's input (B, T, R) rather
+than its taps (B, T, kernel * R): a step's activations outgrow the cache, so the backward
+reads them from memory, and rewrites the taps from the input in cache. The backward keeps one
+gradient buffer for the stream, into which each layer's taps add their gradient in place. It
+computes what `DecoderLayer` computes (a test holds the two equal), for the eager CPU step:
+torch.compile, CUDA and float64 run the layers as modules."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from umtune.trainable.gate import MAX_GATE, _gate, _gate_backward
+from umtune.trainable.gate import MAX_GATE, gate_backward_op, gate_op
 from umtune.trainable.native import runs_on_kernels
 from umtune.trainable.rows import add_linear_, linear, weight_grad
 from umtune.trainable.taps import add_tap_grads, taps_weight, write_taps
@@ -33,15 +34,19 @@ def layer_stack(layers: nn.ModuleList, sums: Tensor, conds: list[Tensor]) -> Ten
     first = layers[0]
     shape = (first.dilated.in_channels, first.dilated.kernel_size[0],
              tuple(layer.dilation for layer in layers))
-    weights = [w.to(sums.dtype) for layer in layers
-               for w in (layer.dilated.weight, layer.res_skip.weight, layer.res_skip.bias)]
-    return _LayerStack.apply(sums, shape, *[c.to(sums.dtype) for c in conds], *weights)
+    tensors = [c.to(sums.dtype) for c in conds] + [
+        w.to(sums.dtype) for layer in layers
+        for w in (layer.dilated.weight, layer.res_skip.weight, layer.res_skip.bias)]
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in [sums, *tensors])
+    return _LayerStack.apply(sums, shape, keep, *tensors)
 
 
 class _LayerStack(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, sums: Tensor, shape: tuple, *tensors: Tensor) -> Tensor:
+    def forward(ctx, sums: Tensor, shape: tuple, keep: bool, *tensors: Tensor) -> Tensor:
+        """keep: whether a backward will run (else nothing is kept for it: evaluation holds
+        one layer's activations at a time, as the modules do)."""
         channels, kernel_size, dilations = shape
         n = len(dilations)
         conds, weights = tensors[:n], tensors[n:]
@@ -51,10 +56,11 @@ class _LayerStack(torch.autograd.Function):
             dilated, res_skip, bias = weights[3 * i:3 * i + 3]
             taps = write_taps(sums, channels, kernel_size, dilation, (kernel_size - 1) * dilation)
             h = linear(taps, taps_weight(dilated))
-            gated = _gate(h, cond)
+            gated = gate_op(h, cond)
             add_linear_(sums, gated, res_skip[:, :, 0])
             sums[..., :channels].add_(bias[:channels])
-            saved += [taps[..., -channels:].contiguous(), h, gated]
+            if keep:
+                saved += [taps[..., -channels:].contiguous(), h, gated]  # the last tap is x
         skip = sums[..., channels:]
         skip.add_(sum(weights[3 * i + 2][channels:] for i in range(n)))  # the skip biases, once
         ctx.shape = shape
@@ -80,7 +86,7 @@ class _LayerStack(torch.autograd.Function):
             grad_bias = torch.cat([grad[..., :channels].sum((0, 1), dtype=torch.float32),
                                    grad_skip_bias])
             grad_res_skip = weight_grad(gated, grad)[:, :, None]
-            grad_h, grad_cond = _gate_backward(linear(grad, res_skip[:, :, 0].t()), h, conds[i])
+            grad_h, grad_cond = gate_backward_op(linear(grad, res_skip[:, :, 0].t()), h, conds[i])
             grad_dilated = weight_grad(taps, grad_h)  # (G, kernel_size * channels)
             grad_taps = linear(grad_h, taps_weight(dilated).t())
             add_tap_grads(grad, grad_taps, kernel_size, dilations[i], before)
@@ -88,5 +94,5 @@ class _LayerStack(torch.autograd.Function):
             grad_weights[3 * i:3 * i + 3] = [
                 grad_dilated.unflatten(1, (kernel_size, channels)).transpose(1, 2)
                 .to(dilated.dtype), grad_res_skip.to(res_skip.dtype), grad_bias.to(bias.dtype)]
-        return grad, None, *grad_conds, *grad_weights
+        return grad, None, None, *grad_conds, *grad_weights
 
