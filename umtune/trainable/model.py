@@ -117,7 +117,7 @@ def padded_taps(x: Tensor, kernel_size: int, dilation: int, before: int) -> Tens
 
 
 class _Taps(torch.autograd.Function):
-    """`conv_taps` written tap by tap, with its own backward (trainable/taps.py)."""
+    """`conv_taps` written into one buffer, with its own backward (trainable/taps.py)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, channels: int, kernel_size: int, dilation: int,
