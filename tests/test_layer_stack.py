@@ -75,7 +75,6 @@ def test_without_a_compiler_the_layers_run_as_modules(without_a_compiler):
     assert not layer_stack.applies(torch.zeros(1, 1, 14), 16)
 
 
-
 @needs_compiler
 def test_without_gradients_the_stack_holds_one_layers_activations_at_a_time():
     """Evaluation (no gradients) keeps nothing for a backward: the peak memory of 8 layers over

@@ -15,9 +15,7 @@ import ctypes
 import torch
 from torch import Tensor
 
-from umtune.trainable.native import kernel, pointer, runs_on_kernels
-
-MAX_GATE = 4096  # kernels.c's per-frame buffer
+from umtune.trainable.native import MAX_CHANNELS, kernel, pointer, runs_on_kernels
 
 
 def add_per_frame(x: Tensor, frame_values: Tensor) -> Tensor:
@@ -35,7 +33,7 @@ def reference_gate(h: Tensor, cond: Tensor) -> Tensor:
 def gate(h: Tensor, cond: Tensor) -> Tensor:
     """Pre-activations h (B, T, G) and conditioning cond (B, F, G), F dividing T ->
     tanh(a) * sigmoid(b) (B, T, G // 2) of [a, b] = h + cond repeated over each frame."""
-    if h.shape[-1] <= MAX_GATE and runs_on_kernels(h):
+    if h.shape[-1] <= MAX_CHANNELS and runs_on_kernels(h):
         return gate_op(h, cond)
     return reference_gate(h, cond)
 

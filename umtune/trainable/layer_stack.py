@@ -16,15 +16,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from umtune.trainable.gate import MAX_GATE, gate_backward_op, gate_op
-from umtune.trainable.native import runs_on_kernels
+from umtune.trainable.gate import gate_backward_op, gate_op
+from umtune.trainable.native import MAX_CHANNELS, runs_on_kernels
 from umtune.trainable.rows import add_linear_, linear, weight_grad
 from umtune.trainable.taps import add_tap_grads, taps_weight, write_taps
 
 
 def applies(sums: Tensor, gate_channels: int) -> bool:
     """Whether `layer_stack` runs for this stream (else the layers run as modules)."""
-    return (not torch.compiler.is_compiling() and gate_channels <= MAX_GATE
+    return (not torch.compiler.is_compiling() and gate_channels <= MAX_CHANNELS
             and runs_on_kernels(sums))
 
 

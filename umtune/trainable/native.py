@@ -23,6 +23,7 @@ from umtune.storage import staged
 
 SOURCE = Path(__file__).with_name("kernels.c")
 DTYPES = {torch.bfloat16: "bf16", torch.float32: "f32"}  # the dtypes kernels.c has variants for
+MAX_CHANNELS = 4096  # kernels.c's MAX_GATE: the channels its per-frame and per-row buffers hold
 
 
 class KernelUnavailable(RuntimeError):

@@ -14,9 +14,7 @@ from collections.abc import Iterator
 
 from torch import Tensor
 
-from umtune.trainable.native import kernel, pointer, runs_on_kernels
-
-MAX_CHANNELS = 4096  # kernels.c's per-row buffer
+from umtune.trainable.native import MAX_CHANNELS, kernel, pointer, runs_on_kernels
 
 
 def taps_weight(weight: Tensor) -> Tensor:
@@ -24,7 +22,7 @@ def taps_weight(weight: Tensor) -> Tensor:
     return weight.transpose(1, 2).flatten(1)
 
 
-def tap_rows(t: int, kernel_size: int, dilation: int, before: int
+def _tap_rows(t: int, kernel_size: int, dilation: int, before: int
              ) -> Iterator[tuple[int, int, int]]:
     """For each tap i: (shift, lo, hi), tap i at rows [lo, hi) reading x at rows + shift (zeros
     elsewhere)."""
@@ -41,7 +39,7 @@ def write_taps(x: Tensor, channels: int, kernel_size: int, dilation: int, before
         kernel("taps", x.dtype)(pointer(x), pointer(out),
                                 *_sizes(x, channels, kernel_size, dilation, before))
         return out
-    for i, (shift, lo, hi) in enumerate(tap_rows(x.shape[1], kernel_size, dilation, before)):
+    for i, (shift, lo, hi) in enumerate(_tap_rows(x.shape[1], kernel_size, dilation, before)):
         tap = out[..., i * channels:(i + 1) * channels]
         tap[:, lo:hi] = x[:, lo + shift:hi + shift, :channels]
         tap[:, :lo] = 0
@@ -58,7 +56,7 @@ def add_tap_grads(grad_x: Tensor, grad_taps: Tensor, kernel_size: int, dilation:
         kernel("tap_grads", grad_x.dtype)(pointer(grad_taps), pointer(grad_x),
                                           *_sizes(grad_x, channels, kernel_size, dilation, before))
         return
-    for i, (shift, lo, hi) in enumerate(tap_rows(grad_x.shape[1], kernel_size, dilation,
+    for i, (shift, lo, hi) in enumerate(_tap_rows(grad_x.shape[1], kernel_size, dilation,
                                                  before)):
         grad_x[:, lo + shift:hi + shift, :channels] += grad_taps[:, lo:hi,
                                                                  i * channels:(i + 1) * channels]
