@@ -39,6 +39,18 @@ def test_the_kernel_computes_the_gate_and_its_gradients(dtype, tol):
 
 
 @needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_backward_gives_the_gates_output_back_where_asked(dtype):
+    """`gate_backward_and_output`: the backward op's gradients and, written in the same pass,
+    the forward's output (for a caller that did not keep it)."""
+    h, cond, grad = (t.detach() for t in _inputs(dtype))
+    grad_h, grad_cond, out = gate_module.gate_backward_and_output(grad, h, cond)
+    assert torch.equal(out, gate_module.gate_op(h, cond))
+    expected = gate_module.gate_backward_op(grad, h, cond)
+    assert torch.equal(grad_h, expected[0]) and torch.equal(grad_cond, expected[1])
+
+
+@needs_compiler
 def test_the_custom_op_is_registered_for_autograd_and_the_compiler():
     h, cond, _ = _inputs(torch.float32)
     torch.library.opcheck(gate_module.gate_op, (h, cond))

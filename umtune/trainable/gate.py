@@ -57,13 +57,27 @@ def _(h: Tensor, cond: Tensor) -> Tensor:
     return h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
 
 
-@torch.library.custom_op("umtune::gate_backward", mutates_args=(), device_types="cpu")
-def gate_backward_op(grad: Tensor, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+def _backward_kernel(grad: Tensor, h: Tensor, cond: Tensor, out: Tensor | None
+                     ) -> tuple[Tensor, Tensor]:
     grad, h, c = grad.contiguous(), h.contiguous(), cond.float().contiguous()
     grad_h, grad_c = torch.empty_like(h), torch.empty_like(c)
     kernel("gate_backward", h.dtype)(pointer(grad), pointer(h), pointer(c), pointer(grad_h),
-                                     pointer(grad_c), *_sizes(h, c))
+                                     pointer(grad_c), pointer(out) if out is not None else None,
+                                     *_sizes(h, c))
     return grad_h, grad_c.to(cond.dtype)
+
+
+@torch.library.custom_op("umtune::gate_backward", mutates_args=(), device_types="cpu")
+def gate_backward_op(grad: Tensor, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+    return _backward_kernel(grad, h, cond, None)
+
+
+def gate_backward_and_output(grad: Tensor, h: Tensor, cond: Tensor
+                             ) -> tuple[Tensor, Tensor, Tensor]:
+    """`gate_backward_op`'s gradients and the gate's output again (B, T, G // 2), written in
+    the same pass: for a backward that does not keep the output from its forward."""
+    out = h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
+    return *_backward_kernel(grad, h, cond, out), out
 
 
 @gate_backward_op.register_fake

@@ -74,7 +74,9 @@ static inline float exp_poly(float x) {
 enum { MAX_GATE = 4096 };
 
 /* h (frames, pool, 2H) and cond (frames, 2H) -> out (frames, pool, H); and the backward:
- * grad (frames, pool, H) -> grad_h (frames, pool, 2H), grad_cond (frames, 2H). */
+ * grad (frames, pool, H) -> grad_h (frames, pool, 2H), grad_cond (frames, 2H), and out again
+ * where given (else NULL): a caller that did not keep the forward's output gets it back for
+ * the cost of a store. */
 #define GATE_KERNELS(NAME, T, LOAD, STORE)                                                      \
     void umtune_gate_##NAME(const T *restrict h, const float *restrict cond, T *restrict out,   \
                             int64_t frames, int64_t pool, int64_t H) {                          \
@@ -92,15 +94,17 @@ enum { MAX_GATE = 4096 };
                                                                                                 \
     void umtune_gate_backward_##NAME(const T *restrict grad, const T *restrict h,               \
                                      const float *restrict cond, T *restrict grad_h,            \
-                                     float *restrict grad_cond, int64_t frames, int64_t pool,   \
-                                     int64_t H) {                                               \
+                                     float *restrict grad_cond, T *restrict out,                \
+                                     int64_t frames, int64_t pool, int64_t H) {                 \
         _Pragma("omp parallel for") for (int64_t f = 0; f < frames; f++) {                      \
             const float *restrict c = cond + f * 2 * H;                                         \
             float sum[MAX_GATE] = {0};                                                          \
+            T unused[MAX_GATE / 2];                                                             \
             for (int64_t p = 0; p < pool; p++) {                                                \
                 const int64_t row = f * pool + p;                                               \
                 const T *restrict x = h + row * 2 * H, *restrict g = grad + row * H;            \
                 T *restrict d = grad_h + row * 2 * H;                                           \
+                T *restrict o = out ? out + row * H : unused;                                   \
                 _Pragma("omp simd") for (int64_t i = 0; i < H; i++) {                           \
                     const float t = tanh_rational(LOAD(x[i]) + c[i]);                           \
                     const float s = sigmoid(LOAD(x[H + i]) + c[H + i]);                         \
@@ -108,6 +112,7 @@ enum { MAX_GATE = 4096 };
                     const float da = go * s * (1.0f - t * t), db = go * t * s * (1.0f - s);     \
                     d[i] = STORE(da);                                                           \
                     d[H + i] = STORE(db);                                                       \
+                    o[i] = STORE(t * s);                                                        \
                     sum[i] += da;                                                               \
                     sum[H + i] += db;                                                           \
                 }                                                                               \
@@ -194,3 +199,20 @@ CE_KERNELS(f32, float, f32_load, f32_store)
 
 TAPS_KERNELS(bf16, bf16, bf16_load, bf16_store)
 TAPS_KERNELS(f32, float, f32_load, f32_store)
+
+/* The float32 sums of the first `channels` of each row of bf16 x (rows, stride) (a bias's
+ * gradient), in `blocks` partial sums (blocks, channels) over consecutive rows, whatever the
+ * threads, so that the caller's sum of them is the same on every run. */
+void umtune_column_sums_bf16(const bf16 *restrict x, float *restrict partial, int64_t rows,
+                             int64_t stride, int64_t channels, int64_t blocks) {
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < blocks; b++) {
+        float *restrict sum = partial + b * channels;
+        memset(sum, 0, channels * sizeof(float));
+        for (int64_t r = b * rows / blocks; r < (b + 1) * rows / blocks; r++) {
+            const bf16 *restrict row = x + r * stride;
+#pragma omp simd
+            for (int64_t c = 0; c < channels; c++) sum[c] += bf16_load(row[c]);
+        }
+    }
+}

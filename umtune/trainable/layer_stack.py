@@ -4,21 +4,22 @@ Autograd's backward of the layers composed one by one carries the gradient of th
 (B, T, R + S) stream through every layer: each layer zero-fills a gradient for its taps, adds
 it to the stream's, and adds the skip channels' gradient, which no layer changes, once more.
 Here the forward updates one stream in place (the res_skip output accumulated by the matmul
-itself, the skip biases added once at the end) and keeps each layer's input (B, T, R) rather
-than its taps (B, T, kernel * R): a step's activations outgrow the cache, so the backward
-reads them from memory, and rewrites the taps from the input in cache. The backward keeps one
-gradient buffer for the stream, into which each layer's taps add their gradient in place. It
-computes what `DecoderLayer` computes (a test holds the two equal), for the eager CPU step:
-torch.compile, CUDA and float64 run the layers as modules."""
+itself, the skip biases added once at the end) and keeps each layer's input (B, T, R) and
+pre-activation (B, T, G) only: a step's activations outgrow the cache, so the backward reads
+them from memory, and rewrites the taps from the input and the gate's output (in the gate's
+backward pass) in cache. The backward keeps one gradient buffer for the stream, into which
+each layer's taps add their gradient in place. It computes what `DecoderLayer` computes (a
+test holds the two equal), for the eager CPU step: torch.compile, CUDA and float64 run the
+layers as modules."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from umtune.trainable.gate import gate_backward_op, gate_op
+from umtune.trainable.gate import gate_backward_and_output, gate_op
 from umtune.trainable.native import MAX_CHANNELS, runs_on_kernels
-from umtune.trainable.rows import add_linear_, linear, weight_grad
+from umtune.trainable.rows import add_linear_, column_sums, linear, weight_grad
 from umtune.trainable.taps import add_tap_grads, taps_weight, write_taps
 
 
@@ -60,7 +61,7 @@ class _LayerStack(torch.autograd.Function):
             add_linear_(sums, gated, res_skip[:, :, 0])
             sums[..., :channels].add_(bias[:channels])
             if keep:
-                saved += [taps[..., -channels:].contiguous(), h, gated]  # the last tap is x
+                saved += [taps[..., -channels:].contiguous(), h]  # the last tap is x
         skip = sums[..., channels:]
         skip.add_(sum(weights[3 * i + 2][channels:] for i in range(n)))  # the skip biases, once
         ctx.shape = shape
@@ -72,21 +73,21 @@ class _LayerStack(torch.autograd.Function):
         channels, kernel_size, dilations = ctx.shape
         n = len(dilations)
         saved = ctx.saved_tensors
-        activations, conds, weights = saved[:3 * n], saved[3 * n:4 * n], saved[4 * n:]
+        activations, conds, weights = saved[:2 * n], saved[2 * n:3 * n], saved[3 * n:]
         B, T, skip = grad_skip.shape
         grad = grad_skip.new_zeros(B, T, channels + skip)  # the stream's gradient, in place
         grad[..., channels:] = grad_skip
-        grad_skip_bias = grad_skip.sum((0, 1), dtype=torch.float32)
+        grad_skip_bias = column_sums(grad_skip)
         grad_conds, grad_weights = [None] * n, [None] * (3 * n)
         for i in reversed(range(n)):
-            x, h, gated = activations[3 * i:3 * i + 3]
+            x, h = activations[2 * i:2 * i + 2]
             before = (kernel_size - 1) * dilations[i]
             taps = write_taps(x, channels, kernel_size, dilations[i], before)
             dilated, res_skip, bias = weights[3 * i:3 * i + 3]
-            grad_bias = torch.cat([grad[..., :channels].sum((0, 1), dtype=torch.float32),
-                                   grad_skip_bias])
+            grad_bias = torch.cat([column_sums(grad[..., :channels]), grad_skip_bias])
+            grad_h, grad_cond, gated = gate_backward_and_output(
+                linear(grad, res_skip[:, :, 0].t()), h, conds[i])
             grad_res_skip = weight_grad(gated, grad)[:, :, None]
-            grad_h, grad_cond = gate_backward_op(linear(grad, res_skip[:, :, 0].t()), h, conds[i])
             grad_dilated = weight_grad(taps, grad_h)  # (G, kernel_size * channels)
             grad_taps = linear(grad_h, taps_weight(dilated).t())
             add_tap_grads(grad, grad_taps, kernel_size, dilations[i], before)

@@ -8,11 +8,16 @@ slower than its own linear).
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from umtune.trainable.native import MAX_CHANNELS, kernel, pointer, runs_on_kernels
+
+SUM_BLOCKS = 16  # column_sums' partial sums, whatever the threads (the same result every run)
 
 
 def _chunks(x: Tensor) -> int:
@@ -48,3 +53,18 @@ def weight_grad(x: Tensor, grad: Tensor) -> Tensor:
     per_chunk = torch.bmm(grad.reshape(chunks, -1, grad.shape[-1]).transpose(1, 2),
                           x.reshape(chunks, -1, x.shape[-1]))
     return per_chunk.sum(0, dtype=torch.float32)
+
+
+def column_sums(x: Tensor) -> Tensor:
+    """The float32 sum of x (..., C) over all its rows (a bias's gradient). bf16 on the CPU in
+    one pass of kernels.c: PyTorch's sum(dtype=torch.float32) first copies all of x to float32."""
+    if not (x.dtype == torch.bfloat16 and x.shape[-1] <= MAX_CHANNELS and x.stride(-1) == 1
+            and runs_on_kernels(x)
+            and all(x.stride(i) == x.shape[i + 1] * x.stride(i + 1) for i in range(x.dim() - 2))):
+        return x.sum(tuple(range(x.dim() - 1)), dtype=torch.float32)
+    partial = x.new_empty(SUM_BLOCKS, x.shape[-1], dtype=torch.float32)
+    kernel("column_sums", x.dtype)(pointer(x), pointer(partial),
+                                   *(ctypes.c_int64(n) for n in (x.numel() // x.shape[-1],
+                                                                 x.stride(-2), x.shape[-1],
+                                                                 SUM_BLOCKS)))
+    return partial.sum(0)
