@@ -44,12 +44,18 @@ def _sizes(h: Tensor, cond: Tensor) -> tuple[ctypes.c_int64, ...]:
     return tuple(ctypes.c_int64(n) for n in (B * frames, T // frames, G // 2))
 
 
-@torch.library.custom_op("umtune::gate", mutates_args=(), device_types="cpu")
-def gate_op(h: Tensor, cond: Tensor) -> Tensor:
+def gate_forward(h: Tensor, cond: Tensor) -> Tensor:
+    """`gate_op` without the custom op's dispatch, for callers outside autograd and the
+    compiler (layer_stack.py)."""
     h, c = h.contiguous(), cond.float().contiguous()
     out = h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
     kernel("gate", h.dtype)(pointer(h), pointer(c), pointer(out), *_sizes(h, c))
     return out
+
+
+@torch.library.custom_op("umtune::gate", mutates_args=(), device_types="cpu")
+def gate_op(h: Tensor, cond: Tensor) -> Tensor:
+    return gate_forward(h, cond)
 
 
 @gate_op.register_fake

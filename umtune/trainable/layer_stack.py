@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from umtune.trainable.gate import gate_backward_and_output, gate_op
+from umtune.trainable.gate import gate_backward_and_output, gate_forward
 from umtune.trainable.native import MAX_CHANNELS, runs_on_kernels
-from umtune.trainable.rows import add_linear_, column_sums, linear, weight_grad
-from umtune.trainable.taps import add_tap_grads, taps_weight, write_taps
+from umtune.trainable.rows import column_sums, weight_grad
+from umtune.trainable.taps import add_tap_grads, write_taps
 
 
 def applies(sums: Tensor, gate_channels: int) -> bool:
@@ -31,13 +31,18 @@ def applies(sums: Tensor, gate_channels: int) -> bool:
 
 def layer_stack(layers: nn.ModuleList, sums: Tensor, conds: list[Tensor]) -> Tensor:
     """The skip sum (B, T, S) after `layers` (DecoderLayers) from the stream sums (B, T, R + S),
-    layer i conditioned by conds[i] (B, F, G) (its dilated conv's bias included)."""
+    layer i conditioned by conds[i] (B, F, G) (its dilated conv's bias included).
+
+    Every layer's weights go in as one tensor of each kind, cast once (a step runs ~75 small
+    PyTorch ops a layer otherwise, each a few microseconds whatever its size)."""
     first = layers[0]
     shape = (first.dilated.in_channels, first.dilated.kernel_size[0],
              tuple(layer.dilation for layer in layers))
-    tensors = [c.to(sums.dtype) for c in conds] + [
-        w.to(sums.dtype) for layer in layers
-        for w in (layer.dilated.weight, layer.res_skip.weight, layer.res_skip.bias)]
+    dilated = torch.stack([layer.dilated.weight for layer in layers])  # (n, G, R, k)
+    tensors = (torch.stack(conds).float(),  # (n, B, F, G), as the gate's kernels take it
+               dilated.transpose(2, 3).flatten(2).to(sums.dtype),  # (n, G, k * R): taps_weight
+               torch.stack([layer.res_skip.weight for layer in layers])[..., 0].to(sums.dtype),
+               torch.stack([layer.res_skip.bias for layer in layers]).to(sums.dtype))
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in [sums, *tensors])
     return _LayerStack.apply(sums, shape, keep, *tensors)
 
@@ -45,55 +50,51 @@ def layer_stack(layers: nn.ModuleList, sums: Tensor, conds: list[Tensor]) -> Ten
 class _LayerStack(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, sums: Tensor, shape: tuple, keep: bool, *tensors: Tensor) -> Tensor:
+    def forward(ctx, sums: Tensor, shape: tuple, keep: bool, conds: Tensor, dilated: Tensor,
+                res_skip: Tensor, bias: Tensor) -> Tensor:
         """keep: whether a backward will run (else nothing is kept for it: evaluation holds
         one layer's activations at a time, as the modules do)."""
         channels, kernel_size, dilations = shape
-        n = len(dilations)
-        conds, weights = tensors[:n], tensors[n:]
-        sums = sums.clone()  # updated in place from here
+        sums = sums.clone(memory_format=torch.contiguous_format)  # updated in place from here
+        rows = sums.view(-1, sums.shape[-1])
         saved = []
-        for i, (dilation, cond) in enumerate(zip(dilations, conds, strict=True)):
-            dilated, res_skip, bias = weights[3 * i:3 * i + 3]
+        for i, dilation in enumerate(dilations):
             taps = write_taps(sums, channels, kernel_size, dilation, (kernel_size - 1) * dilation)
-            h = linear(taps, taps_weight(dilated))
-            gated = gate_op(h, cond)
-            add_linear_(sums, gated, res_skip[:, :, 0])
-            sums[..., :channels].add_(bias[:channels])
+            h = torch.mm(taps.view(rows.shape[0], -1), dilated[i].t()).view(*sums.shape[:2], -1)
+            gated = gate_forward(h, conds[i])
+            torch.addmm(rows, gated.view(rows.shape[0], -1), res_skip[i].t(), out=rows)
+            sums[..., :channels].add_(bias[i, :channels])
             if keep:
                 saved += [taps[..., -channels:].contiguous(), h]  # the last tap is x
         skip = sums[..., channels:]
-        skip.add_(sum(weights[3 * i + 2][channels:] for i in range(n)))  # the skip biases, once
+        skip.add_(bias[:, channels:].sum(0))  # the skip biases, once
         ctx.shape = shape
-        ctx.save_for_backward(*saved, *tensors)
+        ctx.save_for_backward(*saved, conds, dilated, res_skip)
         return skip
 
     @staticmethod
     def backward(ctx, grad_skip: Tensor):
         channels, kernel_size, dilations = ctx.shape
         n = len(dilations)
-        saved = ctx.saved_tensors
-        activations, conds, weights = saved[:2 * n], saved[2 * n:3 * n], saved[3 * n:]
+        *activations, conds, dilated, res_skip = ctx.saved_tensors
         B, T, skip = grad_skip.shape
         grad = grad_skip.new_zeros(B, T, channels + skip)  # the stream's gradient, in place
         grad[..., channels:] = grad_skip
+        rows = grad.view(B * T, -1)
         grad_skip_bias = column_sums(grad_skip)
-        grad_conds, grad_weights = [None] * n, [None] * (3 * n)
+        grad_conds, grad_dilated, grad_res_skip, grad_bias = [], [], [], []
         for i in reversed(range(n)):
             x, h = activations[2 * i:2 * i + 2]
             before = (kernel_size - 1) * dilations[i]
             taps = write_taps(x, channels, kernel_size, dilations[i], before)
-            dilated, res_skip, bias = weights[3 * i:3 * i + 3]
-            grad_bias = torch.cat([column_sums(grad[..., :channels]), grad_skip_bias])
+            grad_bias.append(torch.cat([column_sums(grad[..., :channels]), grad_skip_bias]))
             grad_h, grad_cond, gated = gate_backward_and_output(
-                linear(grad, res_skip[:, :, 0].t()), h, conds[i])
-            grad_res_skip = weight_grad(gated, grad)[:, :, None]
-            grad_dilated = weight_grad(taps, grad_h)  # (G, kernel_size * channels)
-            grad_taps = linear(grad_h, taps_weight(dilated).t())
+                torch.mm(rows, res_skip[i]).view(B, T, -1), h, conds[i])
+            grad_conds.append(grad_cond)
+            grad_res_skip.append(weight_grad(gated, grad))
+            grad_dilated.append(weight_grad(taps, grad_h))  # (G, kernel_size * channels)
+            grad_taps = torch.mm(grad_h.view(B * T, -1), dilated[i]).view(B, T, -1)
             add_tap_grads(grad, grad_taps, kernel_size, dilations[i], before)
-            grad_conds[i] = grad_cond.to(conds[i].dtype)
-            grad_weights[3 * i:3 * i + 3] = [
-                grad_dilated.unflatten(1, (kernel_size, channels)).transpose(1, 2)
-                .to(dilated.dtype), grad_res_skip.to(res_skip.dtype), grad_bias.to(bias.dtype)]
-        return grad, None, None, *grad_conds, *grad_weights
-
+        return (grad, None, None, *(torch.stack(g[::-1]).to(t.dtype) for g, t in (
+            (grad_conds, conds), (grad_dilated, dilated), (grad_res_skip, res_skip),
+            (grad_bias, res_skip))))
