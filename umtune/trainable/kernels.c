@@ -29,8 +29,9 @@ static inline bf16 bf16_store(float f) { /* round to nearest even, as PyTorch */
 static inline float f32_load(float v) { return v; }
 static inline float f32_store(float f) { return f; }
 
-/* Eigen's float tanh: a rational function on [-7.9, 7.9], within a few ulp of float32. */
-static inline float tanh_rational(float x) {
+/* Eigen's float tanh: a rational function on [-7.9, 7.9], within a few ulp of float32, as its
+ * numerator and denominator (so that the gate divides once for its tanh and its sigmoid). */
+static inline float tanh_fraction(float x, float *restrict den) {
     x = x < -7.90531110763549805f ? -7.90531110763549805f : x;
     x = x > 7.90531110763549805f ? 7.90531110763549805f : x;
     const float x2 = x * x;
@@ -45,10 +46,18 @@ static inline float tanh_rational(float x) {
     q = q * x2 + 1.18534705686654e-04f;
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
-    return x * p / q;
+    *den = q;
+    return x * p;
 }
 
-static inline float sigmoid(float x) { return 0.5f + 0.5f * tanh_rational(0.5f * x); }
+/* tanh(a) and sigmoid(b) = (1 + tanh(b / 2)) / 2 with one division. */
+static inline void tanh_sigmoid(float a, float b, float *restrict t, float *restrict s) {
+    float qa, qb;
+    const float pa = tanh_fraction(a, &qa), pb = tanh_fraction(0.5f * b, &qb);
+    const float r = 1.0f / (qa * qb);
+    *t = pa * qb * r;
+    *s = 0.5f * (qb + pb) * qa * r;
+}
 
 /* Eigen's float exp (Cephes): x = m ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 polynomial,
  * times 2^m built in the exponent bits; within a few ulp of float32 on [-87.3, 88.4]. */
@@ -85,9 +94,11 @@ enum { MAX_GATE = 4096 };
             for (int64_t p = 0; p < pool; p++) {                                                \
                 const T *restrict x = h + (f * pool + p) * 2 * H;                               \
                 T *restrict o = out + (f * pool + p) * H;                                       \
-                _Pragma("omp simd") for (int64_t i = 0; i < H; i++)                             \
-                    o[i] = STORE(tanh_rational(LOAD(x[i]) + c[i]) *                             \
-                                 sigmoid(LOAD(x[H + i]) + c[H + i]));                           \
+                _Pragma("omp simd") for (int64_t i = 0; i < H; i++) {                           \
+                    float t, s;                                                                 \
+                    tanh_sigmoid(LOAD(x[i]) + c[i], LOAD(x[H + i]) + c[H + i], &t, &s);         \
+                    o[i] = STORE(t * s);                                                        \
+                }                                                                               \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
@@ -106,8 +117,8 @@ enum { MAX_GATE = 4096 };
                 T *restrict d = grad_h + row * 2 * H;                                           \
                 T *restrict o = out ? out + row * H : unused;                                   \
                 _Pragma("omp simd") for (int64_t i = 0; i < H; i++) {                           \
-                    const float t = tanh_rational(LOAD(x[i]) + c[i]);                           \
-                    const float s = sigmoid(LOAD(x[H + i]) + c[H + i]);                         \
+                    float t, s;                                                                 \
+                    tanh_sigmoid(LOAD(x[i]) + c[i], LOAD(x[H + i]) + c[H + i], &t, &s);         \
                     const float go = LOAD(g[i]);                                                \
                     const float da = go * s * (1.0f - t * t), db = go * t * s * (1.0f - s);     \
                     d[i] = STORE(da);                                                           \

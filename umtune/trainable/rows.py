@@ -37,15 +37,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return out.view(*x.shape[:-1], -1)
 
 
-def add_linear_(out: Tensor, x: Tensor, weight: Tensor) -> None:
-    """out (..., O) += x (..., C) @ weight (O, C)^T, in place (out contiguous). Written with
-    out= rather than baddbmm_, which FLOP counters do not count."""
-    chunks = _chunks(x)
-    rows = out.view(chunks, -1, out.shape[-1])
-    torch.baddbmm(rows, x.reshape(chunks, -1, x.shape[-1]), weight.t().expand(chunks, -1, -1),
-                  out=rows)
-
-
 def weight_grad(x: Tensor, grad: Tensor) -> Tensor:
     """The gradient (O, C), float32, of `linear(x, weight)`'s weight given its output's gradient
     grad (..., O): a product per thread of their chunks of rows, summed."""
