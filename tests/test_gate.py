@@ -42,9 +42,10 @@ def test_the_kernel_computes_the_gate_and_its_gradients(dtype, tol):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_backward_gives_the_gates_output_back_where_asked(dtype):
     """`gate_backward_and_output`: the backward op's gradients and, written in the same pass,
-    the forward's output (for a caller that did not keep it)."""
+    the forward's output (for a caller that did not keep it), into the caller's buffers."""
     h, cond, grad = (t.detach() for t in _inputs(dtype))
-    grad_h, grad_cond, out = gate_module.gate_backward_and_output(grad, h, cond)
+    grad_h, out = torch.full_like(h, float("nan")), torch.full_like(grad, float("nan"))
+    grad_cond = gate_module.gate_backward_and_output(grad, h, cond, grad_h, out)
     assert torch.equal(out, gate_module.gate_op(h, cond))
     expected = gate_module.gate_backward_op(grad, h, cond)
     assert torch.equal(grad_h, expected[0]) and torch.equal(grad_cond, expected[1])

@@ -44,11 +44,12 @@ def _sizes(h: Tensor, cond: Tensor) -> tuple[ctypes.c_int64, ...]:
     return tuple(ctypes.c_int64(n) for n in (B * frames, T // frames, G // 2))
 
 
-def gate_forward(h: Tensor, cond: Tensor) -> Tensor:
+def gate_forward(h: Tensor, cond: Tensor, out: Tensor | None = None) -> Tensor:
     """`gate_op` without the custom op's dispatch, for callers outside autograd and the
-    compiler (layer_stack.py)."""
+    compiler (layer_stack.py), into `out` (B, T, G // 2) where given (a buffer reused while
+    it is in cache)."""
     h, c = h.contiguous(), cond.float().contiguous()
-    out = h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
+    out = h.new_empty(*h.shape[:-1], h.shape[-1] // 2) if out is None else out
     kernel("gate", h.dtype)(pointer(h), pointer(c), pointer(out), *_sizes(h, c))
     return out
 
@@ -63,10 +64,11 @@ def _(h: Tensor, cond: Tensor) -> Tensor:
     return h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
 
 
-def _backward_kernel(grad: Tensor, h: Tensor, cond: Tensor, out: Tensor | None
-                     ) -> tuple[Tensor, Tensor]:
+def _backward_kernel(grad: Tensor, h: Tensor, cond: Tensor, grad_h: Tensor | None = None,
+                     out: Tensor | None = None) -> tuple[Tensor, Tensor]:
     grad, h, c = grad.contiguous(), h.contiguous(), cond.float().contiguous()
-    grad_h, grad_c = torch.empty_like(h), torch.empty_like(c)
+    grad_h = torch.empty_like(h) if grad_h is None else grad_h
+    grad_c = torch.empty_like(c)
     kernel("gate_backward", h.dtype)(pointer(grad), pointer(h), pointer(c), pointer(grad_h),
                                      pointer(grad_c), pointer(out) if out is not None else None,
                                      *_sizes(h, c))
@@ -75,15 +77,16 @@ def _backward_kernel(grad: Tensor, h: Tensor, cond: Tensor, out: Tensor | None
 
 @torch.library.custom_op("umtune::gate_backward", mutates_args=(), device_types="cpu")
 def gate_backward_op(grad: Tensor, h: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
-    return _backward_kernel(grad, h, cond, None)
+    return _backward_kernel(grad, h, cond)
 
 
-def gate_backward_and_output(grad: Tensor, h: Tensor, cond: Tensor
-                             ) -> tuple[Tensor, Tensor, Tensor]:
-    """`gate_backward_op`'s gradients and the gate's output again (B, T, G // 2), written in
-    the same pass: for a backward that does not keep the output from its forward."""
-    out = h.new_empty(*h.shape[:-1], h.shape[-1] // 2)
-    return *_backward_kernel(grad, h, cond, out), out
+def gate_backward_and_output(grad: Tensor, h: Tensor, cond: Tensor, grad_h: Tensor,
+                             out: Tensor) -> Tensor:
+    """`gate_backward_op`: the gradient of h written into grad_h (B, T, G) and the
+    conditioning's returned, and the gate's output written again into out (B, T, G // 2) in
+    the same pass, for a backward that did not keep it (grad_h and out: buffers reused while
+    they are in cache)."""
+    return _backward_kernel(grad, h, cond, grad_h, out)[1]
 
 
 @gate_backward_op.register_fake

@@ -57,15 +57,19 @@ class _LayerStack(torch.autograd.Function):
         channels, kernel_size, dilations = shape
         sums = sums.clone(memory_format=torch.contiguous_format)  # updated in place from here
         rows = sums.view(-1, sums.shape[-1])
+        # What no backward needs is written into the same buffers every layer, in cache.
+        taps = sums.new_empty(*sums.shape[:2], kernel_size * channels)
+        gated = sums.new_empty(*sums.shape[:2], dilated.shape[1] // 2)
         saved = []
         for i, dilation in enumerate(dilations):
-            taps = write_taps(sums, channels, kernel_size, dilation, (kernel_size - 1) * dilation)
+            write_taps(sums, channels, kernel_size, dilation, (kernel_size - 1) * dilation, taps)
             h = torch.mm(taps.view(rows.shape[0], -1), dilated[i].t()).view(*sums.shape[:2], -1)
-            gated = gate_forward(h, conds[i])
+            gate_forward(h, conds[i], gated)
             torch.addmm(rows, gated.view(rows.shape[0], -1), res_skip[i].t(), out=rows)
             sums[..., :channels].add_(bias[i, :channels])
             if keep:
-                saved += [taps[..., -channels:].contiguous(), h]  # the last tap is x
+                saved += [taps[..., -channels:].clone(memory_format=torch.contiguous_format),
+                          h]  # the last tap is x; taps is written again next layer
         skip = sums[..., channels:]
         skip.add_(bias[:, channels:].sum(0))  # the skip biases, once
         ctx.shape = shape
@@ -83,18 +87,22 @@ class _LayerStack(torch.autograd.Function):
         rows = grad.view(B * T, -1)
         grad_skip_bias = column_sums(grad_skip)
         grad_conds, grad_dilated, grad_res_skip, grad_bias = [], [], [], []
+        gates = dilated.shape[1]  # the buffers every layer writes, in cache:
+        taps, grad_taps = (grad.new_empty(B * T, kernel_size * channels) for _ in range(2))
+        grad_gated, gated = (grad.new_empty(B * T, gates // 2) for _ in range(2))
+        grad_h = grad.new_empty(B * T, gates)
         for i in reversed(range(n)):
             x, h = activations[2 * i:2 * i + 2]
             before = (kernel_size - 1) * dilations[i]
-            taps = write_taps(x, channels, kernel_size, dilations[i], before)
+            write_taps(x, channels, kernel_size, dilations[i], before, taps.view(B, T, -1))
             grad_bias.append(torch.cat([column_sums(grad[..., :channels]), grad_skip_bias]))
-            grad_h, grad_cond, gated = gate_backward_and_output(
-                torch.mm(rows, res_skip[i]).view(B, T, -1), h, conds[i])
-            grad_conds.append(grad_cond)
-            grad_res_skip.append(weight_grad(gated, grad))
+            torch.mm(rows, res_skip[i], out=grad_gated)
+            grad_conds.append(gate_backward_and_output(
+                grad_gated.view(B, T, -1), h, conds[i], grad_h.view(B, T, -1), gated))
+            grad_res_skip.append(weight_grad(gated, rows))
             grad_dilated.append(weight_grad(taps, grad_h))  # (G, kernel_size * channels)
-            grad_taps = torch.mm(grad_h.view(B * T, -1), dilated[i]).view(B, T, -1)
-            add_tap_grads(grad, grad_taps, kernel_size, dilations[i], before)
+            torch.mm(grad_h, dilated[i], out=grad_taps)
+            add_tap_grads(grad, grad_taps.view(B, T, -1), kernel_size, dilations[i], before)
         return (grad, None, None, *(torch.stack(g[::-1]).to(t.dtype) for g, t in (
             (grad_conds, conds), (grad_dilated, dilated), (grad_res_skip, res_skip),
             (grad_bias, res_skip))))

@@ -32,9 +32,11 @@ def _tap_rows(t: int, kernel_size: int, dilation: int, before: int
         yield shift, lo, max(lo, min(t - shift, t))
 
 
-def write_taps(x: Tensor, channels: int, kernel_size: int, dilation: int, before: int) -> Tensor:
-    """The taps (B, T, kernel_size * channels) of x[..., :channels] (B, T, C)."""
-    out = x.new_empty(*x.shape[:-1], kernel_size * channels)
+def write_taps(x: Tensor, channels: int, kernel_size: int, dilation: int, before: int,
+               out: Tensor | None = None) -> Tensor:
+    """The taps (B, T, kernel_size * channels) of x[..., :channels] (B, T, C), into `out` where
+    given (a buffer reused while it is in cache)."""
+    out = x.new_empty(*x.shape[:-1], kernel_size * channels) if out is None else out
     if _on_kernels(x, channels):
         kernel("taps", x.dtype)(pointer(x), pointer(out),
                                 *_sizes(x, channels, kernel_size, dilation, before))
