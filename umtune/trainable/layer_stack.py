@@ -95,7 +95,7 @@ class _LayerStack(torch.autograd.Function):
             x, h = activations[2 * i:2 * i + 2]
             before = (kernel_size - 1) * dilations[i]
             write_taps(x, channels, kernel_size, dilations[i], before, taps.view(B, T, -1))
-            grad_bias.append(torch.cat([column_sums(grad[..., :channels]), grad_skip_bias]))
+            grad_bias.append(column_sums(grad[..., :channels]))
             torch.mm(rows, res_skip[i], out=grad_gated)
             grad_conds.append(gate_backward_and_output(
                 grad_gated.view(B, T, -1), h, conds[i], grad_h.view(B, T, -1), gated))
@@ -103,6 +103,8 @@ class _LayerStack(torch.autograd.Function):
             grad_dilated.append(weight_grad(taps, grad_h))  # (G, kernel_size * channels)
             torch.mm(grad_h, dilated[i], out=grad_taps)
             add_tap_grads(grad, grad_taps.view(B, T, -1), kernel_size, dilations[i], before)
+        grad_bias = torch.cat([torch.stack(grad_bias[::-1]),  # the skip part: every layer's
+                               grad_skip_bias.expand(n, -1)], dim=1)
         return (grad, None, None, *(torch.stack(g[::-1]).to(t.dtype) for g, t in (
-            (grad_conds, conds), (grad_dilated, dilated), (grad_res_skip, res_skip),
-            (grad_bias, res_skip))))
+            (grad_conds, conds), (grad_dilated, dilated), (grad_res_skip, res_skip))),
+                grad_bias.to(res_skip.dtype))

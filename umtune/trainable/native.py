@@ -95,6 +95,13 @@ def runs_on_kernels(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in DTYPES and kernels_available()
 
 
+def rows_evenly_strided(t: torch.Tensor) -> bool:
+    """Whether t's rows (every index but the last) lie at one stride from each other, each
+    row's channels contiguous: the layout kernels.c's row loops read."""
+    return t.stride(-1) == 1 and all(t.stride(i) == t.shape[i + 1] * t.stride(i + 1)
+                                     for i in range(t.dim() - 2))
+
+
 def kernel(name: str, dtype: torch.dtype):
     """kernels.c's function `name` for `dtype`: umtune_{name}_{bf16|f32}."""
     return getattr(kernels(), f"umtune_{name}_{DTYPES[dtype]}")

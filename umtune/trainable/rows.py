@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from umtune.trainable.native import kernel, pointer, runs_on_kernels
+from umtune.trainable.native import kernel, pointer, rows_evenly_strided, runs_on_kernels
 
 SUM_BLOCKS = 16  # column_sums' partial sums, whatever the threads (the same result every run)
 
@@ -49,8 +49,7 @@ def weight_grad(x: Tensor, grad: Tensor) -> Tensor:
 def column_sums(x: Tensor) -> Tensor:
     """The float32 sum of x (..., C) over all its rows (a bias's gradient). bf16 on the CPU in
     one pass of kernels.c: PyTorch's sum(dtype=torch.float32) first copies all of x to float32."""
-    if not (x.dtype == torch.bfloat16 and x.stride(-1) == 1 and runs_on_kernels(x)
-            and all(x.stride(i) == x.shape[i + 1] * x.stride(i + 1) for i in range(x.dim() - 2))):
+    if not (x.dtype == torch.bfloat16 and rows_evenly_strided(x) and runs_on_kernels(x)):
         return x.sum(tuple(range(x.dim() - 1)), dtype=torch.float32)
     partial = x.new_empty(SUM_BLOCKS, x.shape[-1], dtype=torch.float32)
     kernel("column_sums", x.dtype)(pointer(x), pointer(partial),

@@ -14,7 +14,13 @@ from collections.abc import Iterator
 
 from torch import Tensor
 
-from umtune.trainable.native import MAX_CHANNELS, kernel, pointer, runs_on_kernels
+from umtune.trainable.native import (
+    MAX_CHANNELS,
+    kernel,
+    pointer,
+    rows_evenly_strided,
+    runs_on_kernels,
+)
 
 
 def taps_weight(weight: Tensor) -> Tensor:
@@ -65,11 +71,8 @@ def add_tap_grads(grad_x: Tensor, grad_taps: Tensor, kernel_size: int, dilation:
 
 
 def _on_kernels(x: Tensor, channels: int) -> bool:
-    """Whether kernels.c writes these taps: x's rows (B * T of them) evenly strided, each row's
-    channels contiguous."""
-    B, T, C = x.shape
-    return (channels <= MAX_CHANNELS and x.stride(2) == 1 and x.stride(0) == T * x.stride(1)
-            and runs_on_kernels(x))
+    """Whether kernels.c writes these taps: x's rows (B * T of them) evenly strided."""
+    return channels <= MAX_CHANNELS and rows_evenly_strided(x) and runs_on_kernels(x)
 
 
 def _sizes(x: Tensor, channels: int, kernel_size: int, dilation: int, before: int
