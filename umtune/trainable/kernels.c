@@ -1,7 +1,7 @@
 /* The decoders' kernels in training, each one pass over memory forward and one backward, for
  * bf16 and float32 activations (math in float32), split over OpenMP threads (torch's own
  * runtime, already loaded). tanh, sigmoid and exp are multiply-adds (rational or polynomial
- * approximations), so the loops vectorise.
+ * approximations), so the loops vectorise (their clamps need -fno-trapping-math on AVX2).
  *
  * The gate (gate.py): tanh(a) * sigmoid(b) of a layer's pre-activation h = [a, b] plus its
  * latent frame's conditioning (float32, as its gradient).
