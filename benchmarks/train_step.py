@@ -56,16 +56,22 @@ def matmul_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, reps: in
         return 2 * a.shape[0]**3 * reps / (time.perf_counter() - start) / 1e9
 
     a = torch.randn(n, n, device=device).to(dtype)
-    probe = rate(a[:256, :256].contiguous(), 1)
-    while device == "cpu" and n > 256 and 2 * n**3 * reps / (probe * 1e9) > budget:
-        n //= 2
+    if device == "cpu":
+        probe = rate(a[:256, :256].contiguous(), 1)
+        while n > 256 and 2 * n**3 * reps / (probe * 1e9) > budget:
+            n //= 2
     return rate(a[:n, :n].contiguous(), reps)
+
+
+def emulated(peaks: dict[str, float], dtype: str) -> bool:
+    """Whether `dtype`'s matmul peak is below fp32's: emulated, so no ceiling to measure by."""
+    return peaks[dtype] < peaks["fp32"]
 
 
 def percent(gflops: float, peaks: dict[str, float], dtype: str) -> str:
     """gflops as a share of `dtype`'s matmul peak, "-" where that peak is below fp32's (an
     emulated dtype's peak is no ceiling)."""
-    if peaks[dtype] < peaks["fp32"]:
+    if emulated(peaks, dtype):
         return f"{'-':>7}"
     return f"{100 * gflops / peaks[dtype]:6.0f}%"
 
@@ -216,7 +222,7 @@ def main() -> None:
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"threads: {torch.get_num_threads()}  matmul peak: fp32 {peaks['fp32']:.3g} GFLOP/s, "
           f"bf16 {peaks['bf16']:.3g} GFLOP/s")
-    if peaks["bf16"] < peaks["fp32"]:
+    if emulated(peaks, "bf16"):
         print("bf16 is emulated on this CPU (its peak is below fp32's): no % of its peak")
     print(f"{'preset':7} {'step':9} {'prec':5} {'batch':>12} {'s/step':>7} {'samples/s':>10} "
           f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'% fp32':>7} {'% bf16':>7}")
