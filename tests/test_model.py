@@ -33,6 +33,7 @@ from umtune.trainable.model import (
     swapped_latent,
 )
 from umtune.trainable.rows import linear
+from umtune.trainable.taps import tap_products, taps_weight
 
 TINY = ModelConfig(
     domains=("a", "b"),
@@ -90,13 +91,16 @@ def test_decoder_causality_by_gradient():
     assert x.grad[0, :100].abs().max() > 0
 
 
+@pytest.mark.parametrize("in_channels, out_channels", [(6, 10), (10, 6)])  # taps; per tap
 @pytest.mark.parametrize("kernel_size, dilation", [(1, 1), (2, 4), (3, 5)])
-def test_matmul_layout_computes_the_convolutions(kernel_size, dilation):
+def test_matmul_layout_computes_the_convolutions(kernel_size, dilation, in_channels,
+                                                 out_channels):
     """Channels-last matmuls with a Conv1d's weights give that convolution's output, centred and
-    causal, so that weights mean the same in either layout (checkpoints, generation)."""
+    causal, so that weights mean the same in either layout (checkpoints, generation): one
+    product over the taps, or (float32, no fewer channels in than out) a product per tap."""
     torch.manual_seed(0)
-    conv = nn.Conv1d(6, 10, kernel_size, dilation=dilation)
-    x = torch.randn(2, 50, 6)  # (B, T, C)
+    conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation)
+    x = torch.randn(2, 50, in_channels)  # (B, T, C)
     span = (kernel_size - 1) * dilation
     causal = F.conv1d(F.pad(x.transpose(1, 2), (span, 0)), conv.weight, conv.bias,
                       dilation=dilation)
@@ -125,6 +129,30 @@ def test_taps_and_their_gradient_are_the_padded_slices(kernel_size, dilation, be
     expected_grad, = torch.autograd.grad(expected, x, grad)
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
     torch.testing.assert_close(got_grad, expected_grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kernel_size, dilation, before",
+                         [(1, 1, 0), (2, 4, 4), (3, 5, 5), (3, 30, 30), (2, 3, 1), (3, 64, 64)])
+def test_tap_products_and_their_gradients_are_the_product_over_the_taps(
+        kernel_size, dilation, before, dtype, with_bias):
+    """`tap_products` (a product per tap accumulated in place, its own backward) against one
+    product over the padded taps under autograd: the same output and gradients of x (channel
+    slice included, taps past the segment included), the weight and the bias."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 40, 7, dtype=dtype, requires_grad=True)
+    weight = torch.randn(6, 5, kernel_size, dtype=dtype, requires_grad=True)
+    bias = torch.randn(6, dtype=dtype, requires_grad=True) if with_bias else None
+    grad = torch.randn(2, 40, 6, dtype=dtype)
+    got = tap_products(x[..., :5], weight, bias, dilation, before)
+    expected = padded_taps(x[..., :5], kernel_size, dilation, before) @ taps_weight(weight).t()
+    expected = expected + bias if with_bias else expected
+    torch.testing.assert_close(got, expected)
+    inputs = (x, weight, bias) if with_bias else (x, weight)
+    for got_grad, expected_grad in zip(torch.autograd.grad(got, inputs, grad),
+                                       torch.autograd.grad(expected, inputs, grad), strict=True):
+        torch.testing.assert_close(got_grad, expected_grad)
 
 
 @pytest.mark.parametrize("shape", [(3, 10, 6), (1, 7, 6), (5, 6)])

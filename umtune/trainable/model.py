@@ -32,7 +32,7 @@ from umtune.trainable import layer_stack
 from umtune.trainable.cross_entropy import cross_entropy
 from umtune.trainable.gate import add_per_frame, gate
 from umtune.trainable.rows import linear
-from umtune.trainable.taps import add_tap_grads, taps_weight, write_taps
+from umtune.trainable.taps import add_tap_grads, tap_products, taps_weight, write_taps
 
 
 def mu_law_encode(audio: Tensor, classes: int) -> Tensor:
@@ -143,8 +143,21 @@ def conv_as_matmul(conv: nn.Conv1d, x: Tensor, causal: bool, with_bias: bool = T
     where the caller adds it more cheaply (per latent frame)."""
     k, d = conv.kernel_size[0], conv.dilation[0]
     span = (k - 1) * d
-    taps = conv_taps(x, k, d, span if causal else span // 2, conv.in_channels)
-    return linear(taps, taps_weight(conv.weight), conv.bias if with_bias else None)
+    before = span if causal else span // 2
+    bias = conv.bias if with_bias else None
+    if _by_tap_products(conv, x):
+        return tap_products(x[..., :conv.in_channels], conv.weight, bias, d, before)
+    return linear(conv_taps(x, k, d, before, conv.in_channels), taps_weight(conv.weight), bias)
+
+
+def _by_tap_products(conv: nn.Conv1d, x: Tensor) -> bool:
+    """Whether `conv_as_matmul` runs as a product per tap rather than one over written taps: in
+    eager float32 on the CPU (trainable/taps.py), where the taps (k x in_channels a row) are no
+    smaller than what the products add into k times (out_channels a row); a 1-channel input's
+    taps are cheaper than its k outer products."""
+    return (conv.in_channels >= conv.out_channels and x.dtype == torch.float32
+            and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling())
 
 
 class EncoderLayer(nn.Module):

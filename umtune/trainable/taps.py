@@ -5,6 +5,11 @@ Written into one buffer, and their gradient added into one buffer the shape of x
 backward of slices of a zero-padded copy of x zero-fills and copies the padded copy once per
 tap, docs/speed.md); on the CPU each in one pass of kernels.c, where PyTorch's strided copies
 take a few passes per tap.
+
+Or no taps at all (`tap_products`): one product per tap, of the rows of x that tap reads,
+accumulated into the rows of the output it feeds. In float32 on the CPU this skips the taps'
+write and read and their gradient's (k times x's size each); in bf16 every partial sum would
+round, where the one product over the taps rounds once.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Iterator
 
+import torch
 from torch import Tensor
 
 from umtune.trainable.native import (
@@ -79,3 +85,43 @@ def _sizes(x: Tensor, channels: int, kernel_size: int, dilation: int, before: in
            ) -> tuple[ctypes.c_int64, ...]:
     return tuple(ctypes.c_int64(n) for n in (x.shape[0], x.shape[1], x.stride(1), channels,
                                              kernel_size, dilation, before))
+
+
+def tap_products(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int, before: int
+                 ) -> Tensor:
+    """The convolution of x (B, T, C) with a Conv1d's weight (O, C, k) (and bias), tap i reading
+    x[t - before + i * dilation] (zeros outside x): (B, T, O), as k products accumulated in
+    place, with their own backward."""
+    return _TapProducts.apply(x, weight, bias, dilation, before)
+
+
+class _TapProducts(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int,
+                before: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.taps, ctx.with_bias = (dilation, before), bias is not None
+        B, T, _ = x.shape
+        out = x.new_zeros(B, T, weight.shape[0]) if bias is None else \
+            bias.to(x.dtype).expand(B, T, -1).contiguous()
+        for i, (shift, lo, hi) in enumerate(_tap_rows(T, weight.shape[-1], dilation, before)):
+            out[:, lo:hi].baddbmm_(x[:, lo + shift:hi + shift],
+                                   weight[:, :, i].t().expand(B, -1, -1))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        B, T, _ = x.shape
+        grad = grad.contiguous()
+        grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
+        for i, (shift, lo, hi) in enumerate(_tap_rows(T, weight.shape[-1], *ctx.taps)):
+            if grad_x is not None:
+                grad_x[:, lo + shift:hi + shift].baddbmm_(grad[:, lo:hi],
+                                                          weight[:, :, i].expand(B, -1, -1))
+            if grad_weight is not None:
+                grad_weight[:, :, i] = torch.bmm(grad[:, lo:hi].transpose(1, 2),
+                                                 x[:, lo + shift:hi + shift]).sum(0)
+        grad_bias = grad.sum((0, 1)) if ctx.with_bias and ctx.needs_input_grad[2] else None
+        return grad_x, grad_weight, grad_bias, None, None
