@@ -152,9 +152,9 @@ def conv_as_matmul(conv: nn.Conv1d, x: Tensor, causal: bool, with_bias: bool = T
 
 def _by_tap_products(conv: nn.Conv1d, x: Tensor) -> bool:
     """Whether `conv_as_matmul` runs as a product per tap rather than one over written taps: in
-    eager float32 on the CPU (trainable/taps.py), where the taps (k x in_channels a row) are no
-    smaller than what the products add into k times (out_channels a row); a 1-channel input's
-    taps are cheaper than its k outer products."""
+    eager float32 on the CPU (trainable/taps.py), where the taps one product would read (k x
+    in_channels a row) are no fewer than the sums k products add into (k x out_channels a row);
+    a 1-channel input's taps cost less than its k outer products."""
     return (conv.in_channels >= conv.out_channels and x.dtype == torch.float32
             and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling())
