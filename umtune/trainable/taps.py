@@ -100,10 +100,10 @@ class _TapProducts(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int,
                 before: int) -> Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.taps, ctx.with_bias = (dilation, before), bias is not None
+        ctx.taps = dilation, before
         B, T, _ = x.shape
         out = x.new_zeros(B, T, weight.shape[0]) if bias is None else \
-            bias.to(x.dtype).expand(B, T, -1).contiguous()
+            bias.expand(B, T, -1).contiguous()
         for i, (shift, lo, hi) in enumerate(_tap_rows(T, weight.shape[-1], dilation, before)):
             out[:, lo:hi].baddbmm_(x[:, lo + shift:hi + shift],
                                    weight[:, :, i].t().expand(B, -1, -1))
@@ -123,5 +123,5 @@ class _TapProducts(torch.autograd.Function):
             if grad_weight is not None:
                 grad_weight[:, :, i] = torch.bmm(grad[:, lo:hi].transpose(1, 2),
                                                  x[:, lo + shift:hi + shift]).sum(0)
-        grad_bias = grad.sum((0, 1)) if ctx.with_bias and ctx.needs_input_grad[2] else None
+        grad_bias = grad.sum((0, 1)) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None
