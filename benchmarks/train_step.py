@@ -7,7 +7,10 @@ achieved GFLOP/s next to this machine's fp32 and bf16 matmul peaks measured in t
 then the step's parts timed alone (data, augmentation, the confusion update, the encoder's and
 the decoders' forward and backward, the content head, the optimizer); with `--official SRC`
 the official code's training step (its `train_batch`, run on this device) at the same sizes;
-with `--compiled` each preset and precision again with `train.compile`.
+with `--compiled` each preset and precision again with `train.compile`; and the step's matmuls
+replayed alone (the same ops on tensors of the same shapes, strides and dtypes, each timed on its
+own): how far the step is from the time its matmuls take by themselves, about the least any
+step of the same products on the same matmul library can take.
 
     .venv/bin/python benchmarks/train_step.py --data data/lines8k [--official SRC] [--compiled]
 
@@ -18,9 +21,12 @@ with `--compiled` each preset and precision again with `train.compile`.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from argparse import Namespace
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from itertools import chain
 from pathlib import Path
@@ -28,6 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from umtune.config import RunConfig, preset
@@ -93,6 +100,22 @@ def samples_per_step(cfg: RunConfig) -> int:
     return cfg.data.batch_per_domain * len(cfg.model.domains) * cfg.data.segment_samples
 
 
+def product_flops(a_shape, b_shape) -> int:
+    """2 x the multiply-adds of a (batched) matmul of operands of these shapes."""
+    return 2 * math.prod(a_shape) * b_shape[-1]
+
+
+def in_place_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:
+    """addmm_ and baddbmm_, which FlopCounterMode does not count (the encoder's products)."""
+    return product_flops(a_shape, b_shape)
+
+
+def flop_counter() -> FlopCounterMode:
+    """FlopCounterMode, counting the in-place matmuls too (the encoder's products in fp32)."""
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.addmm_: in_place_flops,
+                                                          torch.ops.aten.baddbmm_: in_place_flops})
+
+
 def measure(cfg: RunConfig, data: Dataset, steps: int, **trainer_options) -> dict:
     """Seconds and FLOPs of `Trainer.step()`: one step counted, one warm-up, `steps` timed.
 
@@ -102,7 +125,7 @@ def measure(cfg: RunConfig, data: Dataset, steps: int, **trainer_options) -> dic
     trainer = Trainer(cfg, data, **trainer_options)
     counted = Trainer(replace(cfg, train=replace(cfg.train, compile=False)), data,
                       **trainer_options) if cfg.train.compile else trainer
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         counted.step()  # the same FLOPs compiled or not
     trainer.step()  # warm-up (and, compiled, the compilation)
     start = time.perf_counter()
@@ -123,6 +146,82 @@ def _timed(fn, reps: int) -> float:
     for _ in range(reps):
         fn()
     return (time.perf_counter() - start) / reps
+
+
+MATMULS = {torch.ops.aten.mm, torch.ops.aten.bmm, torch.ops.aten.addmm, torch.ops.aten.addmm_,
+           torch.ops.aten.baddbmm, torch.ops.aten.baddbmm_}
+
+
+class _Layout(tuple):
+    """A tensor's shape, strides, dtype and device: what a replay of its op is given."""
+
+
+def _layout(arg):
+    return _Layout((tuple(arg.shape), arg.stride(), arg.dtype, arg.device)) \
+        if isinstance(arg, Tensor) else arg
+
+
+class MatmulRecorder(TorchDispatchMode):
+    """Counts the matmuls dispatched under it (forward and backward, inside custom autograd
+    Functions too) by op and by the layouts of their arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket in MATMULS:
+            self.calls[func, tuple(map(_layout, args)),
+                       tuple((k, _layout(v)) for k, v in sorted(kwargs.items()))] += 1
+        return func(*args, **kwargs)
+
+
+def _fresh(arg):
+    """A new tensor with `arg`'s layout (expanded dimensions included), random values."""
+    if not isinstance(arg, _Layout):
+        return arg
+    shape, stride, dtype, device = arg
+    size = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if all(shape) else 0
+    return torch.randn(size, device=device).to(dtype).as_strided(shape, stride)
+
+
+def operands(func, args: tuple) -> tuple:
+    """A recorded matmul's two operands: mm's and bmm's first two arguments; addmm's, baddbmm's
+    and their in-place forms' two after the one they add to."""
+    return args[:2] if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.bmm) else \
+        args[1:3]
+
+
+def replay(func, args: tuple, kwargs: tuple) -> Callable[[], None]:
+    """A call of a recorded matmul on new tensors of its layouts (waiting for a GPU)."""
+    args, kwargs = tuple(map(_fresh, args)), {k: _fresh(v) for k, v in kwargs}
+    cuda = any(isinstance(x, Tensor) and x.is_cuda for x in args)
+
+    def call():
+        func(*args, **kwargs)
+        if cuda:
+            torch.cuda.synchronize()
+
+    return call
+
+
+def matmuls_alone(calls: Counter, reps: int) -> tuple[float, float]:
+    """Seconds and GFLOP of the recorded matmuls, each replayed on its own, times its count."""
+    seconds = flops = 0.0
+    for (func, args, kwargs), count in calls.items():
+        seconds += count * _timed(replay(func, args, kwargs), reps)
+        flops += count * product_flops(*(x[0] for x in operands(func, args)))
+    return seconds, flops / 1e9
+
+
+def step_matmuls(cfg: RunConfig, data: Dataset) -> Counter:
+    """The matmuls of one eager `Trainer.step()` (after a warm-up step), recorded."""
+    trainer = Trainer(replace(cfg, train=replace(cfg.train, compile=False)), data)
+    trainer.step()
+    with MatmulRecorder() as recorder:
+        trainer.step()
+    return recorder.calls
 
 
 def parts(cfg: RunConfig, data: Dataset, reps: int) -> dict[str, float]:
@@ -226,7 +325,7 @@ def main() -> None:
         print("bf16 is emulated on this CPU (its peak is below fp32's): no % of its peak")
     print(f"{'preset':7} {'step':9} {'prec':5} {'batch':>12} {'s/step':>7} {'samples/s':>10} "
           f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'% fp32':>7} {'% bf16':>7}")
-    configs = {}
+    configs, steps = {}, {}
     for name in args.presets.split(","):
         for prec in args.precisions.split(","):
             cfg = configs[name, prec] = step_config(name, data, **PRESET_SIZES[name],
@@ -234,6 +333,7 @@ def main() -> None:
             for step, compiled in (("umtune", False), ("compiled", True))[:1 + args.compiled]:
                 r = measure(replace(cfg, train=replace(cfg.train, compile=compiled)), data,
                             args.steps)
+                steps.setdefault((name, prec), r["s/step"])  # the eager step's
                 print(f"{name:7} {step:9} {r['precision']:5} {r['batch']:>12} "
                       f"{r['s/step']:7.3f} {r['samples/s']:10.0f} {r['GFLOP/step']:10.1f} "
                       f"{r['GFLOP/s']:8.1f} {percent(r['GFLOP/s'], peaks, 'fp32')} "
@@ -249,6 +349,16 @@ def main() -> None:
     for (name, prec), cfg in configs.items():
         t = parts(cfg, data, args.steps)
         print(f"{name:7} {prec:5} " + " ".join(f"{t[n]:12.3f}" for n in names))
+    print("\nthe step's matmuls replayed alone (same ops, shapes, strides and dtypes, each on its "
+          "own):")
+    print(f"{'preset':7} {'prec':5} {'matmuls':>8} {'GFLOP':>7} {'alone s':>8} {'GFLOP/s':>8} "
+          f"{'step s':>7} {'step/alone':>10}")
+    for (name, prec), cfg in configs.items():
+        calls = step_matmuls(cfg, data)
+        seconds, gflop = matmuls_alone(calls, args.steps)
+        print(f"{name:7} {prec:5} {sum(calls.values()):8d} {gflop:7.1f} {seconds:8.3f} "
+              f"{gflop / seconds:8.1f} {steps[name, prec]:7.3f} "
+              f"{steps[name, prec] / seconds:10.2f}")
 
 
 if __name__ == "__main__":
