@@ -8,9 +8,9 @@ then the step's parts timed alone (data, augmentation, the confusion update, the
 the decoders' forward and backward, the content head, the optimizer); with `--official SRC`
 the official code's training step (its `train_batch`, run on this device) at the same sizes;
 with `--compiled` each preset and precision again with `train.compile`; and the step's matmuls
-replayed alone (the same ops on tensors of the same shapes, strides and dtypes, each timed on its
-own): how far the step is from the time its matmuls take by themselves, about the least any
-step of the same products on the same matmul library can take.
+and convolutions replayed alone (the same ops on tensors of the same shapes, strides and
+dtypes, each timed on its own): how far the step is from the time its products take by
+themselves, about the least a step of the same products on the same libraries can take.
 
     .venv/bin/python benchmarks/train_step.py --data data/lines8k [--official SRC] [--compiled]
 
@@ -100,14 +100,9 @@ def samples_per_step(cfg: RunConfig) -> int:
     return cfg.data.batch_per_domain * len(cfg.model.domains) * cfg.data.segment_samples
 
 
-def product_flops(a_shape, b_shape) -> int:
-    """2 x the multiply-adds of a (batched) matmul of operands of these shapes."""
-    return 2 * math.prod(a_shape) * b_shape[-1]
-
-
 def in_place_flops(self_shape, a_shape, b_shape, *args, **kwargs) -> int:
     """addmm_ and baddbmm_, which FlopCounterMode does not count (the encoder's products)."""
-    return product_flops(a_shape, b_shape)
+    return 2 * math.prod(a_shape) * b_shape[-1]
 
 
 def flop_counter() -> FlopCounterMode:
@@ -148,22 +143,24 @@ def _timed(fn, reps: int) -> float:
     return (time.perf_counter() - start) / reps
 
 
-MATMULS = {torch.ops.aten.mm, torch.ops.aten.bmm, torch.ops.aten.addmm, torch.ops.aten.addmm_,
-           torch.ops.aten.baddbmm, torch.ops.aten.baddbmm_}
+PRODUCTS = {torch.ops.aten.mm, torch.ops.aten.bmm, torch.ops.aten.addmm, torch.ops.aten.addmm_,
+            torch.ops.aten.baddbmm, torch.ops.aten.baddbmm_, torch.ops.aten.convolution,
+            torch.ops.aten.convolution_backward}
 
 
 class _Layout(tuple):
-    """A tensor's shape, strides, dtype and device: what a replay of its op is given."""
+    """A tensor's shape, strides and dtype: what a replay of its op is given."""
 
 
 def _layout(arg):
-    return _Layout((tuple(arg.shape), arg.stride(), arg.dtype, arg.device)) \
-        if isinstance(arg, Tensor) else arg
+    if isinstance(arg, Tensor):
+        return _Layout((tuple(arg.shape), arg.stride(), arg.dtype))
+    return tuple(map(_layout, arg)) if isinstance(arg, list) else arg
 
 
-class MatmulRecorder(TorchDispatchMode):
-    """Counts the matmuls dispatched under it (forward and backward, inside custom autograd
-    Functions too) by op and by the layouts of their arguments."""
+class ProductRecorder(TorchDispatchMode):
+    """Counts the matmuls and convolutions dispatched under it (forward and backward, inside
+    custom autograd Functions too) by op and by the layouts of their arguments."""
 
     def __init__(self):
         super().__init__()
@@ -171,7 +168,7 @@ class MatmulRecorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func.overloadpacket in MATMULS:
+        if func.overloadpacket in PRODUCTS:
             self.calls[func, tuple(map(_layout, args)),
                        tuple((k, _layout(v)) for k, v in sorted(kwargs.items()))] += 1
         return func(*args, **kwargs)
@@ -181,45 +178,36 @@ def _fresh(arg):
     """A new tensor with `arg`'s layout (expanded dimensions included), random values."""
     if not isinstance(arg, _Layout):
         return arg
-    shape, stride, dtype, device = arg
+    shape, stride, dtype = arg
     size = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if all(shape) else 0
-    return torch.randn(size, device=device).to(dtype).as_strided(shape, stride)
-
-
-def operands(func, args: tuple) -> tuple:
-    """A recorded matmul's two operands: mm's and bmm's first two arguments; addmm's, baddbmm's
-    and their in-place forms' two after the one they add to."""
-    return args[:2] if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.bmm) else \
-        args[1:3]
+    return torch.randn(size).to(dtype).as_strided(shape, stride)
 
 
 def replay(func, args: tuple, kwargs: tuple) -> Callable[[], None]:
-    """A call of a recorded matmul on new tensors of its layouts (waiting for a GPU)."""
+    """A call of a recorded op on new tensors of its layouts."""
     args, kwargs = tuple(map(_fresh, args)), {k: _fresh(v) for k, v in kwargs}
-    cuda = any(isinstance(x, Tensor) and x.is_cuda for x in args)
-
-    def call():
-        func(*args, **kwargs)
-        if cuda:
-            torch.cuda.synchronize()
-
-    return call
+    return lambda: func(*args, **kwargs)
 
 
-def matmuls_alone(calls: Counter, reps: int) -> tuple[float, float]:
-    """Seconds and GFLOP of the recorded matmuls, each replayed on its own, times its count."""
+def products_alone(calls: Counter, reps: int) -> tuple[float, float]:
+    """Seconds and GFLOP of the recorded CPU products, each replayed on its own, times its
+    count."""
     seconds = flops = 0.0
     for (func, args, kwargs), count in calls.items():
-        seconds += count * _timed(replay(func, args, kwargs), reps)
-        flops += count * product_flops(*(x[0] for x in operands(func, args)))
+        call = replay(func, args, kwargs)
+        with flop_counter() as counter:
+            call()
+        seconds += count * _timed(call, reps)
+        flops += count * counter.get_total_flops()
     return seconds, flops / 1e9
 
 
-def step_matmuls(cfg: RunConfig, data: Dataset) -> Counter:
-    """The matmuls of one eager `Trainer.step()` (after a warm-up step), recorded."""
+def step_products(cfg: RunConfig, data: Dataset) -> Counter:
+    """The matmuls and convolutions of one eager `Trainer.step()` on the CPU (after a warm-up
+    step), recorded."""
     trainer = Trainer(replace(cfg, train=replace(cfg.train, compile=False)), data)
     trainer.step()
-    with MatmulRecorder() as recorder:
+    with ProductRecorder() as recorder:
         trainer.step()
     return recorder.calls
 
@@ -349,13 +337,13 @@ def main() -> None:
     for (name, prec), cfg in configs.items():
         t = parts(cfg, data, args.steps)
         print(f"{name:7} {prec:5} " + " ".join(f"{t[n]:12.3f}" for n in names))
-    print("\nthe step's matmuls replayed alone (same ops, shapes, strides and dtypes, each on its "
-          "own):")
-    print(f"{'preset':7} {'prec':5} {'matmuls':>8} {'GFLOP':>7} {'alone s':>8} {'GFLOP/s':>8} "
+    print("\nthe step's matmuls and convolutions replayed alone (same ops, shapes, strides and "
+          "dtypes, each on its own):")
+    print(f"{'preset':7} {'prec':5} {'products':>8} {'GFLOP':>7} {'alone s':>8} {'GFLOP/s':>8} "
           f"{'step s':>7} {'step/alone':>10}")
     for (name, prec), cfg in configs.items():
-        calls = step_matmuls(cfg, data)
-        seconds, gflop = matmuls_alone(calls, args.steps)
+        calls = step_products(cfg, data)
+        seconds, gflop = products_alone(calls, args.steps)
         print(f"{name:7} {prec:5} {sum(calls.values()):8d} {gflop:7.1f} {seconds:8.3f} "
               f"{gflop / seconds:8.1f} {steps[name, prec]:7.3f} "
               f"{steps[name, prec] / seconds:10.2f}")
