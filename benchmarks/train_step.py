@@ -313,7 +313,7 @@ def main() -> None:
         print("bf16 is emulated on this CPU (its peak is below fp32's): no % of its peak")
     print(f"{'preset':7} {'step':9} {'prec':5} {'batch':>12} {'s/step':>7} {'samples/s':>10} "
           f"{'GFLOP/step':>10} {'GFLOP/s':>8} {'% fp32':>7} {'% bf16':>7}")
-    configs, steps = {}, {}
+    configs, eager = {}, {}
     for name in args.presets.split(","):
         for prec in args.precisions.split(","):
             cfg = configs[name, prec] = step_config(name, data, **PRESET_SIZES[name],
@@ -321,7 +321,7 @@ def main() -> None:
             for step, compiled in (("umtune", False), ("compiled", True))[:1 + args.compiled]:
                 r = measure(replace(cfg, train=replace(cfg.train, compile=compiled)), data,
                             args.steps)
-                steps.setdefault((name, prec), r["s/step"])  # the eager step's
+                eager.setdefault((name, prec), r["s/step"])
                 print(f"{name:7} {step:9} {r['precision']:5} {r['batch']:>12} "
                       f"{r['s/step']:7.3f} {r['samples/s']:10.0f} {r['GFLOP/step']:10.1f} "
                       f"{r['GFLOP/s']:8.1f} {percent(r['GFLOP/s'], peaks, 'fp32')} "
@@ -345,8 +345,8 @@ def main() -> None:
         calls = step_products(cfg, data)
         seconds, gflop = products_alone(calls, args.steps)
         print(f"{name:7} {prec:5} {sum(calls.values()):8d} {gflop:7.1f} {seconds:8.3f} "
-              f"{gflop / seconds:8.1f} {steps[name, prec]:7.3f} "
-              f"{steps[name, prec] / seconds:10.2f}")
+              f"{gflop / seconds:8.1f} {eager[name, prec]:7.3f} "
+              f"{eager[name, prec] / seconds:10.2f}")
 
 
 if __name__ == "__main__":
