@@ -41,7 +41,7 @@ lint: setup
 	$(VENV)/bin/ruff check umtune tests benchmarks docs
 
 # Everything: the fast tests, then the slow ones (real Ray clusters): 11-12 minutes on 2 cores of
-# an AVX-512 EPYC (Zen 5), ~26 on 2 of an AVX2-only one (Zen 3), where the slow tests train in fp32.
+# an AVX-512 EPYC (Zen 5), 22-26 on 2 of an AVX2-only one (Zen 3), where the slow tests train in fp32.
 test: setup lint
 	$(PY) -m pytest -q
 	$(PY) -m pytest -q -m slow
