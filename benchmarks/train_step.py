@@ -111,38 +111,6 @@ def flop_counter() -> FlopCounterMode:
                                                           torch.ops.aten.baddbmm_: in_place_flops})
 
 
-def measure(cfg: RunConfig, data: Dataset, steps: int, **trainer_options) -> dict:
-    """Seconds and FLOPs of `Trainer.step()`: one step counted, one warm-up, `steps` timed.
-
-    `trainer_options` (device, wrap, rank, world_size) place the trainer; under DDP the rates
-    are of the global batch and the FLOPs of this process's share.
-    """
-    trainer = Trainer(cfg, data, **trainer_options)
-    counted = Trainer(replace(cfg, train=replace(cfg.train, compile=False)), data,
-                      **trainer_options) if cfg.train.compile else trainer
-    with flop_counter() as counter:
-        counted.step()  # the same FLOPs compiled or not
-    trainer.step()  # warm-up (and, compiled, the compilation)
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.step()  # returns floats: waits for the GPU
-    seconds = (time.perf_counter() - start) / steps
-    return {"precision": trainer.precision.precision,
-            "batch": f"{len(cfg.model.domains)}x{cfg.data.batch_per_domain}x"
-                     f"{cfg.data.segment_samples}",
-            "s/step": seconds, "samples/s": samples_per_step(cfg) / seconds,
-            "GFLOP/step": counter.get_total_flops() / 1e9,
-            "GFLOP/s": counter.get_total_flops() / seconds / 1e9}
-
-
-def _timed(fn, reps: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - start) / reps
-
-
 PRODUCTS = {torch.ops.aten.mm, torch.ops.aten.bmm, torch.ops.aten.addmm, torch.ops.aten.addmm_,
             torch.ops.aten.baddbmm, torch.ops.aten.baddbmm_, torch.ops.aten.convolution,
             torch.ops.aten.convolution_backward}
@@ -174,6 +142,41 @@ class ProductRecorder(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+def measure(cfg: RunConfig, data: Dataset, steps: int, products: bool = False,
+            **trainer_options) -> dict:
+    """Seconds and FLOPs of `Trainer.step()`: one step counted, one warm-up, `steps` timed;
+    with `products`, the counted step's products recorded (a Counter, not JSON).
+
+    `trainer_options` (device, wrap, rank, world_size) place the trainer; under DDP the rates
+    are of the global batch and the FLOPs of this process's share.
+    """
+    trainer = Trainer(cfg, data, **trainer_options)
+    counted = Trainer(replace(cfg, train=replace(cfg.train, compile=False)), data,
+                      **trainer_options) if cfg.train.compile else trainer
+    with flop_counter() as counter, ProductRecorder() as recorder:
+        counted.step()  # the same FLOPs and products compiled or not
+    trainer.step()  # warm-up (and, compiled, the compilation)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.step()  # returns floats: waits for the GPU
+    seconds = (time.perf_counter() - start) / steps
+    return {"precision": trainer.precision.precision,
+            "batch": f"{len(cfg.model.domains)}x{cfg.data.batch_per_domain}x"
+                     f"{cfg.data.segment_samples}",
+            "s/step": seconds, "samples/s": samples_per_step(cfg) / seconds,
+            "GFLOP/step": counter.get_total_flops() / 1e9,
+            "GFLOP/s": counter.get_total_flops() / seconds / 1e9,
+            **({"products": recorder.calls} if products else {})}
+
+
+def _timed(fn, reps: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps
+
+
 def _fresh(arg):
     """A new tensor with `arg`'s layout (expanded dimensions included), random values."""
     if not isinstance(arg, _Layout):
@@ -200,16 +203,6 @@ def products_alone(calls: Counter, reps: int) -> tuple[float, float]:
         seconds += count * _timed(call, reps)
         flops += count * counter.get_total_flops()
     return seconds, flops / 1e9
-
-
-def step_products(cfg: RunConfig, data: Dataset) -> Counter:
-    """The matmuls and convolutions of one eager `Trainer.step()` on the CPU (after a warm-up
-    step), recorded."""
-    trainer = Trainer(replace(cfg, train=replace(cfg.train, compile=False)), data)
-    trainer.step()
-    with ProductRecorder() as recorder:
-        trainer.step()
-    return recorder.calls
 
 
 def parts(cfg: RunConfig, data: Dataset, reps: int) -> dict[str, float]:
@@ -320,8 +313,8 @@ def main() -> None:
                                                     precision=prec)
             for step, compiled in (("umtune", False), ("compiled", True))[:1 + args.compiled]:
                 r = measure(replace(cfg, train=replace(cfg.train, compile=compiled)), data,
-                            args.steps)
-                eager.setdefault((name, prec), r["s/step"])
+                            args.steps, products=True)
+                eager.setdefault((name, prec), r)
                 print(f"{name:7} {step:9} {r['precision']:5} {r['batch']:>12} "
                       f"{r['s/step']:7.3f} {r['samples/s']:10.0f} {r['GFLOP/step']:10.1f} "
                       f"{r['GFLOP/s']:8.1f} {percent(r['GFLOP/s'], peaks, 'fp32')} "
@@ -341,12 +334,10 @@ def main() -> None:
           "dtypes, each on its own):")
     print(f"{'preset':7} {'prec':5} {'products':>8} {'GFLOP':>7} {'alone s':>8} {'GFLOP/s':>8} "
           f"{'step s':>7} {'step/alone':>10}")
-    for (name, prec), cfg in configs.items():
-        calls = step_products(cfg, data)
-        seconds, gflop = products_alone(calls, args.steps)
-        print(f"{name:7} {prec:5} {sum(calls.values()):8d} {gflop:7.1f} {seconds:8.3f} "
-              f"{gflop / seconds:8.1f} {eager[name, prec]:7.3f} "
-              f"{eager[name, prec] / seconds:10.2f}")
+    for (name, prec), r in eager.items():
+        seconds, gflop = products_alone(r["products"], args.steps)
+        print(f"{name:7} {prec:5} {sum(r['products'].values()):8d} {gflop:7.1f} {seconds:8.3f} "
+              f"{gflop / seconds:8.1f} {r['s/step']:7.3f} {r['s/step'] / seconds:10.2f}")
 
 
 if __name__ == "__main__":

@@ -16,13 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from train_step import (  # noqa: E402
     ProductRecorder,
     flop_counter,
+    measure,
     products_alone,
-    step_products,
 )
 
 from umtune.config import preset  # noqa: E402
 from umtune.data import Dataset  # noqa: E402
-from umtune.trainable.loop import Trainer  # noqa: E402
 
 
 def test_the_recorder_keeps_each_products_layout_and_replays_it():
@@ -62,13 +61,10 @@ def test_a_steps_recorded_products_are_its_counted_flops(tiny_dataset):
     cfg = replace(cfg, data=replace(cfg.data, path=str(tiny_dataset),
                                     sample_rate=data.sample_rate),
                   train=replace(cfg.train, precision="fp32"))
-    calls = step_products(cfg, data)
-    trainer = Trainer(cfg, data)
-    trainer.step()
-    with flop_counter() as counter:
-        trainer.step()
+    r = measure(cfg, data, steps=1, products=True)
+    calls = r["products"]
     seconds, gflop = products_alone(calls, reps=1)
-    assert gflop * 1e9 == pytest.approx(counter.get_total_flops())
+    assert gflop == pytest.approx(r["GFLOP/step"])
     in_place = Counter({call: n for call, n in calls.items()
                         if call[0].overloadpacket is torch.ops.aten.baddbmm_})
     assert in_place and products_alone(in_place, reps=1)[1] * 1e9 == sum(
