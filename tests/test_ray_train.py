@@ -13,6 +13,7 @@ import pytest
 import ray
 import torch
 from ray.util.state import list_actors
+from ray_nodes import cpus_left_taken
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_loop import tiny_run
 
@@ -29,12 +30,27 @@ from umtune.trainable.run_folder import LocalRun, RunFolder, read_history
 pytestmark = pytest.mark.slow  # a real Ray cluster: minutes
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray for the module: 2 CPUs, one per Train worker (the machine has 2 cores)."""
+def _start_ray():
+    """A local Ray of 2 CPUs, one per Train worker (the machine has 2 cores)."""
     ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+
+
+@pytest.fixture(scope="module")
+def _module_ray():
+    _start_ray()
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(_module_ray):
+    """The module's local Ray. A test must leave its CPUs free: one that does not fails, and
+    the next test gets a new Ray instead of Train workers that wait forever for them."""
+    yield
+    if taken := cpus_left_taken():
+        ray.shutdown()
+        _start_ray()
+        pytest.fail(f"{taken:g} CPUs of the local Ray were still taken a minute after the test")
 
 
 def _update(state: dict, start: dict) -> dict:

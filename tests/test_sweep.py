@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import ray
 from ray import tune
-from ray_nodes import RayNodes
+from ray_nodes import RayNodes, cpus_left_taken
 
 import umtune.search_spaces
 import umtune.sweep
@@ -31,12 +31,26 @@ FAST = ["train.max_epochs=2", "train.steps_per_epoch=3", "train.eval_segments=2"
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A Ray head started like a user's (`ray start --head`, 2 CPUs); sweeps join it."""
-    nodes = RayNodes().start_head(cpus=2)
-    yield nodes.address
+def _head():
+    """A Ray head started like a user's (`ray start --head`, 2 CPUs), shared by the module."""
+    head = [RayNodes().start_head(cpus=2)]
+    yield head
     ray.shutdown()
-    nodes.stop()
+    head[0].stop()
+
+
+@pytest.fixture
+def cluster(_head):
+    """The head's address; sweeps join it. A test must leave its CPUs free: one that does not
+    fails, and the next test gets a new head instead of a sweep that waits forever for them."""
+    yield _head[0].address
+    ray.init(address=_head[0].address, ignore_reinit_error=True)
+    taken = cpus_left_taken()
+    ray.shutdown()  # the trials this process started end with it
+    if taken:
+        _head[0].stop()
+        _head[0] = RayNodes().start_head(cpus=2)
+        pytest.fail(f"{taken:g} CPUs of the sweeps' Ray were still taken a minute after the test")
 
 
 def _base(data):
@@ -78,7 +92,6 @@ def test_tune_run_and_tuner_run_the_trainable_on_a_named_space(cluster, tiny_dat
     assert len({r.config["train.aug_semitones"] for r in grid}) == 3  # sampled, not the base's
     assert grid.get_best_result().metrics["heldout_ce"] == min(r.metrics["heldout_ce"]
                                                                 for r in grid)
-    ray.shutdown()
 
 
 def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(
