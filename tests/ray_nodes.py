@@ -36,18 +36,18 @@ def tiny_sweep_args(data: Path, storage: str, name: str, samples: int) -> list[s
             storage, "--name", name, *[arg for item in TINY_TRIAL for arg in ("--set", item)]]
 
 
-def cpus_left_taken(within: float = 60) -> float:
-    """CPUs of the cluster this process is connected to that are still taken after up to
-    `within` seconds (0 as soon as all are free): what a finished test left running. Tune
-    waits forever for CPUs a trial holds, so a test that leaves some taken would hang the
-    next test's sweep on a shared cluster."""
+def cpus_not_free(cpus: float, within: float = 60) -> float:
+    """How many of the `cpus` CPUs of the cluster this process is connected to are still not
+    free after up to `within` seconds (0 as soon as all are): taken by what a finished test
+    left running, or lost with a node that died. Tune waits forever for CPUs, so on a shared
+    cluster either would hang the next test's sweep."""
     import ray
 
     deadline = time.monotonic() + within
     while True:
-        taken = ray.cluster_resources().get("CPU", 0) - ray.available_resources().get("CPU", 0)
-        if taken <= 0 or time.monotonic() >= deadline:
-            return max(taken, 0)
+        missing = cpus - ray.available_resources().get("CPU", 0)
+        if missing <= 0 or time.monotonic() >= deadline:
+            return max(missing, 0)
         time.sleep(0.5)
 
 

@@ -13,7 +13,7 @@ import pytest
 import ray
 import torch
 from ray.util.state import list_actors
-from ray_nodes import cpus_left_taken
+from ray_nodes import cpus_not_free
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_loop import tiny_run
 
@@ -30,9 +30,11 @@ from umtune.trainable.run_folder import LocalRun, RunFolder, read_history
 pytestmark = pytest.mark.slow  # a real Ray cluster: minutes
 
 
+CPUS = 2  # the local Ray's: one per Train worker (the machine has 2 cores)
+
+
 def _start_ray():
-    """A local Ray of 2 CPUs, one per Train worker (the machine has 2 cores)."""
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    ray.init(num_cpus=CPUS, include_dashboard=True, log_to_driver=False)
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +49,10 @@ def local_ray(_module_ray):
     """The module's local Ray. A test must leave its CPUs free: one that does not fails, and
     the next test gets a new Ray instead of Train workers that wait forever for them."""
     yield
-    if taken := cpus_left_taken():
+    if missing := cpus_not_free(CPUS):
         ray.shutdown()
         _start_ray()
-        pytest.fail(f"{taken:g} CPUs of the local Ray were still taken a minute after the test")
+        pytest.fail(f"{missing:g} CPUs of the local Ray were not free a minute after the test")
 
 
 def _update(state: dict, start: dict) -> dict:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import ray
 from ray import tune
-from ray_nodes import RayNodes, cpus_left_taken
+from ray_nodes import RayNodes, cpus_not_free
 
 import umtune.search_spaces
 import umtune.sweep
@@ -30,10 +30,13 @@ FAST = ["train.max_epochs=2", "train.steps_per_epoch=3", "train.eval_segments=2"
         "data.segment_samples=800", "model.encoder.pool=200"]
 
 
+CPUS = 2  # the sweeps' Ray head's
+
+
 @pytest.fixture(scope="module")
 def _head():
-    """A Ray head started like a user's (`ray start --head`, 2 CPUs), shared by the module."""
-    head = [RayNodes().start_head(cpus=2)]
+    """A Ray head started like a user's (`ray start --head`), shared by the module."""
+    head = [RayNodes().start_head(cpus=CPUS)]
     yield head
     ray.shutdown()
     head[0].stop()
@@ -45,12 +48,12 @@ def cluster(_head):
     fails, and the next test gets a new head instead of a sweep that waits forever for them."""
     yield _head[0].address
     ray.init(address=_head[0].address, ignore_reinit_error=True)
-    taken = cpus_left_taken()
+    missing = cpus_not_free(CPUS)
     ray.shutdown()  # the trials this process started end with it
-    if taken:
+    if missing:
         _head[0].stop()
-        _head[0] = RayNodes().start_head(cpus=2)
-        pytest.fail(f"{taken:g} CPUs of the sweeps' Ray were still taken a minute after the test")
+        _head[0] = RayNodes().start_head(cpus=CPUS)
+        pytest.fail(f"{missing:g} CPUs of the sweeps' Ray were not free a minute after the test")
 
 
 def _base(data):
